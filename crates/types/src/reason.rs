@@ -1,0 +1,65 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Stable reason codes for every refusal cordon makes.
+///
+/// The string form (`as_str`) is part of cordon's interface: it appears in CLI
+/// errors, in `x-cordon-reason` headers and in audit events, and must never
+/// change meaning once released. Add new codes; do not rename old ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// A layer the profile requires is not available on this host.
+    LayerUnavailable,
+    /// A sandbox setup step failed; the session did not start.
+    SetupFailed,
+    /// The profile is invalid.
+    ProfileInvalid,
+    /// An environment variable was withheld because it looks like a credential.
+    EnvCredentialDropped,
+    /// A path is protected (read-only in every mode).
+    PathProtected,
+    /// A path matches a `hide` rule and is unreadable inside the sandbox.
+    PathHidden,
+}
+
+impl ReasonCode {
+    /// The stable machine-readable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::LayerUnavailable => "layer_unavailable",
+            ReasonCode::SetupFailed => "setup_failed",
+            ReasonCode::ProfileInvalid => "profile_invalid",
+            ReasonCode::EnvCredentialDropped => "env_credential_dropped",
+            ReasonCode::PathProtected => "path_protected",
+            ReasonCode::PathHidden => "path_hidden",
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_form_equals_stable_string() {
+        for code in [
+            ReasonCode::LayerUnavailable,
+            ReasonCode::SetupFailed,
+            ReasonCode::ProfileInvalid,
+            ReasonCode::EnvCredentialDropped,
+            ReasonCode::PathProtected,
+            ReasonCode::PathHidden,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}
