@@ -1,0 +1,752 @@
+//! The profile schema, inheritance and resolution.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use cordon_types::ProjectMode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::hide::HideMatcher;
+use crate::values::{ByteSize, EnvName, Glob, HomePath, HostPath, PathRule};
+
+/// Paths inside the project that stay read-only in every mode, also when they
+/// do not exist yet: they run code on the user's side later (git hooks, direnv,
+/// editor tasks) or configure cordon itself.
+pub const ALWAYS_PROTECTED: &[&str] = &[
+    ".git/hooks",
+    ".git/config",
+    ".gitmodules",
+    ".envrc",
+    ".vscode",
+    ".idea",
+    ".cordon",
+];
+
+/// Built-in profiles, shipped as data files.
+const BUILTIN: &[(&str, &str)] = &[
+    ("default", include_str!("../../../profiles/default.toml")),
+    (
+        "claude-code",
+        include_str!("../../../profiles/claude-code.toml"),
+    ),
+    ("codex", include_str!("../../../profiles/codex.toml")),
+    ("aider", include_str!("../../../profiles/aider.toml")),
+    (
+        "gemini-cli",
+        include_str!("../../../profiles/gemini-cli.toml"),
+    ),
+];
+
+/// Names of the built-in profiles.
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(n, _)| *n)
+}
+
+/// The text of a built-in profile.
+pub fn builtin(name: &str) -> Option<SourceText> {
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, text)| SourceText {
+            origin: format!("builtin:{n}"),
+            text: (*text).to_owned(),
+        })
+}
+
+/// Profile text and where it came from (a file path or `builtin:NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceText {
+    /// File path or `builtin:NAME`, used in error messages.
+    pub origin: String,
+    /// The TOML text.
+    pub text: String,
+}
+
+/// Where profiles are looked up by name (the session layer reads the user's
+/// profile directory; built-ins are in this crate).
+pub trait ProfileSource {
+    /// The profile called `name`, if there is one. Lookups of a profile's own
+    /// name from its `extends` are answered by [`builtin`] (see [`resolve`]).
+    fn find(&self, name: &str) -> Result<Option<SourceText>, ProfileError>;
+    /// Places searched, for "not found" messages.
+    fn searched(&self, name: &str) -> Vec<String>;
+}
+
+/// Why a profile could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// No profile of that name.
+    #[error("profile {name:?} not found (searched: {})", searched.join(", "))]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// Where we looked.
+        searched: Vec<String>,
+    },
+    /// The TOML is malformed or a value is invalid.
+    #[error("{origin}:{line}:{column}: {message}")]
+    Parse {
+        /// File or `builtin:NAME`.
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The profile is well-formed but inconsistent.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// File or `builtin:NAME`.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `extends` loops.
+    #[error("profile inheritance loops: {}", chain.join(" -> "))]
+    Cycle {
+        /// The chain of names.
+        chain: Vec<String>,
+    },
+    /// Reading a profile failed.
+    #[error("{origin}: {message}")]
+    Io {
+        /// The file.
+        origin: String,
+        /// The OS error.
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------- file schema
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    extends: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    project: ProjectFile,
+    #[serde(default)]
+    filesystem: FilesystemFile,
+    #[serde(default)]
+    home: HomeFile,
+    #[serde(default)]
+    env: EnvFile,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    sandbox: SandboxFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectFile {
+    mode: Option<ProjectMode>,
+    #[serde(default)]
+    hide: Vec<PathRule<Glob>>,
+    #[serde(default)]
+    reveal: Vec<PathRule<Glob>>,
+    #[serde(default)]
+    protect: Vec<PathRule<HomePath>>,
+    examples: Option<Examples>,
+}
+
+/// Paths that must (not) be hidden by a profile's rules; checked on load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Examples {
+    /// Project-relative paths that must be hidden.
+    #[serde(default)]
+    pub hidden: Vec<String>,
+    /// Project-relative paths that must stay visible.
+    #[serde(default)]
+    pub visible: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesystemFile {
+    #[serde(default)]
+    read: Vec<PathRule<HostPath>>,
+    #[serde(default)]
+    write: Vec<PathRule<HostPath>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HomeFile {
+    #[serde(default)]
+    read: Vec<PathRule<HomePath>>,
+    #[serde(default)]
+    write: Vec<PathRule<HomePath>>,
+    #[serde(default)]
+    persist: Vec<PathRule<HomePath>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvFile {
+    #[serde(default)]
+    pass: Vec<PathRule<EnvName>>,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    nproc: Option<u64>,
+    nofile: Option<u64>,
+    tmp_size: Option<ByteSize>,
+    home_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxFile {
+    landlock: Option<LandlockLevel>,
+    allow_ptrace: Option<bool>,
+    hostname: Option<String>,
+}
+
+// ---------------------------------------------------------- effective profile
+
+/// How strictly Landlock must be enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockLevel {
+    /// Every requested right and scope, or refuse to start.
+    Strict,
+    /// Enforced at least partly, or refuse; warn when partial.
+    Required,
+    /// Warn when unavailable.
+    BestEffort,
+}
+
+/// The effective, fully resolved profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    /// Profile name (file stem or built-in name).
+    pub name: String,
+    /// One line for `cordon profile list`.
+    pub description: String,
+    /// The chain of files it was resolved from, most general first.
+    pub sources: Vec<String>,
+    /// The project directory.
+    pub project: ProjectPolicy,
+    /// Extra host paths.
+    pub filesystem: FilesystemPolicy,
+    /// The fake home.
+    pub home: HomePolicy,
+    /// The agent's environment.
+    pub env: EnvPolicy,
+    /// Resource limits.
+    pub limits: LimitsPolicy,
+    /// Sandbox layers.
+    pub sandbox: SandboxPolicy,
+}
+
+/// Project rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectPolicy {
+    /// How the project is mounted.
+    pub mode: ProjectMode,
+    /// Files matching these are unreadable inside.
+    pub hide: Vec<PathRule<Glob>>,
+    /// Exceptions to `hide`.
+    pub reveal: Vec<PathRule<Glob>>,
+    /// Extra read-only paths (on top of [`ALWAYS_PROTECTED`]).
+    pub protect: Vec<PathRule<HomePath>>,
+}
+
+/// Extra host paths mounted at the same place inside.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FilesystemPolicy {
+    /// Read-only.
+    pub read: Vec<PathRule<HostPath>>,
+    /// Read-write.
+    pub write: Vec<PathRule<HostPath>>,
+}
+
+/// What the fake home contains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HomePolicy {
+    /// Files/dirs from the real home, read-only.
+    pub read: Vec<PathRule<HomePath>>,
+    /// Files/dirs from the real home, read-write.
+    pub write: Vec<PathRule<HomePath>>,
+    /// Directories kept in cordon's state dir per profile (agent config).
+    pub persist: Vec<PathRule<HomePath>>,
+}
+
+/// Environment rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnvPolicy {
+    /// Host variables passed even when they look like credentials.
+    pub pass: Vec<PathRule<EnvName>>,
+    /// Variables set to fixed values (`~/` expands to the home path).
+    pub set: BTreeMap<String, String>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitsPolicy {
+    /// Processes and threads of the agent's uid inside the sandbox.
+    pub nproc: u64,
+    /// Open files per process.
+    pub nofile: u64,
+    /// Size cap of `/tmp`.
+    pub tmp_size: ByteSize,
+    /// Size cap of the fake home's tmpfs.
+    pub home_size: ByteSize,
+}
+
+/// Sandbox layer options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SandboxPolicy {
+    /// Landlock requirement.
+    pub landlock: LandlockLevel,
+    /// Allow ptrace and process_vm_* (debuggers inside the sandbox).
+    pub allow_ptrace: bool,
+    /// Hostname inside.
+    pub hostname: String,
+}
+
+impl Profile {
+    fn base(name: &str) -> Profile {
+        Profile {
+            name: name.to_owned(),
+            description: String::new(),
+            sources: Vec::new(),
+            project: ProjectPolicy {
+                mode: ProjectMode::Ro,
+                hide: Vec::new(),
+                reveal: Vec::new(),
+                protect: Vec::new(),
+            },
+            filesystem: FilesystemPolicy::default(),
+            home: HomePolicy::default(),
+            env: EnvPolicy::default(),
+            limits: LimitsPolicy {
+                nproc: 4096,
+                nofile: 65536,
+                tmp_size: ByteSize(2 << 30),
+                home_size: ByteSize(1 << 30),
+            },
+            sandbox: SandboxPolicy {
+                landlock: LandlockLevel::Required,
+                allow_ptrace: false,
+                hostname: "cordon".into(),
+            },
+        }
+    }
+
+    fn apply(&mut self, f: ProfileFile, origin: &str) {
+        fn extend<T: PartialEq>(dst: &mut Vec<T>, src: Vec<T>) {
+            for v in src {
+                if !dst.contains(&v) {
+                    dst.push(v);
+                }
+            }
+        }
+        self.sources.push(origin.to_owned());
+        if let Some(d) = f.description {
+            self.description = d;
+        }
+        if let Some(m) = f.project.mode {
+            self.project.mode = m;
+        }
+        extend(&mut self.project.hide, f.project.hide);
+        extend(&mut self.project.reveal, f.project.reveal);
+        extend(&mut self.project.protect, f.project.protect);
+        extend(&mut self.filesystem.read, f.filesystem.read);
+        extend(&mut self.filesystem.write, f.filesystem.write);
+        extend(&mut self.home.read, f.home.read);
+        extend(&mut self.home.write, f.home.write);
+        extend(&mut self.home.persist, f.home.persist);
+        extend(&mut self.env.pass, f.env.pass);
+        self.env.set.extend(f.env.set);
+        let l = f.limits;
+        self.limits.nproc = l.nproc.unwrap_or(self.limits.nproc);
+        self.limits.nofile = l.nofile.unwrap_or(self.limits.nofile);
+        self.limits.tmp_size = l.tmp_size.unwrap_or(self.limits.tmp_size);
+        self.limits.home_size = l.home_size.unwrap_or(self.limits.home_size);
+        let s = f.sandbox;
+        self.sandbox.landlock = s.landlock.unwrap_or(self.sandbox.landlock);
+        self.sandbox.allow_ptrace = s.allow_ptrace.unwrap_or(self.sandbox.allow_ptrace);
+        if let Some(h) = s.hostname {
+            self.sandbox.hostname = h;
+        }
+    }
+
+    /// Every protected project path: the built-in ones plus the profile's.
+    pub fn protected_paths(&self) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<std::path::PathBuf> = ALWAYS_PROTECTED
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+        for p in &self.project.protect {
+            if !v.contains(&p.value.0) {
+                v.push(p.value.0.clone());
+            }
+        }
+        v
+    }
+
+    /// The matcher for `hide`/`reveal`.
+    pub fn hide_matcher(&self) -> HideMatcher {
+        HideMatcher::new(&self.project.hide, &self.project.reveal)
+    }
+
+    /// `sha256:<hex>` of the effective policy (everything except where it was
+    /// read from), for session and audit records.
+    pub fn digest(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("sources");
+        }
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        let hash = Sha256::digest(&bytes);
+        let mut out = String::from("sha256:");
+        for b in hash {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+
+    /// The effective profile as TOML (for `cordon profile show`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+impl fmt::Display for LandlockLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LandlockLevel::Strict => "strict",
+            LandlockLevel::Required => "required",
+            LandlockLevel::BestEffort => "best-effort",
+        })
+    }
+}
+
+// ------------------------------------------------------------------ resolve
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn parse(src: &SourceText) -> Result<ProfileFile, ProfileError> {
+    toml::from_str::<ProfileFile>(&src.text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|s| line_col(&src.text, s.start))
+            .unwrap_or((1, 1));
+        ProfileError::Parse {
+            origin: src.origin.clone(),
+            line,
+            column,
+            message: e.message().trim_end().to_owned(),
+        }
+    })
+}
+
+fn check_examples(p: &Profile, ex: &Examples, origin: &str) -> Result<(), ProfileError> {
+    let m = p.hide_matcher();
+    for h in &ex.hidden {
+        if !m.is_hidden(std::path::Path::new(h)) {
+            return Err(ProfileError::Invalid {
+                origin: origin.to_owned(),
+                message: format!("example {h:?} should be hidden but no hide rule matches it"),
+            });
+        }
+    }
+    for v in &ex.visible {
+        if m.is_hidden(std::path::Path::new(v)) {
+            return Err(ProfileError::Invalid {
+                origin: origin.to_owned(),
+                message: format!("example {v:?} should stay visible but a hide rule matches it"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the profile `name` through `source`, following `extends`.
+pub fn resolve(name: &str, source: &dyn ProfileSource) -> Result<Profile, ProfileError> {
+    let top = source.find(name)?.ok_or_else(|| ProfileError::NotFound {
+        name: name.to_owned(),
+        searched: source.searched(name),
+    })?;
+    resolve_text(name, top, source)
+}
+
+/// Resolves a profile from its text (e.g. `--profile ./my.toml`), following
+/// `extends` through `source`.
+pub fn resolve_text(
+    name: &str,
+    top: SourceText,
+    source: &dyn ProfileSource,
+) -> Result<Profile, ProfileError> {
+    // Walk up the chain, most specific first.
+    let mut chain: Vec<(String, SourceText, ProfileFile)> = Vec::new();
+    let mut current = (name.to_owned(), top);
+    loop {
+        let file = parse(&current.1)?;
+        let parent = file.extends.clone();
+        let (cur_name, cur_src) = current;
+        let is_builtin = cur_src.origin.starts_with("builtin:");
+        chain.push((cur_name.clone(), cur_src, file));
+        let Some(parent) = parent else { break };
+        // A profile extending its own name means the built-in of that name.
+        let found = if parent == cur_name && !is_builtin {
+            builtin(&parent)
+        } else {
+            source.find(&parent)?
+        };
+        let next = found.ok_or_else(|| ProfileError::NotFound {
+            name: parent.clone(),
+            searched: source.searched(&parent),
+        })?;
+        if chain.iter().any(|(_, s, _)| s.origin == next.origin) {
+            let mut names: Vec<String> = chain.iter().rev().map(|(n, _, _)| n.clone()).collect();
+            names.reverse();
+            names.push(parent);
+            return Err(ProfileError::Cycle { chain: names });
+        }
+        if chain.len() > 16 {
+            return Err(ProfileError::Invalid {
+                origin: next.origin,
+                message: "profile inheritance is deeper than 16 levels".into(),
+            });
+        }
+        current = (parent, next);
+    }
+    let mut profile = Profile::base(name);
+    let mut examples = Vec::new();
+    for (_, src, file) in chain.into_iter().rev() {
+        if let Some(ex) = &file.project.examples {
+            examples.push((ex.clone(), src.origin.clone()));
+        }
+        profile.apply(file, &src.origin);
+    }
+    for (ex, origin) in &examples {
+        check_examples(&profile, ex, origin)?;
+    }
+    if profile.sandbox.hostname.is_empty()
+        || profile.sandbox.hostname.len() > 64
+        || !profile
+            .sandbox
+            .hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(ProfileError::Invalid {
+            origin: profile.sources.last().cloned().unwrap_or_default(),
+            message: format!(
+                "invalid sandbox.hostname {:?}: 1-64 letters, digits, '-' or '.'",
+                profile.sandbox.hostname
+            ),
+        });
+    }
+    for k in profile.env.set.keys() {
+        if EnvName::parse_name(k).is_err() {
+            return Err(ProfileError::Invalid {
+                origin: profile.sources.last().cloned().unwrap_or_default(),
+                message: format!("invalid variable name {k:?} in env.set"),
+            });
+        }
+    }
+    if profile.limits.nproc < 16 || profile.limits.nofile < 64 {
+        return Err(ProfileError::Invalid {
+            origin: profile.sources.last().cloned().unwrap_or_default(),
+            message: "limits too small to run anything: nproc >= 16 and nofile >= 64".into(),
+        });
+    }
+    Ok(profile)
+}
+
+impl EnvName {
+    fn parse_name(s: &str) -> Result<EnvName, String> {
+        if s.ends_with('*') {
+            return Err("patterns are not allowed here".into());
+        }
+        <EnvName as crate::values::RuleValue>::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    struct Mem(Vec<(&'static str, &'static str)>);
+    impl ProfileSource for Mem {
+        fn find(&self, name: &str) -> Result<Option<SourceText>, ProfileError> {
+            Ok(self
+                .0
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(n, t)| SourceText {
+                    origin: format!("/p/{n}.toml"),
+                    text: (*t).to_owned(),
+                })
+                .or_else(|| builtin(name)))
+        }
+        fn searched(&self, name: &str) -> Vec<String> {
+            vec![format!("/p/{name}.toml"), "built-in profiles".into()]
+        }
+    }
+
+    #[test]
+    fn every_builtin_profile_resolves_and_checks_its_examples() {
+        for name in builtin_names() {
+            let p = resolve(name, &Mem(vec![])).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!p.description.is_empty(), "{name} lacks a description");
+            assert_eq!(p.sources.last().unwrap(), &format!("builtin:{name}"));
+        }
+    }
+
+    #[test]
+    fn default_profile_is_read_only_and_hides_secrets() {
+        let p = resolve("default", &Mem(vec![])).unwrap();
+        assert_eq!(p.project.mode, ProjectMode::Ro);
+        let m = p.hide_matcher();
+        assert!(m.is_hidden(std::path::Path::new("config/.env.production")));
+        assert!(m.is_hidden(std::path::Path::new("deploy/id_rsa")));
+        assert!(!m.is_hidden(std::path::Path::new("src/env.rs")));
+    }
+
+    #[test]
+    fn user_profile_extends_and_appends() {
+        let src = Mem(vec![(
+            "mine",
+            "extends = \"default\"\ndescription = \"x\"\n[project]\nmode = \"overlay\"\nhide = [{ glob = \"*.sqlite\", reason = \"customer data\" }]\n[env]\npass = [\"GITHUB_TOKEN\"]\n",
+        )]);
+        let p = resolve("mine", &src).unwrap();
+        assert_eq!(p.project.mode, ProjectMode::Overlay);
+        assert_eq!(p.sources, vec!["builtin:default", "/p/mine.toml"]);
+        assert!(p
+            .hide_matcher()
+            .is_hidden(std::path::Path::new("db/app.sqlite")));
+        assert!(p.hide_matcher().is_hidden(std::path::Path::new(".env")));
+        assert_eq!(p.env.pass[0].value, EnvName("GITHUB_TOKEN".into()));
+    }
+
+    #[test]
+    fn a_profile_named_like_a_builtin_can_extend_it() {
+        let src = Mem(vec![(
+            "default",
+            "extends = \"default\"\n[limits]\nnproc = 100\n",
+        )]);
+        let p = resolve("default", &src).unwrap();
+        assert_eq!(p.limits.nproc, 100);
+        assert_eq!(p.sources, vec!["builtin:default", "/p/default.toml"]);
+    }
+
+    #[test]
+    fn unknown_keys_report_file_line_and_column() {
+        let src = Mem(vec![(
+            "bad",
+            "description = \"x\"\n[project]\nmdoe = \"ro\"\n",
+        )]);
+        match resolve("bad", &src) {
+            Err(ProfileError::Parse {
+                origin,
+                line,
+                column,
+                message,
+            }) => {
+                assert_eq!((origin.as_str(), line, column), ("/p/bad.toml", 3, 1));
+                assert!(message.contains("unknown field `mdoe`"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_report_their_position() {
+        let cases = [
+            ("[project]\nmode = \"rwx\"\n", 2, "unknown variant"),
+            ("[limits]\ntmp_size = \"lots\"\n", 2, "invalid size"),
+            (
+                "[filesystem]\nread = [\"relative/path\"]\n",
+                2,
+                "invalid path",
+            ),
+            (
+                "[home]\nread = [\"../escape\"]\n",
+                2,
+                "invalid relative path",
+            ),
+            ("[project]\nhide = [\"[oops\"]\n", 2, "invalid glob"),
+            (
+                "[home]\nread = [{ path = \".x\", why = \"?\" }]\n",
+                2,
+                "unknown field `why`",
+            ),
+        ];
+        for (text, want_line, want_msg) in cases {
+            let src = Mem(vec![("bad", text)]);
+            match resolve("bad", &src) {
+                Err(ProfileError::Parse { line, message, .. }) => {
+                    assert_eq!(line, want_line, "{text}");
+                    assert!(message.contains(want_msg), "{text}: {message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cycles_and_missing_parents_are_errors() {
+        let src = Mem(vec![("a", "extends = \"b\"\n"), ("b", "extends = \"a\"\n")]);
+        assert!(matches!(
+            resolve("a", &src),
+            Err(ProfileError::Cycle { .. })
+        ));
+        let src = Mem(vec![("a", "extends = \"nope\"\n")]);
+        assert!(
+            matches!(resolve("a", &src), Err(ProfileError::NotFound { name, .. }) if name == "nope")
+        );
+        assert!(matches!(
+            resolve("zzz", &Mem(vec![])),
+            Err(ProfileError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn failing_examples_are_reported() {
+        let src = Mem(vec![(
+            "ex",
+            "[project]\nhide = [\"*.pem\"]\nexamples = { hidden = [\"a.key2\"] }\n",
+        )]);
+        assert!(
+            matches!(resolve("ex", &src), Err(ProfileError::Invalid { message, .. }) if message.contains("a.key2"))
+        );
+    }
+
+    #[test]
+    fn digest_ignores_sources_but_not_policy() {
+        let a = resolve("default", &Mem(vec![])).unwrap();
+        let mut b = a.clone();
+        b.sources = vec!["elsewhere".into()];
+        assert_eq!(a.digest(), b.digest());
+        b.limits.nproc += 1;
+        assert_ne!(a.digest(), b.digest());
+        assert!(a.digest().starts_with("sha256:") && a.digest().len() == 71);
+    }
+
+    #[test]
+    fn effective_profile_renders_as_toml() {
+        let p = resolve("default", &Mem(vec![])).unwrap();
+        let t = p.to_toml();
+        assert!(t.contains("mode = \"ro\""), "{t}");
+    }
+}
