@@ -1,0 +1,109 @@
+//! cordon's rootless Linux sandbox launcher — the only crate with `unsafe`.
+//!
+//! [`run`] starts one sandbox from a [`SandboxSpec`] and supervises it until
+//! the agent exits. The setup sequence, in order (docs/sandbox.md mirrors it):
+//!
+//! 1. **Supervisor** (the calling process, which must be single-threaded):
+//!    socketpair, optional pty, signals blocked, then `clone` with
+//!    `CLONE_NEWUSER | NEWNS | NEWPID | NEWNET | NEWIPC | NEWUTS | NEWCGROUP`.
+//! 2. **Child = PID 1 of the new pid namespace**: `PR_SET_PDEATHSIG(SIGKILL)`,
+//!    every inherited fd closed, uid/gid mapped to themselves.
+//! 3. **Root filesystem** ([`mounts`]): tmpfs root built from recursive
+//!    read-only binds, fresh `/proc`, minimal `/dev`, tmpfs `/tmp` and fake
+//!    home, the project (ro, overlay or rw), protected and hidden paths.
+//! 4. **Namespaced setup**: loopback up (no other interface exists), hostname,
+//!    a fresh session keyring.
+//! 5. **Lockdown** ([`confine`]): nested user namespace (locks the mounts),
+//!    rlimits, every capability dropped, `no_new_privs`, Landlock, and the
+//!    seccomp deny-list last ([`seccomp`]). Init becomes non-dumpable.
+//! 6. **Init** forks the agent (new session, own pty or inherited stdio,
+//!    scrubbed environment, `execve`) and then reaps zombies and relays
+//!    signals; when the agent exits, init exits with its status and the kernel
+//!    kills everything left in the pid namespace.
+//!
+//! Any failing step aborts the launch with a [`StageError`] naming the stage;
+//! nothing ever runs half-confined.
+//!
+//! Non-goals: this crate does not decide *what* to allow (that is the policy
+//! and session layers) and does not filter network traffic (the sandbox's
+//! network namespace has only loopback). Threat notes: the supervisor runs
+//! outside the sandbox with the user's privileges; the sandbox can only talk
+//! to it through the socketpair, whose messages are parsed as untrusted JSON.
+
+mod child;
+mod confine;
+mod mounts;
+pub mod probe;
+mod protocol;
+mod pty;
+pub mod seccomp;
+pub mod spec;
+mod supervise;
+mod sys;
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+pub use protocol::Msg;
+pub use spec::{LandlockMode, LandlockSpec, Limits, Mount, SandboxSpec, SeccompSpec, Terminal};
+pub use supervise::{run, Event, Exit, LaunchError};
+
+/// A setup stage that failed, with the error and, when known, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{stage}: {what}: {message}{}", hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
+pub struct StageError {
+    /// Which stage (`userns`, `mounts`, `landlock`, `seccomp`, ...).
+    pub stage: String,
+    /// What was being done.
+    pub what: String,
+    /// The OS error text.
+    pub message: String,
+    /// The raw errno, when there was one.
+    pub errno: Option<i32>,
+    /// How to fix it, when known.
+    pub hint: Option<String>,
+}
+
+impl StageError {
+    pub(crate) fn new(stage: &str, what: impl Into<String>, err: io::Error) -> StageError {
+        let errno = err.raw_os_error();
+        let hint = errno.and_then(|e| default_hint(stage, e));
+        StageError {
+            stage: stage.to_owned(),
+            what: what.into(),
+            message: err.to_string(),
+            errno,
+            hint,
+        }
+    }
+
+    pub(crate) fn with_hint(mut self, hint: &str) -> StageError {
+        self.hint = Some(hint.to_owned());
+        self
+    }
+
+    pub(crate) fn hint_if_noent(self, path: &std::path::Path) -> StageError {
+        if self.errno == Some(libc::ENOENT) {
+            let hint = format!("{} does not exist on this host; fix the path in the profile or on the command line", path.display());
+            self.with_hint(&hint)
+        } else {
+            self
+        }
+    }
+}
+
+fn default_hint(stage: &str, errno: i32) -> Option<String> {
+    match (stage, errno) {
+        ("clone", libc::EPERM) | ("clone", libc::ENOSPC) | ("userns", libc::EPERM) => Some(
+            "unprivileged user namespaces are blocked on this host (check \
+             kernel.unprivileged_userns_clone, user.max_user_namespaces and \
+             kernel.apparmor_restrict_unprivileged_userns); run `cordon doctor`"
+                .into(),
+        ),
+        ("mounts", libc::EPERM) => {
+            Some("the kernel refused a mount inside the user namespace; run `cordon doctor`".into())
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,477 @@
+//! Raw system calls, each wrapped once in a small safe function returning
+//! `io::Result`. This module holds most of cordon's `unsafe`; every block
+//! states the invariant it relies on.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_int(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Which side of a fork-like call we are on.
+#[derive(Debug)]
+pub enum Forked {
+    /// In the parent; the child's pid (in the parent's pid namespace).
+    Parent(libc::pid_t),
+    /// In the child.
+    Child,
+}
+
+/// `clone(flags | SIGCHLD)` with fork semantics (no new stack, no shared VM).
+///
+/// # Safety
+///
+/// The caller must be single-threaded: the child is a copy of only the calling
+/// thread, so locks held by other threads (allocator, stdio) would stay locked
+/// forever in the child. Also, glibc's cached thread id is not refreshed in the
+/// child, so the child must not rely on `raise`/`abort`-style helpers that use
+/// it; it reports errors by message and `_exit`.
+pub unsafe fn clone_fork(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like
+    // fork(2): the child runs on a copy of the caller's stack. The caller
+    // guarantees single-threadedness (see the function's contract).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match cvt(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as libc::pid_t)),
+    }
+}
+
+/// Plain `fork(2)`.
+///
+/// # Safety
+///
+/// As for [`clone_fork`]: the caller must be single-threaded.
+pub unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the
+    // single-threaded requirement is forwarded to our caller.
+    let ret = unsafe { libc::fork() };
+    match cvt_int(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Terminates the calling process immediately, without running destructors
+/// or atexit handlers (which belong to the parent's copy of the state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// `mount_setattr(2)` on a mount fd (`AT_EMPTY_PATH`), optionally recursive.
+pub fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    set: u64,
+    clear: u64,
+    propagation: u64,
+) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: the path is a valid NUL-terminated empty string, `attr` lives
+    // across the call and its size is passed exactly; `fd` is a live fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// Closes every file descriptor >= 3 except those in `keep`.
+pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: libc::c_uint = 3;
+    for fd in keep.iter().map(|&fd| fd as libc::c_uint) {
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, libc::c_uint::MAX)
+}
+
+fn close_range(first: libc::c_uint, last: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors; this process owns no Rust
+    // objects for the closed range that are used afterwards (callers keep the
+    // fds they still need in `keep`).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    cvt(ret).map(drop)
+}
+
+/// A set of signals.
+#[derive(Clone, Copy)]
+pub struct SigSet(libc::sigset_t);
+
+impl std::fmt::Debug for SigSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigSet")
+    }
+}
+
+impl SigSet {
+    /// A set holding exactly `signals`.
+    pub fn of(signals: &[libc::c_int]) -> SigSet {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it fully
+        // before any member is read, and sigaddset only writes inside it.
+        unsafe {
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            SigSet(set)
+        }
+    }
+
+    /// The empty set.
+    pub fn empty() -> SigSet {
+        SigSet::of(&[])
+    }
+}
+
+/// Replaces the calling thread's signal mask; returns the previous one.
+pub fn set_sigmask(how: libc::c_int, set: &SigSet) -> io::Result<SigSet> {
+    // SAFETY: both pointers refer to valid, initialised sigset_t values that
+    // outlive the call.
+    unsafe {
+        let mut old = std::mem::zeroed::<libc::sigset_t>();
+        let ret = libc::pthread_sigmask(how, &set.0, &mut old);
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(SigSet(old))
+    }
+}
+
+/// Waits for one of the (blocked) signals in `set`; returns its number.
+pub fn sigwait(set: &SigSet) -> io::Result<libc::c_int> {
+    loop {
+        // SAFETY: `set` is an initialised sigset_t; a null siginfo pointer is
+        // allowed.
+        let ret = unsafe { libc::sigwaitinfo(&set.0, std::ptr::null_mut()) };
+        match cvt_int(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Creates a signalfd for `set` (the signals must be blocked by the caller).
+pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
+    // SAFETY: `set` is initialised; -1 asks for a new fd, which we own.
+    let fd = cvt_int(unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC) })?;
+    // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal number from a signalfd.
+pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<Option<libc::c_int>> {
+    // SAFETY: signalfd_siginfo is plain data; we pass its exact size and the
+    // kernel writes at most that many bytes.
+    unsafe {
+        let mut info = std::mem::zeroed::<libc::signalfd_siginfo>();
+        let n = libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            std::mem::size_of::<libc::signalfd_siginfo>(),
+        );
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok(Some(info.ssi_signo as libc::c_int))
+    }
+}
+
+/// Sets the disposition of every catchable signal to its default action, as
+/// a freshly exec'd program expects (the Rust runtime ignores SIGPIPE).
+pub fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL is always valid; errors (invalid numbers
+        // reserved by libc) are ignored on purpose.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    cvt_int(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// Exited with a code.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(i32),
+}
+
+impl WaitStatus {
+    /// The shell convention: the code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            WaitStatus::Exited(c) => c,
+            WaitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// `waitpid(pid, WNOHANG?)`; `Ok(None)` when nothing is ready or no child left.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<Option<(libc::pid_t, WaitStatus)>> {
+    let mut status = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the duration of the call.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+        if ret == 0 {
+            return Ok(None);
+        }
+        let st = if libc::WIFEXITED(status) {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            WaitStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            continue;
+        };
+        return Ok(Some((ret, st)));
+    }
+}
+
+/// Joins a new anonymous session keyring, detaching from the user's.
+pub fn join_new_session_keyring() -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a null name asks for an anonymous keyring; no pointers are read.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket has no memory preconditions; we own the returned fd.
+    let sock =
+        cvt_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `sock` is a fresh fd owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data, zero is a valid bit pattern; the name is
+    // copied within bounds (3 bytes + NUL < IFNAMSIZ) and the ioctls read and
+    // write only inside the struct, which outlives them.
+    unsafe {
+        let mut req = std::mem::zeroed::<libc::ifreq>();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
+    }
+    Ok(())
+}
+
+/// Installs a seccomp BPF filter on the calling thread. `no_new_privs` must
+/// already be set. Returns the listener fd when `flags` asks for one.
+pub fn seccomp_set_filter(
+    prog: &[libc::sock_filter],
+    flags: libc::c_ulong,
+) -> io::Result<Option<OwnedFd>> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel
+    // copies the program and does not keep the pointer.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    let ret = cvt(ret)?;
+    if flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
+        // SAFETY: with NEW_LISTENER the return value is a new fd we own.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Asks whether the kernel supports a seccomp return action.
+pub fn seccomp_action_available(action: u32) -> io::Result<()> {
+    const SECCOMP_GET_ACTION_AVAIL: libc::c_ulong = 2;
+    // SAFETY: the kernel reads one u32 from the pointer, which is valid.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_GET_ACTION_AVAIL,
+            0u32,
+            &action as *const u32,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// Replaces the process image (`execve`). Returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: all pointers refer to NUL-terminated strings owned by `argv`,
+    // `envp` and `path`, which outlive the call; both arrays are
+    // NULL-terminated.
+    unsafe {
+        libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
+    }
+    io::Error::last_os_error()
+}
+
+/// Gets a resource limit.
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    // SAFETY: `lim` is a valid out-pointer.
+    unsafe {
+        let mut lim = std::mem::zeroed::<libc::rlimit>();
+        cvt_int(libc::getrlimit(resource, &mut lim))?;
+        Ok((lim.rlim_cur, lim.rlim_max))
+    }
+}
+
+/// Sets a resource limit.
+pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid, initialised struct that outlives the call.
+    cvt_int(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+}
+
+/// The number of threads of the calling process.
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Drops every capability from the bounding set.
+pub fn drop_bounding_set() -> io::Result<()> {
+    for cap in 0..=63 {
+        // SAFETY: PR_CAPBSET_DROP takes an integer capability number only.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                // Past the last capability this kernel knows.
+                return Ok(());
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Clears the ambient capability set.
+pub fn clear_ambient_caps() -> io::Result<()> {
+    // SAFETY: integer-only prctl.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    cvt_int(ret).map(drop)
+}
+
+/// Locks the capability securebits so that uid 0 never regains capabilities
+/// through exec or setuid.
+pub fn lock_securebits() -> io::Result<()> {
+    const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+    const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    const SECBIT_NO_SETUID_FIXUP_LOCKED: libc::c_ulong = 1 << 3;
+    const SECBIT_KEEP_CAPS_LOCKED: libc::c_ulong = 1 << 5;
+    const SECBIT_NO_CAP_AMBIENT_RAISE: libc::c_ulong = 1 << 6;
+    const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: libc::c_ulong = 1 << 7;
+    let bits = SECBIT_NOROOT
+        | SECBIT_NOROOT_LOCKED
+        | SECBIT_NO_SETUID_FIXUP
+        | SECBIT_NO_SETUID_FIXUP_LOCKED
+        | SECBIT_KEEP_CAPS_LOCKED
+        | SECBIT_NO_CAP_AMBIENT_RAISE
+        | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    // SAFETY: integer-only prctl.
+    cvt_int(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) }).map(drop)
+}
+
+/// Reads the access mode flags (`O_ACCMODE` part) of an fd, if it is open.
+pub fn fd_access_mode(fd: RawFd) -> Option<libc::c_int> {
+    // SAFETY: F_GETFL on any integer is safe; an invalid fd yields EBADF.
+    let ret = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    (ret >= 0).then_some(ret & libc::O_ACCMODE)
+}
