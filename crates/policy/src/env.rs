@@ -49,7 +49,6 @@ const CREDENTIAL_WORDS: &[&str] = &[
     "COOKIE",
     "SESSION",
     "PRIVATE",
-    "CERT",
     "SIGNATURE",
     "DSN",
     "WEBHOOK",

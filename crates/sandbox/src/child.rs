@@ -23,7 +23,8 @@ pub(crate) struct ChildArgs<'a> {
     pub uid: u32,
     pub gid: u32,
     pub chan: OwnedFd,
-    pub pty_slave: Option<OwnedFd>,
+    /// Give the agent its own pty (allocated inside the sandbox's devpts).
+    pub want_pty: bool,
     /// The signals init waits for (already blocked, inherited from the supervisor).
     pub signals: SigSet,
 }
@@ -45,7 +46,8 @@ fn run(args: ChildArgs<'_>) -> i32 {
     {
         return EXIT_SETUP_FAILED;
     }
-    match setup(&args) {
+    let mut pty_slave = None;
+    match setup(&args, &mut pty_slave) {
         Ok(warnings) => {
             for message in warnings {
                 let _ = protocol::send(chan, &Msg::Warning { message });
@@ -76,7 +78,7 @@ fn run(args: ChildArgs<'_>) -> i32 {
     // SAFETY: init is single-threaded (it is a fresh clone of the
     // single-threaded supervisor and never spawned threads).
     let agent = match unsafe { sys::fork() } {
-        Ok(sys::Forked::Child) => exec_agent(&args, &program),
+        Ok(sys::Forked::Child) => exec_agent(&args, &program, pty_slave.as_ref()),
         Ok(sys::Forked::Parent(pid)) => pid,
         Err(e) => {
             let _ = protocol::send(
@@ -86,23 +88,28 @@ fn run(args: ChildArgs<'_>) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    drop(args.pty_slave);
+    drop(pty_slave);
     detach_stdio();
     init_loop(agent, &args.signals, chan)
 }
 
 /// Stages 2–5. Returns warnings to report.
-fn setup(a: &ChildArgs<'_>) -> Result<Vec<String>, StageError> {
+fn setup(a: &ChildArgs<'_>, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<String>, StageError> {
     use std::os::fd::AsRawFd;
-    let mut keep = vec![a.chan.as_raw_fd()];
-    if let Some(s) = &a.pty_slave {
-        keep.push(s.as_raw_fd());
-    }
     // One open directory fd to $HOME would bypass every mount rule.
-    sys::close_fds_except(&keep)
+    sys::close_fds_except(&[a.chan.as_raw_fd()])
         .map_err(|e| StageError::new("fds", "close inherited descriptors", e))?;
     confine::map_ids(a.uid, a.gid)?;
     mounts::build_root(&a.spec.mounts, a.spec.root_size)?;
+    if a.want_pty {
+        // Allocated from the sandbox's own devpts, so the agent's tty has a
+        // name inside (ttyname works); the master goes to the supervisor.
+        let pty = crate::pty::open(rustix::stdio::stdin())
+            .map_err(|e| StageError::new("pty", "allocate the agent's pty", e))?;
+        protocol::send_fd(a.chan.as_fd(), &Msg::Pty, pty.master.as_fd())
+            .map_err(|e| StageError::new("pty", "hand the pty to the supervisor", e))?;
+        *pty_slave = Some(pty.slave);
+    }
     sys::loopback_up().map_err(|e| StageError::new("network", "bring up loopback", e))?;
     rustix::system::sethostname(a.spec.hostname.as_bytes())
         .map_err(|e| StageError::new("uts", "set the hostname", e.into()))?;
@@ -113,7 +120,7 @@ fn setup(a: &ChildArgs<'_>) -> Result<Vec<String>, StageError> {
     confine::set_limits(&a.spec.limits)?;
     confine::drop_capabilities()?;
     confine::no_new_privs()?;
-    let std_fds: Vec<RawFd> = match &a.pty_slave {
+    let std_fds: Vec<RawFd> = match pty_slave {
         Some(s) => vec![s.as_raw_fd()],
         None => vec![0, 1, 2],
     };
@@ -172,7 +179,7 @@ fn find_program(a: &ChildArgs<'_>) -> Result<CString, (i32, String)> {
 }
 
 /// The agent's side of the fork: new session, stdio, signals, exec.
-fn exec_agent(a: &ChildArgs<'_>, program: &CStr) -> ! {
+fn exec_agent(a: &ChildArgs<'_>, program: &CStr, pty_slave: Option<&OwnedFd>) -> ! {
     let chan = a.chan.as_fd();
     let fail = |message: String, code: i32| -> ! {
         let _ = protocol::send(
@@ -189,7 +196,7 @@ fn exec_agent(a: &ChildArgs<'_>, program: &CStr) -> ! {
     if let Err(e) = rustix::process::setsid() {
         fail(format!("setsid: {}", io::Error::from(e)), 126);
     }
-    if let Some(slave) = &a.pty_slave {
+    if let Some(slave) = pty_slave {
         if let Err(e) = rustix::process::ioctl_tiocsctty(slave) {
             fail(format!("acquire the pty: {}", io::Error::from(e)), 126);
         }

@@ -72,7 +72,9 @@ fn map_self() -> Result<(), String> {
 }
 
 fn read_sysctl(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn userns_hint() -> String {
@@ -83,8 +85,7 @@ fn userns_hint() -> String {
     if read_sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         parts.push("user.max_user_namespaces=0 (raise it)".to_owned());
     }
-    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref()
-        == Some("1")
+    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
     {
         parts.push(
             "kernel.apparmor_restrict_unprivileged_userns=1 (Ubuntu: add an AppArmor profile \
@@ -218,7 +219,10 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
                     .map_err(|e| format!("fsopen proc: {e}"))?;
                 rustix::mount::fsconfig_create(fs.as_fd())
                     .map_err(|e| format!("mount proc: {e}"))?;
-                Ok(format!("init is pid {}", rustix::process::getpid().as_raw_nonzero()))
+                Ok(format!(
+                    "init is pid {}",
+                    rustix::process::getpid().as_raw_nonzero()
+                ))
             },
         )),
         || {

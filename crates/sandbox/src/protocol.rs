@@ -2,7 +2,7 @@
 //! socketpair: one JSON object per packet.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,9 @@ pub enum Msg {
         /// What is degraded and why.
         message: String,
     },
+    /// The master side of the agent's pty travels with this message
+    /// (SCM_RIGHTS); the slave lives in the sandbox's own devpts.
+    Pty,
     /// Every stage succeeded; the agent is about to be executed.
     Ready,
     /// A setup stage failed; the sandbox exits without running the agent.
@@ -51,22 +54,61 @@ pub(crate) fn send(fd: BorrowedFd<'_>, msg: &Msg) -> io::Result<()> {
     Ok(())
 }
 
-/// Receives one message; `Ok(None)` at end of stream.
-pub(crate) fn recv(fd: impl AsFd) -> io::Result<Option<Msg>> {
+/// Sends one message with a file descriptor attached (SCM_RIGHTS).
+pub(crate) fn send_fd(chan: BorrowedFd<'_>, msg: &Msg, fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+    let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let fds = [fd];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = SendAncillaryBuffer::new(&mut space);
+    if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("ancillary buffer too small"));
+    }
+    rustix::net::sendmsg(
+        chan,
+        &[io::IoSlice::new(&bytes)],
+        &mut anc,
+        rustix::net::SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
+}
+
+/// Receives one message and the descriptor sent with it, if any; `Ok(None)`
+/// at end of stream.
+pub(crate) fn recv(chan: impl AsFd) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut buf = vec![0u8; MAX_PACKET];
-    let (n, _) = loop {
-        match rustix::net::recv(fd.as_fd(), &mut buf[..], rustix::net::RecvFlags::DONTWAIT) {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let n = loop {
+        match rustix::net::recvmsg(
+            chan.as_fd(),
+            &mut [io::IoSliceMut::new(&mut buf)],
+            &mut anc,
+            RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+        ) {
             Err(rustix::io::Errno::INTR) => continue,
             Err(rustix::io::Errno::AGAIN) => {
                 return Err(io::Error::from(io::ErrorKind::WouldBlock))
             }
-            other => break other?,
+            other => break other?.bytes,
         }
     };
+    let mut fd = None;
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            // Keep the first; any extra descriptors are closed on drop.
+            for f in fds {
+                if fd.is_none() {
+                    fd = Some(f);
+                }
+            }
+        }
+    }
     if n == 0 {
         return Ok(None);
     }
-    serde_json::from_slice(&buf[..n])
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let msg = serde_json::from_slice(&buf[..n])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(Some((msg, fd)))
 }

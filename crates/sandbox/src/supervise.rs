@@ -130,44 +130,24 @@ pub fn run(spec: &SandboxSpec, on_event: &mut dyn FnMut(Event)) -> Result<Exit, 
         None,
     )
     .map_err(io::Error::from)?;
-    let stdin = rustix::stdio::stdin();
-    let pty = match spec.terminal {
-        Terminal::Pty => Some(pty::open(stdin)?),
-        Terminal::Inherit => None,
-    };
     let signals = SigSet::of(HANDLED);
     let old_mask = sys::set_sigmask(libc::SIG_BLOCK, &signals)?;
-    let result = launch_and_wait(
-        spec,
-        argv,
-        env,
-        parent_chan,
-        child_chan,
-        pty,
-        signals,
-        on_event,
-    );
+    let result = launch_and_wait(spec, argv, env, parent_chan, child_chan, signals, on_event);
     let _ = sys::set_sigmask(libc::SIG_SETMASK, &old_mask);
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 fn launch_and_wait(
     spec: &SandboxSpec,
     argv: Vec<CString>,
     env: Vec<CString>,
     parent_chan: OwnedFd,
     child_chan: OwnedFd,
-    pty: Option<pty::Pty>,
     signals: SigSet,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Exit, LaunchError> {
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
-    let (master, slave) = match pty {
-        Some(p) => (Some(p.master), Some(p.slave)),
-        None => (None, None),
-    };
     // SAFETY: we verified above that this process is single-threaded, and the
     // child only runs `child::main`, which ends in `_exit`.
     let forked = unsafe { sys::clone_fork(CLONE_FLAGS) }
@@ -175,7 +155,6 @@ fn launch_and_wait(
     let pid = match forked {
         sys::Forked::Child => {
             drop(parent_chan);
-            drop(master);
             child::main(ChildArgs {
                 spec,
                 argv,
@@ -183,19 +162,18 @@ fn launch_and_wait(
                 uid,
                 gid,
                 chan: child_chan,
-                pty_slave: slave,
+                want_pty: spec.terminal == Terminal::Pty,
                 signals,
             })
         }
         sys::Forked::Parent(pid) => pid,
     };
     drop(child_chan);
-    drop(slave);
     Supervisor {
         pid,
         chan: parent_chan,
         sigfd: sys::signalfd(&signals)?,
-        master,
+        master: None,
         ready: false,
         exec_error: None,
         setup_error: None,
@@ -222,9 +200,6 @@ impl Supervisor {
         let stdin = rustix::stdio::stdin();
         let mut raw: Option<RawMode<'_>> = None;
         let mut relay = Relay::default();
-        if let Some(m) = &self.master {
-            rustix::io::ioctl_fionbio(m, true).map_err(io::Error::from)?;
-        }
         while self.child_status.is_none() || (self.master.is_some() && !relay.master_closed) {
             let want_stdin = self.ready
                 && self.master.is_some()
@@ -311,7 +286,7 @@ impl Supervisor {
 
     fn read_messages(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<(), LaunchError> {
         loop {
-            let msg = match protocol::recv(&self.chan) {
+            let (msg, fd) = match protocol::recv(&self.chan) {
                 Ok(Some(m)) => m,
                 Ok(None) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -319,6 +294,13 @@ impl Supervisor {
             };
             match msg {
                 Msg::Started => {}
+                Msg::Pty => {
+                    let Some(master) = fd else {
+                        return Err(io::Error::other("pty message without a descriptor").into());
+                    };
+                    rustix::io::ioctl_fionbio(&master, true).map_err(io::Error::from)?;
+                    self.master = Some(master);
+                }
                 Msg::Warning { message } => on_event(Event::Warning(message)),
                 Msg::Ready => {
                     self.ready = true;

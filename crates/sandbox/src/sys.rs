@@ -199,7 +199,8 @@ pub fn sigwait(set: &SigSet) -> io::Result<libc::c_int> {
 /// Creates a signalfd for `set` (the signals must be blocked by the caller).
 pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
     // SAFETY: `set` is initialised; -1 asks for a new fd, which we own.
-    let fd = cvt_int(unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC) })?;
+    let fd =
+        cvt_int(unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
     // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -1,0 +1,446 @@
+//! The `cordon` command. Each subcommand parses, validates, and calls into
+//! `cordon-session`; nothing here decides policy or touches the kernel.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cordon_session::{overlay, run, Dirs, Error, Status, Store};
+use cordon_types::ProjectMode;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  cordon run: the agent's own exit status (128+N when killed by signal N);
+              125 when cordon itself failed or refused (bad profile, a layer
+              the profile needs is unavailable, setup error); 126 when the
+              command is not executable; 127 when it is not found.
+  other commands: 0 success; 1 failure; 2 bad usage, unknown session or
+              profile, or a request refused for safety.
+  cordon doctor: 1 when the default profile cannot run on this host.";
+
+/// Run coding agents in a rootless sandbox that cannot see your secrets,
+/// reach the network, or change anything outside its project.
+#[derive(Debug, Parser)]
+#[command(name = "cordon", version, after_help = EXIT_CODES, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command (an agent, a shell, a script) in a sandbox.
+    ///
+    /// The sandbox sees a read-only system, an empty fake home, /tmp, and the
+    /// project at its real path; it has no network, no other processes, and no
+    /// credentials from your environment. Examples:
+    ///
+    ///   cordon run -- bash
+    ///   cordon run --mode overlay -- claude
+    ///   cordon run --profile codex --allow-read ~/.cargo/bin -- codex
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Report which sandbox layers work on this host and which profiles can run.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List and inspect profiles.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+    /// Show what an overlay session changed, as a unified diff.
+    Diff {
+        /// Session id, a unique part of it, or `last`.
+        session: String,
+        /// Only list the changed paths.
+        #[arg(long)]
+        stat: bool,
+        /// Machine-readable list of changes.
+        #[arg(long, conflicts_with = "stat")]
+        json: bool,
+    },
+    /// Write an overlay session's changes into the real project.
+    Apply {
+        /// Session id, a unique part of it, or `last`.
+        session: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Profile name (see `cordon profile list`) or path to a .toml file.
+    #[arg(long, short = 'p', default_value = "default")]
+    profile: String,
+    /// Project directory [default: the current directory].
+    #[arg(long)]
+    project: Option<PathBuf>,
+    /// How the project is mounted: ro, overlay (copy-on-write, review with
+    /// `cordon diff`), or rw (direct) [default: from the profile].
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<ProjectMode>,
+    /// Also expose a host directory read-only (repeatable).
+    #[arg(long = "allow-read", value_name = "PATH")]
+    allow_read: Vec<PathBuf>,
+    /// Also expose a host directory read-write (repeatable).
+    #[arg(long = "allow-write", value_name = "PATH")]
+    allow_write: Vec<PathBuf>,
+    /// Pass a host variable (NAME, `PREFIX*`) or set one (NAME=VALUE);
+    /// repeatable. Needed for anything that looks like a credential.
+    #[arg(long, short = 'e', value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Use plain pipes even when stdin is a terminal.
+    #[arg(long)]
+    no_tty: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfileCmd {
+    /// List built-in and user profiles.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the effective, fully resolved profile.
+    Show {
+        /// Profile name or path to a .toml file.
+        name: String,
+        /// JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<ProjectMode, String> {
+    s.parse()
+        .map_err(|e: cordon_types::ParseError| e.to_string())
+}
+
+/// An error with the exit status it maps to.
+struct Fail(u8, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Fail {
+    fn from(e: E) -> Fail {
+        let e = e.into();
+        let code = match e.downcast_ref::<Error>() {
+            Some(
+                Error::Usage(_) | Error::NotFound(_) | Error::Refused { .. } | Error::Profile(_),
+            ) => 2,
+            _ => 1,
+        };
+        Fail(code, e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => return cmd_run(args),
+        Command::Doctor { json } => cmd_doctor(json),
+        Command::Profile(p) => cmd_profile(p),
+        Command::Diff {
+            session,
+            stat,
+            json,
+        } => cmd_diff(&session, stat, json),
+        Command::Apply { session, yes } => cmd_apply(&session, yes),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(code, e)) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("cordon: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn out(text: &str) -> Result<(), Fail> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<(), Fail> {
+    out(&format!("{}\n", serde_json::to_string_pretty(v)?))
+}
+
+fn notice(msg: &str) {
+    eprintln!("cordon: {msg}");
+}
+
+fn cmd_run(a: RunArgs) -> ExitCode {
+    const FAILED: u8 = 125;
+    let dirs = match Dirs::from_env() {
+        Ok(d) => d,
+        Err(e) => {
+            notice(&e.to_string());
+            return ExitCode::from(FAILED);
+        }
+    };
+    let terminal = if !a.no_tty && std::io::stdin().is_terminal() {
+        cordon_sandbox::Terminal::Pty
+    } else {
+        cordon_sandbox::Terminal::Inherit
+    };
+    let req = run::Request {
+        profile: a.profile,
+        project: a.project,
+        mode: a.mode,
+        allow_read: a.allow_read,
+        allow_write: a.allow_write,
+        env: a.env,
+        command: a.command,
+        terminal,
+    };
+    let prepared = match run::prepare(&req, &dirs) {
+        Ok(p) => p,
+        Err(e) => {
+            notice(&e.to_string());
+            return ExitCode::from(FAILED);
+        }
+    };
+    for n in &prepared.notices {
+        notice(n);
+    }
+    match run::execute(prepared, &mut |w| notice(&format!("warning: {w}"))) {
+        Ok(outcome) => {
+            for n in &outcome.notices {
+                notice(n);
+            }
+            ExitCode::from(u8::try_from(outcome.exit.code).unwrap_or(FAILED))
+        }
+        Err(Error::Launch(cordon_sandbox::LaunchError::Exec {
+            program,
+            message,
+            code,
+        })) => {
+            notice(&format!("{program}: {message}"));
+            ExitCode::from(u8::try_from(code).unwrap_or(FAILED))
+        }
+        Err(e) => {
+            notice(&format!("the sandbox could not start: {e}"));
+            notice("nothing ran; the agent was never started unconfined");
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+fn cmd_doctor(as_json: bool) -> Result<u8, Fail> {
+    let dirs = Dirs::from_env()?;
+    let report = cordon_session::doctor::run(&dirs);
+    if as_json {
+        json(&report)?;
+    } else {
+        let mut s = String::new();
+        for p in &report.probes {
+            s.push_str(&format!(
+                "{} {:<14} {}\n    {}\n",
+                if p.ok { "ok  " } else { "FAIL" },
+                p.id,
+                p.tested,
+                p.detail
+            ));
+            if let Some(h) = &p.hint {
+                s.push_str(&format!("    hint: {h}\n"));
+            }
+        }
+        s.push_str(&format!("\nlimits: {}\n\nprofiles:\n", report.limits));
+        for p in &report.profiles {
+            if p.runnable {
+                s.push_str(&format!("  {:<14} can run\n", p.name));
+            } else {
+                s.push_str(&format!(
+                    "  {:<14} cannot run: needs {}\n",
+                    p.name,
+                    p.missing.join(", ")
+                ));
+            }
+        }
+        out(&s)?;
+    }
+    Ok(if report.default_runs { 0 } else { 1 })
+}
+
+fn cmd_profile(cmd: ProfileCmd) -> Result<u8, Fail> {
+    let dirs = Dirs::from_env()?;
+    match cmd {
+        ProfileCmd::List { json: true } => json(&cordon_session::profiles::list(&dirs))?,
+        ProfileCmd::List { json: false } => {
+            let mut s = String::new();
+            for p in cordon_session::profiles::list(&dirs) {
+                let mark = if p.ok { "" } else { "  [invalid]" };
+                s.push_str(&format!(
+                    "{:<14} {:<10} {}{mark}\n",
+                    p.name,
+                    short_origin(&p.origin),
+                    p.description
+                ));
+            }
+            out(&s)?;
+        }
+        ProfileCmd::Show {
+            name,
+            json: as_json,
+        } => {
+            let p = cordon_session::profiles::load(&name, &dirs).map_err(Error::from)?;
+            if as_json {
+                let mut v = serde_json::to_value(&p)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("digest".into(), p.digest().into());
+                }
+                json(&v)?;
+            } else {
+                out(&format!(
+                    "# effective profile {:?} ({})\n# from: {}\n# protected in every mode: {}\n{}",
+                    p.name,
+                    p.digest(),
+                    p.sources.join(" -> "),
+                    p.protected_paths()
+                        .iter()
+                        .map(|x| x.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p.to_toml()
+                ))?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn short_origin(o: &str) -> &str {
+    if o == "builtin" {
+        "built-in"
+    } else {
+        "user"
+    }
+}
+
+fn overlay_session(query: &str) -> Result<(Store, cordon_session::Record), Fail> {
+    let dirs = Dirs::from_env()?;
+    let store = Store::new(dirs.sessions());
+    let id = store.find(query)?;
+    let rec = store.load(&id)?;
+    if rec.mode != ProjectMode::Overlay {
+        return Err(Error::Usage(format!(
+            "session {} ran in {} mode; only overlay sessions have changes to review",
+            rec.id, rec.mode
+        ))
+        .into());
+    }
+    Ok((store, rec))
+}
+
+fn cmd_diff(query: &str, stat: bool, as_json: bool) -> Result<u8, Fail> {
+    let (store, rec) = overlay_session(query)?;
+    let upper = store.dir(&rec.id).join("upper");
+    let changes = overlay::changes(&upper, &rec.project, &rec.placeholders)?;
+    if as_json {
+        json(&changes)?;
+    } else if stat {
+        let mut s = String::new();
+        for c in &changes {
+            s.push_str(&format!(
+                "{:<12} {}\n",
+                format!("{:?}", c.kind).to_lowercase(),
+                c.path.display()
+            ));
+        }
+        out(&s)?;
+    } else {
+        out(&overlay::render(&changes, &upper, &rec.project))?;
+    }
+    Ok(0)
+}
+
+fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
+    let (store, mut rec) = overlay_session(query)?;
+    if rec.status == Status::Running && cordon_session::record::pid_alive(rec.supervisor_pid) {
+        return Err(Error::Usage(format!(
+            "session {} is still running; apply after it exits",
+            rec.id
+        ))
+        .into());
+    }
+    if let Some(ms) = rec.applied_ms {
+        return Err(Error::Usage(format!(
+            "session {} was already applied ({} s ago)",
+            rec.id,
+            cordon_session::record::now_ms().saturating_sub(ms) / 1000
+        ))
+        .into());
+    }
+    let upper = store.dir(&rec.id).join("upper");
+    let changes = overlay::changes(&upper, &rec.project, &rec.placeholders)?;
+    if changes.is_empty() {
+        notice(&format!("session {} changed nothing", rec.id));
+        return Ok(0);
+    }
+    eprintln!(
+        "cordon: session {} will change {}:",
+        rec.id,
+        rec.project.display()
+    );
+    for c in &changes {
+        eprintln!(
+            "  {:<12} {}",
+            format!("{:?}", c.kind).to_lowercase(),
+            c.path.display()
+        );
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(
+                "not applying without confirmation: pass --yes (stdin is not a terminal)".into(),
+            )
+            .into());
+        }
+        eprint!("apply these {} change(s)? [y/N] ", changes.len());
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            notice("nothing applied");
+            return Ok(1);
+        }
+    }
+    let dirs = Dirs::from_env()?;
+    let protected = cordon_session::profiles::load(&rec.profile, &dirs)
+        .map(|p| p.protected_paths())
+        .unwrap_or_else(|_| {
+            cordon_policy::profile::ALWAYS_PROTECTED
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        });
+    let res = overlay::apply(&changes, &upper, &rec.project, &protected)?;
+    rec.applied_ms = Some(cordon_session::record::now_ms());
+    store.save(&rec)?;
+    notice(&format!(
+        "applied {} change(s) to {}",
+        res.done.len(),
+        rec.project.display()
+    ));
+    for (p, why) in &res.refused {
+        notice(&format!("refused {}: {why}", p.display()));
+    }
+    Ok(if res.refused.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,73 @@
+//! Where cordon keeps things: XDG base directories.
+
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// cordon's directories for the current user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    /// The user's real home directory.
+    pub home: PathBuf,
+    /// `$XDG_CONFIG_HOME/cordon` (user profiles live in `profiles/`).
+    pub config: PathBuf,
+    /// `$XDG_STATE_HOME/cordon` (sessions, persisted agent homes).
+    pub state: PathBuf,
+}
+
+fn absolute_env(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+impl Dirs {
+    /// Reads `HOME`, `XDG_CONFIG_HOME` and `XDG_STATE_HOME` (relative values
+    /// are ignored, as the XDG spec requires).
+    pub fn from_env() -> Result<Dirs, Error> {
+        let home = absolute_env("HOME").ok_or_else(|| {
+            Error::Usage("HOME is not set to an absolute path; cordon needs it to find its state directory and to build the fake home".into())
+        })?;
+        let config = absolute_env("XDG_CONFIG_HOME")
+            .unwrap_or_else(|| home.join(".config"))
+            .join("cordon");
+        let state = absolute_env("XDG_STATE_HOME")
+            .unwrap_or_else(|| home.join(".local/state"))
+            .join("cordon");
+        Ok(Dirs {
+            home,
+            config,
+            state,
+        })
+    }
+
+    /// Where sessions are recorded.
+    pub fn sessions(&self) -> PathBuf {
+        self.state.join("sessions")
+    }
+
+    /// Where a profile's persisted home entries live.
+    pub fn persisted_home(&self, profile: &str) -> PathBuf {
+        self.state.join("profiles").join(profile).join("home")
+    }
+
+    /// The user profile directory.
+    pub fn user_profiles(&self) -> PathBuf {
+        self.config.join("profiles")
+    }
+
+    /// Creates the state directory (0700) if needed.
+    pub fn ensure_state(&self) -> Result<(), Error> {
+        create_private_dir(&self.sessions())
+    }
+}
+
+/// `mkdir -p` with mode 0700 on every directory created.
+pub fn create_private_dir(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))
+}

@@ -1,0 +1,549 @@
+//! From an effective profile to the sandbox's filesystem view.
+//!
+//! The view, in the order the launcher builds it: a tmpfs root; `/usr` and the
+//! usr-merge links; a curated `/etc`; `/opt`; fresh `/proc`; a minimal `/dev`;
+//! tmpfs `/tmp`; the fake `$HOME` (tmpfs plus granted entries); extra paths;
+//! the project at its real path (ro, overlay or rw); protected paths re-bound
+//! read-only; hidden files masked.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use cordon_policy::hide::HideMatcher;
+use cordon_policy::Profile;
+use cordon_sandbox::{LandlockMode, LandlockSpec, Mount};
+use cordon_types::ProjectMode;
+
+use crate::{Dirs, Error};
+
+/// `/etc` entries the sandbox sees (everything else in `/etc` is absent:
+/// shadow files, SSH host keys, sudoers, Wi-Fi and VPN secrets, ...).
+pub const ETC_ENTRIES: &[&str] = &[
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki",
+    "crypto-policies",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "os-release",
+    "lsb-release",
+    "debian_version",
+    "profile",
+    "profile.d",
+    "bash.bashrc",
+    "bash_completion",
+    "bash_completion.d",
+    "inputrc",
+    "terminfo",
+    "locale.alias",
+    "locale.conf",
+    "locale.gen",
+    "mime.types",
+    "protocols",
+    "services",
+    "host.conf",
+    "gai.conf",
+    "magic",
+    "magic.mime",
+    "vim",
+    "gitconfig",
+    "manpath.config",
+    "fonts",
+    "shells",
+    "environment",
+    "ImageMagick-6",
+    "ImageMagick-7",
+    "xdg",
+];
+
+/// `/etc` entries passed by prefix (language runtimes' configuration).
+pub const ETC_PREFIXES: &[&str] = &["java", "python", "perl", "ruby", "php", "node"];
+
+/// System paths bound read-only when present.
+const SYSTEM_DIRS: &[&str] = &["/usr", "/opt"];
+/// usr-merge links (recreated as symlinks when they are symlinks on the host).
+const MERGED_DIRS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+/// Device nodes bound from the host.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// At most this many hidden paths are masked (each one is a mount).
+pub const MAX_HIDDEN: usize = 4096;
+
+/// Inputs of [`build`].
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// Effective profile.
+    pub profile: &'a Profile,
+    /// cordon's directories (for the real home and persisted entries).
+    pub dirs: &'a Dirs,
+    /// Canonical project path.
+    pub project: PathBuf,
+    /// Project mode (profile or `--mode`).
+    pub mode: ProjectMode,
+    /// Session directory (overlay layers live here).
+    pub session_dir: PathBuf,
+    /// Extra read-only host paths (canonical).
+    pub allow_read: Vec<PathBuf>,
+    /// Extra read-write host paths (canonical).
+    pub allow_write: Vec<PathBuf>,
+}
+
+/// The view, ready for the launcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Mount operations.
+    pub mounts: Vec<Mount>,
+    /// Landlock rules matching the mounts.
+    pub landlock: LandlockSpec,
+    /// Placeholders created in the overlay's upper layer (project-relative).
+    pub placeholders: Vec<PathBuf>,
+    /// Hidden project paths (project-relative).
+    pub hidden: Vec<PathBuf>,
+    /// Protected paths that did not exist at start (project-relative).
+    pub missing_protected: Vec<PathBuf>,
+}
+
+fn ro(src: &Path, optional: bool) -> Mount {
+    Mount::Bind {
+        src: src.to_path_buf(),
+        dest: src.to_path_buf(),
+        writable: false,
+        optional,
+        dev: false,
+    }
+}
+
+fn rw(src: &Path, dest: &Path) -> Mount {
+    Mount::Bind {
+        src: src.to_path_buf(),
+        dest: dest.to_path_buf(),
+        writable: true,
+        optional: false,
+        dev: false,
+    }
+}
+
+/// The system part of the view (everything but home, project and grants).
+fn system_mounts(profile: &Profile) -> Vec<Mount> {
+    let mut m = Vec::new();
+    for d in SYSTEM_DIRS {
+        m.push(ro(Path::new(d), true));
+    }
+    for d in MERGED_DIRS {
+        let p = Path::new(d);
+        match std::fs::symlink_metadata(p) {
+            Ok(md) if md.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(p) {
+                    m.push(Mount::Symlink {
+                        target,
+                        dest: p.to_path_buf(),
+                    });
+                }
+            }
+            Ok(_) => m.push(ro(p, true)),
+            Err(_) => {}
+        }
+    }
+    let mut etc: Vec<String> = ETC_ENTRIES.iter().map(|s| (*s).to_owned()).collect();
+    if let Ok(rd) = std::fs::read_dir("/etc") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ETC_PREFIXES.iter().any(|p| name.starts_with(p)) && !etc.contains(&name) {
+                etc.push(name);
+            }
+        }
+    }
+    for name in etc {
+        m.push(ro(&Path::new("/etc").join(name), true));
+    }
+    let host = &profile.sandbox.hostname;
+    m.push(Mount::File {
+        dest: "/etc/hostname".into(),
+        contents: format!("{host}\n").into_bytes(),
+        mode: 0o644,
+    });
+    m.push(Mount::File {
+        dest: "/etc/hosts".into(),
+        contents: format!(
+            "127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        )
+        .into_bytes(),
+        mode: 0o644,
+    });
+    m.push(Mount::Proc {
+        dest: "/proc".into(),
+    });
+    m.push(Mount::Tmpfs {
+        dest: "/dev".into(),
+        size: 1 << 20,
+        mode: 0o755,
+    });
+    for d in DEVICES {
+        let p = Path::new("/dev").join(d);
+        m.push(Mount::Bind {
+            src: p.clone(),
+            dest: p,
+            writable: true,
+            optional: false,
+            dev: true,
+        });
+    }
+    m.push(Mount::Devpts {
+        dest: "/dev/pts".into(),
+    });
+    m.push(Mount::Tmpfs {
+        dest: "/dev/shm".into(),
+        size: profile.limits.tmp_size.0,
+        mode: 0o1777,
+    });
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        m.push(Mount::Symlink {
+            target: target.into(),
+            dest: Path::new("/dev").join(name),
+        });
+    }
+    m.push(Mount::Tmpfs {
+        dest: "/tmp".into(),
+        size: profile.limits.tmp_size.0,
+        mode: 0o1777,
+    });
+    m.push(Mount::Symlink {
+        target: "/tmp".into(),
+        dest: "/var/tmp".into(),
+    });
+    m
+}
+
+fn refuse(message: String, hint: &str) -> Error {
+    Error::Refused {
+        message,
+        hint: hint.to_owned(),
+    }
+}
+
+/// Paths that must never be granted wholesale: `/` and the home directory or
+/// any of its ancestors (they contain every credential the user has).
+pub fn check_grant(path: &Path, home: &Path, what: &str) -> Result<(), Error> {
+    if path == Path::new("/") || home.starts_with(path) {
+        return Err(refuse(
+            format!(
+                "refusing to expose {} as {what}: it contains your home directory and with it \
+                 your SSH keys, cloud credentials and tokens",
+                path.display()
+            ),
+            "name a narrower directory (a project, a toolchain directory)",
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the view for `input`.
+pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
+    let p = input.profile;
+    let home = &input.dirs.home;
+    let project = &input.project;
+    let mut mounts = system_mounts(p);
+    let mut write: Vec<PathBuf> = vec!["/tmp".into(), "/dev/shm".into(), home.clone()];
+
+    // The fake home: a tmpfs at the real path, plus granted entries.
+    mounts.push(Mount::Tmpfs {
+        dest: home.clone(),
+        size: p.limits.home_size.0,
+        mode: 0o700,
+    });
+    for (rules, writable) in [(&p.home.read, false), (&p.home.write, true)] {
+        for r in rules {
+            let src = home.join(&r.value.0);
+            if !src.exists() {
+                if r.optional {
+                    continue;
+                }
+                return Err(Error::NotFound(format!(
+                    "profile {:?} grants ~/{} but {} does not exist (create it, or mark the \
+                     rule `optional = true`)",
+                    p.name,
+                    r.value.0.display(),
+                    src.display()
+                )));
+            }
+            mounts.push(Mount::Bind {
+                src: src.clone(),
+                dest: src,
+                writable,
+                optional: false,
+                dev: false,
+            });
+        }
+    }
+    let persisted = input.dirs.persisted_home(&p.name);
+    for r in &p.home.persist {
+        let src = persisted.join(&r.value.0);
+        crate::dirs::create_private_dir(&src)?;
+        mounts.push(rw(&src, &home.join(&r.value.0)));
+    }
+
+    // Extra host paths.
+    let read_rules = p
+        .filesystem
+        .read
+        .iter()
+        .map(|r| (r.value.resolve(home), r.optional));
+    for (path, optional) in read_rules {
+        check_grant(&path, home, "a read-only path")?;
+        if !optional && !path.exists() {
+            return Err(Error::NotFound(format!(
+                "profile {:?} grants {} which does not exist (mark it `optional = true`?)",
+                p.name,
+                path.display()
+            )));
+        }
+        mounts.push(ro(&path, optional));
+    }
+    for path in &input.allow_read {
+        check_grant(path, home, "a read-only path")?;
+        mounts.push(ro(path, false));
+    }
+    let write_rules = p
+        .filesystem
+        .write
+        .iter()
+        .map(|r| (r.value.resolve(home), r.optional));
+    for (path, optional) in write_rules {
+        check_grant(&path, home, "a writable path")?;
+        if !path.exists() {
+            if optional {
+                continue;
+            }
+            return Err(Error::NotFound(format!(
+                "profile {:?} grants write access to {} which does not exist",
+                p.name,
+                path.display()
+            )));
+        }
+        mounts.push(rw(&path, &path));
+        write.push(path);
+    }
+    for path in &input.allow_write {
+        check_grant(path, home, "a writable path")?;
+        mounts.push(rw(path, path));
+        write.push(path.clone());
+    }
+
+    // The project.
+    let mut placeholders = Vec::new();
+    let mut missing_protected = Vec::new();
+    let protected = p.protected_paths();
+    match input.mode {
+        ProjectMode::Ro => mounts.push(ro(project, false)),
+        ProjectMode::Rw => {
+            mounts.push(rw(project, project));
+            write.push(project.clone());
+        }
+        ProjectMode::Overlay => {
+            let upper = input.session_dir.join("upper");
+            let work = input.session_dir.join("work");
+            crate::dirs::create_private_dir(&upper)?;
+            crate::dirs::create_private_dir(&work)?;
+            mounts.push(Mount::Overlay {
+                lower: project.clone(),
+                upper,
+                work,
+                dest: project.clone(),
+            });
+            write.push(project.clone());
+        }
+    }
+    if input.mode != ProjectMode::Ro && project.join(".git").is_dir() {
+        // A mountpoint cannot be renamed or removed: the agent cannot swap
+        // .git for a copy with writable hooks.
+        mounts.push(Mount::Pin {
+            dest: project.join(".git"),
+        });
+    }
+    for rel in &protected {
+        let host = project.join(rel);
+        let exists = std::fs::symlink_metadata(&host).is_ok();
+        if !exists {
+            missing_protected.push(rel.clone());
+            if input.mode == ProjectMode::Overlay {
+                // Give the read-only mount something to cover, in the upper
+                // layer only; `apply` never writes placeholders back.
+                let under_git = rel.starts_with(".git");
+                if under_git && !project.join(".git").is_dir() {
+                    continue;
+                }
+                let ph = input.session_dir.join("upper").join(rel);
+                create_placeholder(&ph, is_dir_like(rel))?;
+                placeholders.push(rel.clone());
+            } else {
+                continue;
+            }
+        }
+        if input.mode != ProjectMode::Ro {
+            mounts.push(Mount::ReadOnly { dest: host });
+        }
+    }
+
+    // Hidden files.
+    let matcher = p.hide_matcher();
+    let hidden = find_hidden(project, &matcher)?;
+    for rel in &hidden {
+        mounts.push(Mount::Mask {
+            dest: project.join(rel),
+        });
+    }
+
+    let landlock = LandlockSpec {
+        mode: match p.sandbox.landlock {
+            cordon_policy::profile::LandlockLevel::Strict => LandlockMode::Strict,
+            cordon_policy::profile::LandlockLevel::Required => LandlockMode::Required,
+            cordon_policy::profile::LandlockLevel::BestEffort => LandlockMode::BestEffort,
+        },
+        read: vec!["/".into()],
+        write,
+        devices: vec!["/dev".into()],
+    };
+    Ok(Layout {
+        mounts,
+        landlock,
+        placeholders,
+        hidden,
+        missing_protected,
+    })
+}
+
+/// Protected names that are directories when they exist.
+fn is_dir_like(rel: &Path) -> bool {
+    [".git/hooks", ".vscode", ".idea", ".cordon"]
+        .iter()
+        .any(|d| rel == Path::new(d))
+}
+
+fn create_placeholder(path: &Path, dir: bool) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        crate::dirs::create_private_dir(parent)?;
+    }
+    let r = if dir {
+        std::fs::create_dir(path)
+    } else {
+        std::fs::write(path, b"")
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(
+            format!("create placeholder {}", path.display()),
+            e,
+        )),
+    }
+}
+
+/// Walks the project (without following symlinks) and returns every
+/// project-relative path the matcher hides. A hidden directory is masked as a
+/// whole and not descended into. A hidden symlink masks its target when that
+/// lies inside the project (a target outside is not in the view anyway).
+pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>, Error> {
+    let mut out = Vec::new();
+    if matcher.is_empty() {
+        return Ok(out);
+    }
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = project.join(&rel);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            // Unreadable directories are unreadable inside too.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+            Err(e) => return Err(Error::io(format!("scan {}", dir.display()), e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(format!("scan {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let child = rel.join(&name);
+            let ft = entry
+                .file_type()
+                .map_err(|e| Error::io(format!("stat {}", child.display()), e))?;
+            if matcher.is_hidden(&child) {
+                if ft.is_symlink() {
+                    if let Ok(target) = std::fs::canonicalize(project.join(&child)) {
+                        if let Ok(inside) = target.strip_prefix(project) {
+                            out.push(inside.to_path_buf());
+                        }
+                    }
+                } else if !ft.is_fifo() && !ft.is_socket() {
+                    out.push(child);
+                }
+            } else if ft.is_dir() && !(rel == Path::new(".git") && name == OsStr::new("objects")) {
+                stack.push(child);
+            }
+            if out.len() > MAX_HIDDEN {
+                return Err(refuse(
+                    format!("more than {MAX_HIDDEN} project files match the profile's hide rules"),
+                    "narrow the hide globs, or use `reveal` for test fixtures",
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_policy::{Glob, PathRule, RuleValue};
+
+    #[test]
+    fn hidden_walk_masks_matches_and_symlink_targets_inside_the_project() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        std::fs::create_dir_all(p.join("a/b")).unwrap();
+        std::fs::create_dir_all(p.join("credentials/x")).unwrap();
+        std::fs::write(p.join("a/b/server.pem"), "k").unwrap();
+        std::fs::write(p.join("a/real-secret"), "k").unwrap();
+        std::fs::write(p.join("credentials/x/y"), "k").unwrap();
+        std::os::unix::fs::symlink("a/real-secret", p.join(".env")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", p.join(".env.outside")).unwrap();
+        std::fs::write(p.join("main.rs"), "fn main(){}").unwrap();
+        let rules: Vec<PathRule<Glob>> = ["*.pem", ".env*", "credentials*"]
+            .iter()
+            .map(|g| PathRule::new(Glob::parse(g).unwrap()))
+            .collect();
+        let m = HideMatcher::new(&rules, &[]);
+        let canon = std::fs::canonicalize(p).unwrap();
+        let found = find_hidden(&canon, &m).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                PathBuf::from("a/b/server.pem"),
+                PathBuf::from("a/real-secret"),
+                PathBuf::from("credentials"),
+            ]
+        );
+    }
+
+    #[test]
+    fn home_and_root_cannot_be_granted() {
+        let home = Path::new("/home/u");
+        assert!(check_grant(Path::new("/"), home, "x").is_err());
+        assert!(check_grant(Path::new("/home"), home, "x").is_err());
+        assert!(check_grant(Path::new("/home/u"), home, "x").is_err());
+        assert!(check_grant(Path::new("/home/u/.cargo"), home, "x").is_ok());
+        assert!(check_grant(Path::new("/opt/tool"), home, "x").is_ok());
+    }
+}

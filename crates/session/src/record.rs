@@ -1,0 +1,230 @@
+//! Session records: one directory per session with a `session.json`.
+
+use std::path::{Path, PathBuf};
+
+use cordon_types::{ProjectMode, SessionId};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Lifecycle of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Set up and running (or its supervisor died without updating this).
+    Running,
+    /// The agent exited.
+    Exited,
+    /// The sandbox could not be set up; nothing ran.
+    Failed,
+}
+
+/// Everything cordon remembers about a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The id.
+    pub id: SessionId,
+    /// Profile name.
+    pub profile: String,
+    /// Digest of the effective profile.
+    pub profile_digest: String,
+    /// Real path of the project.
+    pub project: PathBuf,
+    /// Project mode.
+    pub mode: ProjectMode,
+    /// The command, as text (lossy for non-UTF-8 arguments).
+    pub command: Vec<String>,
+    /// Start time, milliseconds since the epoch.
+    pub started_ms: u64,
+    /// End time, milliseconds since the epoch.
+    pub ended_ms: Option<u64>,
+    /// Lifecycle state.
+    pub status: Status,
+    /// Exit code (or 128 + signal).
+    pub exit_code: Option<i32>,
+    /// The killing signal, if any.
+    pub signal: Option<i32>,
+    /// Host pid of the supervisor (`cordon run`).
+    pub supervisor_pid: u32,
+    /// Host pid of the sandbox's init.
+    pub sandbox_pid: Option<i32>,
+    /// Environment variables withheld (names only).
+    pub env_withheld: Vec<String>,
+    /// Number of hidden project paths.
+    pub hidden_paths: usize,
+    /// Placeholders cordon created in the overlay's upper layer (not changes).
+    pub placeholders: Vec<PathBuf>,
+    /// Protected paths the agent created in rw mode, moved out of the project.
+    pub quarantined: Vec<PathBuf>,
+    /// Why setup failed, if it did.
+    pub error: Option<String>,
+    /// When `cordon apply` wrote the overlay back, ms since the epoch.
+    pub applied_ms: Option<u64>,
+    /// Warnings raised while running.
+    pub warnings: Vec<String>,
+}
+
+/// The sessions directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// A store rooted at `root` (normally `Dirs::sessions()`).
+    pub fn new(root: PathBuf) -> Store {
+        Store { root }
+    }
+
+    /// The directory of a session.
+    pub fn dir(&self, id: &SessionId) -> PathBuf {
+        self.root.join(id.as_str())
+    }
+
+    /// Creates a fresh session directory (0700) and returns its id.
+    pub fn create(&self) -> Result<SessionId, Error> {
+        crate::dirs::create_private_dir(&self.root)?;
+        for _ in 0..8 {
+            let mut rnd = [0u8; 4];
+            rustix::rand::getrandom(&mut rnd, rustix::rand::GetRandomFlags::empty())
+                .map_err(|e| Error::io("read random bytes", e.into()))?;
+            let id = SessionId::new(now_ms() / 1000, u32::from_le_bytes(rnd));
+            let dir = self.dir(&id);
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(id),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
+            }
+        }
+        Err(Error::Usage(
+            "could not allocate a unique session id".into(),
+        ))
+    }
+
+    /// Writes the record atomically (temp file + rename).
+    pub fn save(&self, rec: &Record) -> Result<(), Error> {
+        let dir = self.dir(&rec.id);
+        let tmp = dir.join(".session.json.tmp");
+        let data = serde_json::to_vec_pretty(rec)
+            .map_err(|e| Error::io("encode session record", std::io::Error::other(e)))?;
+        std::fs::write(&tmp, data)
+            .and_then(|()| std::fs::rename(&tmp, dir.join("session.json")))
+            .map_err(|e| Error::io(format!("write {}", dir.join("session.json").display()), e))
+    }
+
+    /// Reads a session's record.
+    pub fn load(&self, id: &SessionId) -> Result<Record, Error> {
+        let path = self.dir(id).join("session.json");
+        let data =
+            std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// All session ids, oldest first.
+    pub fn ids(&self) -> Result<Vec<SessionId>, Error> {
+        let rd = match std::fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("list {}", self.root.display()), e)),
+        };
+        let mut ids: Vec<SessionId> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Finds a session by full id, unique prefix, unique random suffix, or
+    /// `last` (the newest).
+    pub fn find(&self, query: &str) -> Result<SessionId, Error> {
+        let ids = self.ids()?;
+        if query == "last" {
+            return ids
+                .last()
+                .cloned()
+                .ok_or_else(|| Error::NotFound("there are no sessions yet".into()));
+        }
+        let matches: Vec<&SessionId> = ids
+            .iter()
+            .filter(|id| id.as_str().starts_with(query) || id.as_str().ends_with(query))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::NotFound(format!(
+                "no session matches {query:?} (see `cordon ps`... or the directories in {})",
+                self.root.display()
+            ))),
+            many => Err(Error::Usage(format!(
+                "{query:?} matches {} sessions ({}...); give more characters",
+                many.len(),
+                many.iter()
+                    .take(3)
+                    .map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+/// Whether a process with this pid exists (for stale `running` records).
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: SessionId) -> Record {
+        Record {
+            id,
+            profile: "default".into(),
+            profile_digest: "sha256:0".into(),
+            project: "/p".into(),
+            mode: ProjectMode::Ro,
+            command: vec!["true".into()],
+            started_ms: 1,
+            ended_ms: None,
+            status: Status::Running,
+            exit_code: None,
+            signal: None,
+            supervisor_pid: 1,
+            sandbox_pid: None,
+            env_withheld: vec![],
+            hidden_paths: 0,
+            placeholders: vec![],
+            quarantined: vec![],
+            error: None,
+            applied_ms: None,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn create_save_load_and_find() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path().join("sessions"));
+        let a = store.create().unwrap();
+        store.save(&record(a.clone())).unwrap();
+        assert_eq!(store.load(&a).unwrap(), record(a.clone()));
+        assert_eq!(store.find("last").unwrap(), a);
+        assert_eq!(store.find(&a.as_str()[16..]).unwrap(), a);
+        assert!(matches!(store.find("zzz"), Err(Error::NotFound(_))));
+        std::fs::write(store.dir(&a).join("session.json"), b"{").unwrap();
+        assert!(matches!(store.load(&a), Err(Error::Corrupt { .. })));
+    }
+}

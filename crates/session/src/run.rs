@@ -1,0 +1,347 @@
+//! `cordon run`: resolve, record, launch, record the outcome.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use cordon_policy::{EnvName, Profile, RuleValue};
+use cordon_sandbox::{Event, Exit, SandboxSpec, SeccompSpec, Terminal};
+use cordon_types::{ProjectMode, SessionId};
+
+use crate::layout::{self, Layout};
+use crate::record::{now_ms, Record, Status, Store};
+use crate::{Dirs, Error};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Profile name or file.
+    pub profile: String,
+    /// Project directory (default: the current directory).
+    pub project: Option<PathBuf>,
+    /// Overrides the profile's project mode.
+    pub mode: Option<ProjectMode>,
+    /// Extra read-only paths.
+    pub allow_read: Vec<PathBuf>,
+    /// Extra writable paths.
+    pub allow_write: Vec<PathBuf>,
+    /// `NAME` (pass from the host) or `NAME=VALUE`.
+    pub env: Vec<String>,
+    /// The command.
+    pub command: Vec<OsString>,
+    /// Terminal handling.
+    pub terminal: Terminal,
+}
+
+/// A session ready to launch.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The effective profile.
+    pub profile: Profile,
+    /// The record (status `running` once launched).
+    pub record: Record,
+    /// What the launcher executes.
+    pub spec: SandboxSpec,
+    /// The view and its bookkeeping.
+    pub layout: Layout,
+    /// Things the user should know before the agent starts.
+    pub notices: Vec<String>,
+    store: Store,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The agent's exit.
+    pub exit: Exit,
+    /// The final record.
+    pub record: Record,
+    /// Things the user should know afterwards.
+    pub notices: Vec<String>,
+}
+
+fn canonical_dir(p: &Path, what: &str) -> Result<PathBuf, Error> {
+    let c = std::fs::canonicalize(p)
+        .map_err(|e| Error::NotFound(format!("{what} {}: {e}", p.display())))?;
+    if !c.is_dir() && what == "project" {
+        return Err(Error::Usage(format!(
+            "project {} is not a directory",
+            c.display()
+        )));
+    }
+    Ok(c)
+}
+
+fn expand_home(v: &str, home: &Path) -> OsString {
+    match v.strip_prefix("~/") {
+        Some(rest) => home.join(rest).into_os_string(),
+        None if v == "~" => home.as_os_str().to_owned(),
+        None => OsString::from(v),
+    }
+}
+
+/// Resolves everything and creates the session directory. Nothing runs yet.
+pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
+    if req.command.is_empty() {
+        return Err(Error::Usage(
+            "no command given: cordon run [OPTIONS] -- COMMAND [ARGS...]".into(),
+        ));
+    }
+    let profile = crate::profiles::load(&req.profile, dirs)?;
+    let mode = req.mode.unwrap_or(profile.project.mode);
+
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read the current directory", e))?;
+    let project = canonical_dir(req.project.as_deref().unwrap_or(&cwd), "project")?;
+    let home = &dirs.home;
+    if project == Path::new("/") || home.starts_with(&project) {
+        return Err(Error::Refused {
+            message: format!(
+                "refusing to use {} as the project: it contains your home directory, with your \
+                 SSH keys, cloud credentials and tokens",
+                project.display()
+            ),
+            hint: "cd into a project directory, or pass --project DIR".into(),
+        });
+    }
+    if project.starts_with(&dirs.state) || dirs.state.starts_with(&project) {
+        return Err(Error::Refused {
+            message: format!(
+                "the project {} overlaps cordon's state directory {}",
+                project.display(),
+                dirs.state.display()
+            ),
+            hint: "set XDG_STATE_HOME elsewhere, or pick another project directory".into(),
+        });
+    }
+    let allow_read = req
+        .allow_read
+        .iter()
+        .map(|p| canonical_dir(p, "--allow-read path"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let allow_write = req
+        .allow_write
+        .iter()
+        .map(|p| canonical_dir(p, "--allow-write path"))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Environment.
+    let mut pass: Vec<EnvName> = profile.env.pass.iter().map(|r| r.value.clone()).collect();
+    let mut set: Vec<(String, OsString)> = profile
+        .env
+        .set
+        .iter()
+        .map(|(k, v)| (k.clone(), expand_home(v, home)))
+        .collect();
+    for e in &req.env {
+        match e.split_once('=') {
+            Some((k, v)) => {
+                EnvName::parse(k).map_err(|m| Error::Usage(format!("--env {e}: {m}")))?;
+                set.retain(|(s, _)| s != k);
+                set.push((k.to_owned(), OsString::from(v)));
+            }
+            None => {
+                pass.push(EnvName::parse(e).map_err(|m| Error::Usage(format!("--env {e}: {m}")))?)
+            }
+        }
+    }
+    dirs.ensure_state()?;
+    let store = Store::new(dirs.sessions());
+    let id = store.create()?;
+    for (k, v) in [
+        ("HOME", home.as_os_str().to_owned()),
+        ("TMPDIR", "/tmp".into()),
+        ("CORDON_SESSION", id.as_str().into()),
+        ("CORDON_PROFILE", profile.name.clone().into()),
+    ] {
+        set.retain(|(s, _)| s != k);
+        set.push((k.to_owned(), v));
+    }
+    let host_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let mut plan = cordon_policy::env::plan(&host_env, &pass, &set);
+    if !plan.vars.iter().any(|(k, _)| k == "PATH") {
+        plan.vars
+            .push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    let mut notices = Vec::new();
+    if !plan.withheld_credentials.is_empty() {
+        notices.push(format!(
+            "withheld {} credential-like environment variable(s): {} (pass one with --env NAME)",
+            plan.withheld_credentials.len(),
+            plan.withheld_credentials.join(", ")
+        ));
+    }
+    for m in &plan.missing {
+        notices.push(format!("--env {m}: not set on the host, so not passed"));
+    }
+
+    let session_dir = store.dir(&id);
+    let layout = layout::build(&layout::Input {
+        profile: &profile,
+        dirs,
+        project: project.clone(),
+        mode,
+        session_dir: session_dir.clone(),
+        allow_read,
+        allow_write,
+    })?;
+    let cwd_inside = if cwd.starts_with(&project) {
+        cwd
+    } else {
+        project.clone()
+    };
+    let spec = SandboxSpec {
+        argv: req.command.clone(),
+        env: plan.vars,
+        cwd: cwd_inside,
+        hostname: profile.sandbox.hostname.clone(),
+        mounts: layout.mounts.clone(),
+        root_size: 16 << 20,
+        landlock: layout.landlock.clone(),
+        seccomp: SeccompSpec {
+            allow_ptrace: profile.sandbox.allow_ptrace,
+        },
+        limits: cordon_sandbox::Limits {
+            nproc: profile.limits.nproc,
+            nofile: profile.limits.nofile,
+        },
+        terminal: req.terminal,
+    };
+    let mut env_withheld = plan.withheld_credentials.clone();
+    env_withheld.extend(plan.withheld_other.iter().cloned());
+    let record = Record {
+        id,
+        profile: profile.name.clone(),
+        profile_digest: profile.digest(),
+        project,
+        mode,
+        command: req
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        started_ms: now_ms(),
+        ended_ms: None,
+        status: Status::Running,
+        exit_code: None,
+        signal: None,
+        supervisor_pid: std::process::id(),
+        sandbox_pid: None,
+        env_withheld,
+        hidden_paths: layout.hidden.len(),
+        placeholders: layout.placeholders.clone(),
+        quarantined: Vec::new(),
+        error: None,
+        applied_ms: None,
+        warnings: Vec::new(),
+    };
+    store.save(&record)?;
+    Ok(Prepared {
+        profile,
+        record,
+        spec,
+        layout,
+        notices,
+        store,
+    })
+}
+
+/// Launches the sandbox, waits for the agent, and records the outcome.
+/// `on_warning` hears degradations as they happen.
+pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome, Error> {
+    let Prepared {
+        mut record,
+        spec,
+        layout,
+        store,
+        ..
+    } = p;
+    let mut started = None;
+    let mut warnings = Vec::new();
+    let result = cordon_sandbox::run(&spec, &mut |ev| match ev {
+        Event::Started { pid } => started = Some(pid),
+        Event::Warning(w) => {
+            on_warning(&w);
+            warnings.push(w);
+        }
+    });
+    record.sandbox_pid = started;
+    record.warnings = warnings;
+    record.ended_ms = Some(now_ms());
+    let exit = match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            record.status = Status::Failed;
+            record.error = Some(e.to_string());
+            if let cordon_sandbox::LaunchError::Exec { code, .. } = &e {
+                record.status = Status::Exited;
+                record.exit_code = Some(*code);
+            }
+            store.save(&record)?;
+            return Err(e.into());
+        }
+    };
+    record.status = Status::Exited;
+    record.exit_code = Some(exit.code);
+    record.signal = exit.signal;
+    let mut notices = Vec::new();
+    match record.mode {
+        ProjectMode::Overlay => {
+            let upper = store.dir(&record.id).join("upper");
+            match crate::overlay::changes(&upper, &record.project, &record.placeholders) {
+                Ok(ch) if ch.is_empty() => {}
+                Ok(ch) => notices.push(format!(
+                    "session {}: {} change(s) in the overlay; review with `cordon diff {}`, \
+                     write them to {} with `cordon apply {}`",
+                    record.id,
+                    ch.len(),
+                    record.id,
+                    record.project.display(),
+                    record.id
+                )),
+                Err(e) => notices.push(format!("could not list overlay changes: {e}")),
+            }
+        }
+        ProjectMode::Rw => {
+            let qdir = store.dir(&record.id).join("quarantine");
+            for rel in &layout.missing_protected {
+                let path = record.project.join(rel);
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    let dest = qdir.join(rel);
+                    match quarantine(&path, &dest) {
+                        Ok(()) => {
+                            notices.push(format!(
+                                "the agent created protected path {}; moved it to {}",
+                                path.display(),
+                                dest.display()
+                            ));
+                            record.quarantined.push(rel.clone());
+                        }
+                        Err(e) => notices.push(format!(
+                            "the agent created protected path {} and it could not be moved \
+                             away ({e}); inspect it before using the project",
+                            path.display()
+                        )),
+                    }
+                }
+            }
+        }
+        ProjectMode::Ro => {}
+    }
+    store.save(&record)?;
+    Ok(Outcome {
+        exit,
+        record,
+        notices,
+    })
+}
+
+fn quarantine(path: &Path, dest: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(path, dest)
+}
+
+/// The session id of a prepared run.
+pub fn id_of(p: &Prepared) -> &SessionId {
+    &p.record.id
+}
