@@ -359,11 +359,7 @@ fn cmd_diff(query: &str, stat: bool, as_json: bool) -> Result<u8, Fail> {
     } else if stat {
         let mut s = String::new();
         for c in &changes {
-            s.push_str(&format!(
-                "{:<12} {}\n",
-                format!("{:?}", c.kind).to_lowercase(),
-                c.path.display()
-            ));
+            s.push_str(&format!("{:<12} {}\n", c.kind.as_str(), c.path.display()));
         }
         out(&s)?;
     } else {
@@ -401,11 +397,7 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
         rec.project.display()
     );
     for c in &changes {
-        eprintln!(
-            "  {:<12} {}",
-            format!("{:?}", c.kind).to_lowercase(),
-            c.path.display()
-        );
+        eprintln!("  {:<12} {}", c.kind.as_str(), c.path.display());
     }
     if !yes {
         if !std::io::stdin().is_terminal() {

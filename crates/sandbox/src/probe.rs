@@ -65,9 +65,16 @@ fn in_child(flags: libc::c_int, f: impl FnOnce() -> Outcome) -> Outcome {
     }
 }
 
-fn map_self() -> Result<(), String> {
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
+/// The caller's ids, read before any clone: inside a fresh user namespace
+/// `getuid()` returns the overflow id until the map is written.
+fn ids() -> (u32, u32) {
+    (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    )
+}
+
+fn map_ids((uid, gid): (u32, u32)) -> Result<(), String> {
     crate::confine::map_ids(uid, gid).map_err(|e| e.to_string())
 }
 
@@ -148,6 +155,7 @@ pub fn landlock_abi() -> Result<i64, String> {
 /// probe and left clean.
 pub fn run_all(scratch: &Path) -> Vec<Probe> {
     let mut out = Vec::new();
+    let me = ids();
     let uts = rustix::system::uname();
     out.push(Probe {
         id: "kernel",
@@ -162,7 +170,7 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
     });
 
     let userns = in_child(libc::CLONE_NEWUSER, || {
-        map_self()?;
+        map_ids(me)?;
         Ok("created a user namespace and mapped the caller's uid/gid".into())
     });
     let userns_ok = userns.is_ok();
@@ -184,7 +192,7 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
         "mountns",
         "mount namespace, tmpfs, recursive read-only bind (open_tree + mount_setattr)",
         need_userns(in_child(libc::CLONE_NEWUSER | libc::CLONE_NEWNS, || {
-            map_self()?;
+            map_ids(me)?;
             let fs = rustix::mount::fsopen("tmpfs", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
                 .map_err(|e| format!("fsopen tmpfs: {e}"))?;
             rustix::mount::fsconfig_create(fs.as_fd()).map_err(|e| format!("tmpfs: {e}"))?;
@@ -214,7 +222,7 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
         need_userns(in_child(
             libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID,
             || {
-                map_self()?;
+                map_ids(me)?;
                 let fs = rustix::mount::fsopen("proc", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
                     .map_err(|e| format!("fsopen proc: {e}"))?;
                 rustix::mount::fsconfig_create(fs.as_fd())
@@ -235,7 +243,7 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
         "netns",
         "network namespace with loopback only",
         need_userns(in_child(libc::CLONE_NEWUSER | libc::CLONE_NEWNET, || {
-            map_self()?;
+            map_ids(me)?;
             sys::loopback_up().map_err(|e| format!("loopback: {e}"))?;
             Ok("isolated network namespace, lo up".into())
         })),
@@ -245,12 +253,8 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
         "nested_userns",
         "nested user namespace (locks the sandbox's mounts)",
         need_userns(in_child(libc::CLONE_NEWUSER | libc::CLONE_NEWNS, || {
-            map_self()?;
-            crate::confine::lock_mounts(
-                rustix::process::getuid().as_raw(),
-                rustix::process::getgid().as_raw(),
-            )
-            .map_err(|e| e.to_string())?;
+            map_ids(me)?;
+            crate::confine::lock_mounts(me.0, me.1).map_err(|e| e.to_string())?;
             Ok("mounts can be locked".into())
         })),
         || "user.max_user_namespaces may be too low for nesting (needs 2 per sandbox)".into(),
@@ -258,7 +262,7 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
     out.push(probe(
         "overlayfs",
         "overlayfs inside a user namespace (userxattr), whiteouts",
-        need_userns(overlay_probe(scratch)),
+        need_userns(overlay_probe(scratch, me)),
         || {
             format!(
                 "overlay mode needs {} on a filesystem with user xattrs (ext4, xfs, btrfs, \
@@ -336,7 +340,7 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
     out
 }
 
-fn overlay_probe(scratch: &Path) -> Outcome {
+fn overlay_probe(scratch: &Path, me: (u32, u32)) -> Outcome {
     let base = scratch.join(format!(".doctor-overlay-{}", std::process::id()));
     let dirs = ["lower", "upper", "work", "merged"];
     let setup = || -> std::io::Result<()> {
@@ -351,7 +355,7 @@ fn overlay_probe(scratch: &Path) -> Outcome {
     }
     let b = base.clone();
     let res = in_child(libc::CLONE_NEWUSER | libc::CLONE_NEWNS, move || {
-        map_self()?;
+        map_ids(me)?;
         let fs = rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
             .map_err(|e| format!("fsopen overlay: {e}"))?;
         let s = |k: &str, v: &Path| {

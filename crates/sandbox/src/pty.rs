@@ -58,13 +58,14 @@ impl<'a> RawMode<'a> {
         let saved = termios::tcgetattr(fd)?;
         let mut raw = saved.clone();
         raw.make_raw();
-        termios::tcsetattr(fd, OptionalActions::Flush, &raw)?;
+        // Drain, not Flush: input typed before the agent was ready is kept.
+        termios::tcsetattr(fd, OptionalActions::Drain, &raw)?;
         Ok(RawMode { fd, saved })
     }
 }
 
 impl Drop for RawMode<'_> {
     fn drop(&mut self) {
-        let _ = termios::tcsetattr(self.fd, OptionalActions::Flush, &self.saved);
+        let _ = termios::tcsetattr(self.fd, OptionalActions::Now, &self.saved);
     }
 }

@@ -33,6 +33,18 @@ pub enum Kind {
     Deleted,
 }
 
+impl Kind {
+    /// The stable name used in `--stat`, `--json` and apply summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Added => "added",
+            Kind::Modified => "modified",
+            Kind::ModeChanged => "mode_changed",
+            Kind::Deleted => "deleted",
+        }
+    }
+}
+
 /// One change, relative to the project root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {

@@ -169,6 +169,14 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             plan.withheld_credentials.join(", ")
         ));
     }
+    if rustix::process::getuid().is_root() {
+        notices.push(
+            "warning: running as root: the kernel exempts uid 0 from the sandbox's process cap \
+             (RLIMIT_NPROC), so a fork bomb is only stopped when the agent exits; run cordon as \
+             your normal user"
+                .into(),
+        );
+    }
     for m in &plan.missing {
         notices.push(format!("--env {m}: not set on the host, so not passed"));
     }

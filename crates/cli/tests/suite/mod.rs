@@ -1,0 +1,7 @@
+mod harness;
+
+mod escape;
+mod filesystem;
+mod lifecycle;
+mod overlay;
+mod terminal;
