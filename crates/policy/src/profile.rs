@@ -247,7 +247,23 @@ pub struct Profile {
     pub limits: LimitsPolicy,
     /// Sandbox layers.
     pub sandbox: SandboxPolicy,
+    /// The compiled hide matcher, built once on first use.
+    #[serde(skip)]
+    matcher: CompiledHide,
 }
+
+/// A lazily compiled [`HideMatcher`]; not part of the policy's value (it is
+/// derived from `project.hide` and `project.reveal`).
+#[derive(Debug, Clone, Default)]
+struct CompiledHide(std::sync::OnceLock<HideMatcher>);
+
+impl PartialEq for CompiledHide {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CompiledHide {}
 
 /// Project rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -341,6 +357,7 @@ impl Profile {
                 allow_ptrace: false,
                 hostname: "cordon".into(),
             },
+            matcher: CompiledHide::default(),
         }
     }
 
@@ -396,9 +413,12 @@ impl Profile {
         v
     }
 
-    /// The matcher for `hide`/`reveal`.
-    pub fn hide_matcher(&self) -> HideMatcher {
-        HideMatcher::new(&self.project.hide, &self.project.reveal)
+    /// The matcher for `hide`/`reveal` (compiled once per profile value;
+    /// mutate `project.hide` only before the first call).
+    pub fn hide_matcher(&self) -> &HideMatcher {
+        self.matcher
+            .0
+            .get_or_init(|| HideMatcher::new(&self.project.hide, &self.project.reveal))
     }
 
     /// `sha256:<hex>` of the effective policy (everything except where it was

@@ -221,7 +221,7 @@ fn exec_agent(a: &ChildArgs<'_>, program: &CStr, pty_slave: Option<&OwnedFd>) ->
             126,
         );
     }
-    sys::reset_signal_dispositions();
+    sys::reset_sigpipe();
     let _ = sys::set_sigmask(libc::SIG_SETMASK, &SigSet::empty());
     let err = sys::execve(program, &a.argv, &a.env);
     let code = if err.raw_os_error() == Some(libc::ENOENT) {

@@ -46,10 +46,19 @@ enum Prepared {
     /// A detached mount to move into place; `dir` tells which kind of
     /// mountpoint it needs.
     Detached { fd: OwnedFd, dir: bool },
+    /// A host file's contents (or symlink target), read before anything is
+    /// covered, to be recreated in the root tmpfs.
+    Copied(Copied),
     /// Done in phase 3 without a host source.
     Later,
     /// Optional source missing: nothing to do.
     Skip,
+}
+
+/// What a [`Mount::Copy`] read from the host.
+enum Copied {
+    File(Vec<u8>, u32),
+    Link(PathBuf),
 }
 
 /// Builds the root described by `mounts` and pivots into it.
@@ -264,6 +273,25 @@ fn prepare(m: &Mount) -> Result<Prepared, StageError> {
             )?;
             Ok(Prepared::Detached { fd, dir: true })
         }
+        Mount::Copy { src, optional, .. } => match std::fs::symlink_metadata(src) {
+            Ok(md) if md.file_type().is_symlink() => std::fs::read_link(src)
+                .map(|t| Prepared::Copied(Copied::Link(t)))
+                .map_err(err(format!("read link {}", src.display()))),
+            Ok(md) => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::read(src)
+                    .map(|data| {
+                        Prepared::Copied(Copied::File(data, md.permissions().mode() & 0o755))
+                    })
+                    .map_err(err(format!("read {}", src.display())))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && *optional => Ok(Prepared::Skip),
+            Err(e) => Err(StageError::new(
+                "mounts",
+                format!("read {}", src.display()),
+                e,
+            )),
+        },
         Mount::Symlink { .. }
         | Mount::File { .. }
         | Mount::ReadOnly { .. }
@@ -326,42 +354,50 @@ fn open_in_root(root: BorrowedFd<'_>, path: &Path, dir: bool) -> rustix::io::Res
     )
 }
 
-/// Creates every missing directory of `path` (relative to the root).
+/// Opens the directory `path` (relative to the root), creating every missing
+/// component. Existing components are resolved one at a time and may not
+/// lead outside the directory they start in.
 fn ensure_dir(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, StageError> {
-    let mut cur = PathBuf::new();
+    // Fast path: most mountpoints already exist inside a bound tree.
+    match open_in_root(root, path, true) {
+        Ok(fd) => return Ok(fd),
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => {
+            return Err(StageError::new(
+                "mounts",
+                format!("open /{}", path.display()),
+                e.into(),
+            ))
+        }
+    }
     let mut fd = open_in_root(root, Path::new("."), true)
         .map_err(io::Error::from)
         .map_err(err("open the new root"))?;
+    let mut cur = PathBuf::new();
     for comp in path.components() {
         let Component::Normal(name) = comp else {
             continue;
         };
         cur.push(name);
-        fd = match open_in_root(root, &cur, true) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => {
-                match rfs::mkdirat(fd.as_fd(), name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => {
-                        return Err(StageError::new(
-                            "mounts",
-                            format!("create mountpoint /{}", cur.display()),
-                            e.into(),
-                        ))
-                    }
-                }
-                open_in_root(root, &cur, true)
-                    .map_err(io::Error::from)
-                    .map_err(err(format!("open /{}", cur.display())))?
-            }
+        match rfs::mkdirat(fd.as_fd(), name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => {
                 return Err(StageError::new(
                     "mounts",
-                    format!("open /{}", cur.display()),
+                    format!("create mountpoint /{}", cur.display()),
                     e.into(),
                 ))
             }
-        };
+        }
+        fd = rfs::openat2(
+            fd.as_fd(),
+            name,
+            OFlags::PATH | OFlags::CLOEXEC | OFlags::DIRECTORY,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(io::Error::from)
+        .map_err(err(format!("open /{}", cur.display())))?;
     }
     Ok(fd)
 }
@@ -485,6 +521,14 @@ fn place(root: BorrowedFd<'_>, m: &Mount, p: Prepared) -> Result<(), StageError>
                 }
             }
             Ok(())
+        }
+        (_, Prepared::Copied(Copied::File(data, mode))) => create_file(root, path, &data, mode),
+        (_, Prepared::Copied(Copied::Link(target))) => {
+            let (parent, name) = split(path);
+            let dir = ensure_dir(root, parent)?;
+            rfs::symlinkat(&target, dir.as_fd(), name)
+                .map_err(io::Error::from)
+                .map_err(err(format!("create symlink {}", m.dest().display())))
         }
         (Mount::Symlink { target, .. }, Prepared::Later) => {
             let (parent, name) = split(path);

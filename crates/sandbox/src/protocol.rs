@@ -73,17 +73,21 @@ pub(crate) fn send_fd(chan: BorrowedFd<'_>, msg: &Msg, fd: BorrowedFd<'_>) -> io
     Ok(())
 }
 
+/// A receive buffer large enough for any message.
+pub(crate) fn buffer() -> Vec<u8> {
+    vec![0u8; MAX_PACKET]
+}
+
 /// Receives one message and the descriptor sent with it, if any; `Ok(None)`
-/// at end of stream.
-pub(crate) fn recv(chan: impl AsFd) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
+/// at end of stream. `buf` comes from [`buffer`] and is reused across calls.
+pub(crate) fn recv(chan: impl AsFd, buf: &mut [u8]) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut buf = vec![0u8; MAX_PACKET];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
     let n = loop {
         match rustix::net::recvmsg(
             chan.as_fd(),
-            &mut [io::IoSliceMut::new(&mut buf)],
+            &mut [io::IoSliceMut::new(buf)],
             &mut anc,
             RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
         ) {

@@ -66,6 +66,17 @@ pub enum Mount {
         /// Where, inside the sandbox.
         dest: PathBuf,
     },
+    /// A copy of a small host file (or symlink) made in the root tmpfs, which
+    /// becomes read-only: cheaper than a bind mount for configuration files,
+    /// and a snapshot (later host changes are not seen).
+    Copy {
+        /// Host path.
+        src: PathBuf,
+        /// Where, inside the sandbox.
+        dest: PathBuf,
+        /// Skip silently when `src` does not exist.
+        optional: bool,
+    },
     /// A regular file with fixed contents, created read-only.
     File {
         /// Where, inside the sandbox.
@@ -122,6 +133,7 @@ impl Mount {
             Mount::Tmpfs { dest, .. }
             | Mount::Bind { dest, .. }
             | Mount::Symlink { dest, .. }
+            | Mount::Copy { dest, .. }
             | Mount::File { dest, .. }
             | Mount::Proc { dest }
             | Mount::Devpts { dest }

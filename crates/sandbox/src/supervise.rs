@@ -179,6 +179,8 @@ fn launch_and_wait(
         setup_error: None,
         exit: None,
         child_status: None,
+        buf: protocol::buffer(),
+        chan_open: true,
     }
     .run(on_event)
 }
@@ -193,6 +195,8 @@ struct Supervisor {
     setup_error: Option<StageError>,
     exit: Option<Exit>,
     child_status: Option<sys::WaitStatus>,
+    buf: Vec<u8>,
+    chan_open: bool,
 }
 
 impl Supervisor {
@@ -207,7 +211,15 @@ impl Supervisor {
                 && relay.pending.len() < 64 * 1024;
             let mut fds = Vec::with_capacity(4);
             fds.push(PollFd::new(&self.sigfd, PollFlags::IN));
-            fds.push(PollFd::new(&self.chan, PollFlags::IN));
+            // After EOF the channel polls as hung up forever (POLLHUP ignores
+            // the event mask); init closes it before the kernel tears its
+            // namespaces down and sends SIGCHLD, so drop it from the set then,
+            // or we would spin through the teardown.
+            let mut chan_idx = None;
+            if self.chan_open {
+                chan_idx = Some(fds.len());
+                fds.push(PollFd::new(&self.chan, PollFlags::IN));
+            }
             let mut master_idx = None;
             let mut stdin_idx = None;
             if let Some(m) = &self.master {
@@ -230,7 +242,8 @@ impl Supervisor {
                 Err(e) => return Err(io::Error::from(e).into()),
             }
             let ev = |i: usize| fds[i].revents();
-            let (sig_ev, chan_ev) = (ev(0), ev(1));
+            let sig_ev = ev(0);
+            let chan_ev = chan_idx.map(ev).unwrap_or(PollFlags::empty());
             let master_ev = master_idx.map(ev).unwrap_or(PollFlags::empty());
             let stdin_ev = stdin_idx.map(ev).unwrap_or(PollFlags::empty());
             drop(fds);
@@ -286,9 +299,12 @@ impl Supervisor {
 
     fn read_messages(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<(), LaunchError> {
         loop {
-            let (msg, fd) = match protocol::recv(&self.chan) {
+            let (msg, fd) = match protocol::recv(&self.chan, &mut self.buf) {
                 Ok(Some(m)) => m,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    self.chan_open = false;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e.into()),
             };

@@ -227,18 +227,14 @@ pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<Option<libc::c_int>> {
     }
 }
 
-/// Sets the disposition of every catchable signal to its default action, as
-/// a freshly exec'd program expects (the Rust runtime ignores SIGPIPE).
-pub fn reset_signal_dispositions() {
-    for sig in 1..libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL is always valid; errors (invalid numbers
-        // reserved by libc) are ignored on purpose.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+/// Restores SIGPIPE's default action, which the Rust runtime sets to
+/// "ignore" and which `execve` would otherwise pass on (handlers are reset by
+/// `execve` itself; other ignored signals are the caller's choice, as with
+/// `nohup`, and are kept, like `std::process::Command` does).
+pub fn reset_sigpipe() {
+    // SAFETY: installing SIG_DFL for SIGPIPE is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

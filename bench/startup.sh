@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Startup and overhead benchmarks for cordon (not a test: numbers depend on the
+# machine). Results go in docs/PERFORMANCE.md with the command that made them.
+#
+#   bench/startup.sh            # all benchmarks
+#   RUNS=200 bench/startup.sh   # more runs
+#
+# Needs: hyperfine, bubblewrap, git, GNU time (apt-get install -y hyperfine
+# bubblewrap git time). Builds cordon in release mode first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-100}
+for tool in hyperfine bwrap git /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install -y hyperfine bubblewrap git time)" >&2; exit 2; }
+done
+cargo build --release -q -p cordon-cli
+CORDON=$PWD/target/release/cordon
+
+work=$(mktemp -d /tmp/cordon-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export XDG_STATE_HOME=$work/state XDG_CONFIG_HOME=$work/config
+proj=$work/project
+mkdir -p "$proj/src" && printf 'fn main() {}\n' > "$proj/src/main.rs" && printf 'x\n' > "$proj/README.md"
+
+# bubblewrap with the closest equivalent of cordon's default profile.
+BWRAP=(bwrap --unshare-all --die-with-parent --new-session
+  --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/sbin /sbin
+  --symlink usr/lib /lib --symlink usr/lib64 /lib64
+  --ro-bind /etc /etc --proc /proc --dev /dev --tmpfs /tmp --tmpfs "$HOME"
+  --ro-bind "$proj" "$proj" --chdir "$proj")
+
+echo "== startup: /bin/true (median of $RUNS runs)"
+cd "$proj"
+hyperfine -N --warmup 10 --runs "$RUNS" --export-markdown "$work/startup.md" \
+  -n bare '/bin/true' \
+  -n bwrap "${BWRAP[*]} /bin/true" \
+  -n cordon "$CORDON run --no-tty -- /bin/true"
+cat "$work/startup.md"
+
+echo "== supervisor peak RSS (cordon run -- /bin/true)"
+/usr/bin/time -f 'max RSS %M KiB' "$CORDON" run --no-tty -- /bin/true 2>&1 | grep 'max RSS'
+
+echo "== real workload: git status in a 20000-file repository, inside vs bare"
+repo=$work/repo
+mkdir -p "$repo"
+( cd "$repo" && git init -q && for d in $(seq 1 200); do mkdir -p "d$d"; for f in $(seq 1 100); do echo "$d $f" > "d$d/f$f"; done; done \
+  && git add -A && git -c user.name=b -c user.email=b@b commit -qm init )
+cd "$repo"
+hyperfine -N --warmup 3 --runs 30 --export-markdown "$work/git.md" \
+  -n 'git status (bare)' 'git status --porcelain' \
+  -n 'git status (cordon)' "$CORDON run --no-tty -- git status --porcelain"
+cat "$work/git.md"
