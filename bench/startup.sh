@@ -50,3 +50,16 @@ hyperfine -N --warmup 3 --runs 30 --export-markdown "$work/git.md" \
   -n 'git status (bare)' 'git status --porcelain' \
   -n 'git status (cordon)' "$CORDON run --no-tty -- git status --porcelain"
 cat "$work/git.md"
+
+echo "== sustained workload, interleaved: 20 x git status in one process tree, bare vs inside cordon"
+python3 - "$CORDON" <<'PY'
+import statistics, subprocess, sys, time
+cordon = sys.argv[1]
+loop = "for i in $(seq 20); do git status --porcelain >/dev/null; done"
+bare, boxed = [], []
+for _ in range(15):
+    for cmd, out in ((["sh", "-c", loop], bare), ([cordon, "run", "--no-tty", "--", "sh", "-c", loop], boxed)):
+        t = time.perf_counter(); subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL); out.append(time.perf_counter() - t)
+b, c = statistics.median(bare), statistics.median(boxed)
+print(f"median bare {b*1000:.1f} ms, cordon {c*1000:.1f} ms, overhead {100*(c-b)/b:+.1f} %")
+PY
