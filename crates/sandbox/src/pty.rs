@@ -30,7 +30,11 @@ pub(crate) fn open(term: BorrowedFd<'_>) -> io::Result<Pty> {
         OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    if let Ok(t) = termios::tcgetattr(term) {
+    if let Ok(mut t) = termios::tcgetattr(term) {
+        if !termios::isatty(rustix::stdio::stdout()) {
+            // Output goes to a file or pipe: no "\n" -> "\r\n" translation.
+            t.output_modes.remove(termios::OutputModes::OPOST);
+        }
         termios::tcsetattr(&slave, OptionalActions::Now, &t)?;
     }
     copy_winsize(term, slave.as_fd());

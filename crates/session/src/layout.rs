@@ -465,14 +465,12 @@ fn create_placeholder(path: &Path, dir: bool) -> Result<(), Error> {
 }
 
 /// Walks the project (without following symlinks) and returns every
-/// project-relative path the matcher hides. A hidden directory is masked as a
+/// project-relative path to mask: what the matcher hides, and every unix
+/// socket. A hidden directory is masked as a
 /// whole and not descended into. A hidden symlink masks its target when that
 /// lies inside the project (a target outside is not in the view anyway).
 pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>, Error> {
     let mut out = Vec::new();
-    if matcher.is_empty() {
-        return Ok(out);
-    }
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = project.join(&rel);
@@ -496,9 +494,15 @@ pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>
                             out.push(inside.to_path_buf());
                         }
                     }
-                } else if !ft.is_fifo() && !ft.is_socket() {
+                } else if !ft.is_fifo() {
                     out.push(child);
                 }
+            } else if ft.is_socket() {
+                // A read-only mount does not stop connect() on a unix socket
+                // (and Landlock only restricts that from ABI 9): a service
+                // socket left in the project (an ssh-agent, a database) would
+                // be reachable. Mask it like a hidden file.
+                out.push(child);
             } else if ft.is_dir() && !(rel == Path::new(".git") && name == OsStr::new("objects")) {
                 stack.push(child);
             }
@@ -531,6 +535,7 @@ mod tests {
         std::fs::write(p.join("credentials/x/y"), "k").unwrap();
         std::os::unix::fs::symlink("a/real-secret", p.join(".env")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", p.join(".env.outside")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(p.join("a/agent.sock")).unwrap();
         std::fs::write(p.join("main.rs"), "fn main(){}").unwrap();
         let rules: Vec<PathRule<Glob>> = ["*.pem", ".env*", "credentials*"]
             .iter()
@@ -542,6 +547,7 @@ mod tests {
         assert_eq!(
             found,
             vec![
+                PathBuf::from("a/agent.sock"),
                 PathBuf::from("a/b/server.pem"),
                 PathBuf::from("a/real-secret"),
                 PathBuf::from("credentials"),

@@ -102,6 +102,20 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             hint: "cd into a project directory, or pass --project DIR".into(),
         });
     }
+    if let Ok(md) = std::fs::metadata(&project) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = md.permissions().mode();
+        if mode & 0o1002 == 0o1002 {
+            return Err(Error::Refused {
+                message: format!(
+                    "refusing to use {} as the project: it is a shared, world-writable \
+                     directory, holding other users' files and service sockets",
+                    project.display()
+                ),
+                hint: "make a directory for the work (mkdir /tmp/mywork) and pass --project".into(),
+            });
+        }
+    }
     if project.starts_with(&dirs.state) || dirs.state.starts_with(&project) {
         return Err(Error::Refused {
             message: format!(

@@ -192,3 +192,45 @@ both!(stdin_cannot_be_reopened_for_writing, |env| {
         .unwrap();
     assert_eq!(now, "# host bashrc\n");
 });
+
+both!(unix_sockets_in_the_project_are_unreachable, |env| {
+    // A service socket left in the project (an ssh-agent, a database).
+    let path = env.project.join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    if env.who == crate::suite::harness::As::Nobody {
+        std::process::Command::new("chown")
+            .args(["65534:65534"])
+            .arg(&path)
+            .status()
+            .unwrap();
+    }
+    let py = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\n\
+         try:\n    s.connect('{}'); print('connected')\n\
+         except OSError as e:\n    print('refused', e.errno)",
+        path.display()
+    );
+    let out = ok(&env
+        .cordon(["run", "--no-tty", "--", "python3", "-c", &py])
+        .output()
+        .unwrap());
+    assert!(out.starts_with("refused"), "{out}");
+    assert!(
+        listener.accept().is_err(),
+        "the host socket got a connection"
+    );
+});
+
+both!(shared_directories_are_refused_as_projects, |env| {
+    let o = env
+        .cordon(["run", "--no-tty", "--project", "/dev/shm", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("shared, world-writable"),
+        "{}",
+        stderr(&o)
+    );
+});

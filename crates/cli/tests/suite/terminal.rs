@@ -139,3 +139,19 @@ both!(pty_relays_io_size_and_restores_the_terminal, |env| {
     assert_eq!(after.local_modes, before.local_modes);
     assert_eq!(after.input_modes, before.input_modes);
 });
+
+both!(redirected_output_keeps_plain_newlines, |env| {
+    // stdin is a terminal (so the agent gets a pty) but stdout is a pipe:
+    // the output must not gain "\r\n" line endings.
+    let t = Term::open(24, 80);
+    let o = env
+        .command(
+            "setsid",
+            ["-c", cordon_bin(), "run", "--", "printf", "a\\nb\\n"],
+        )
+        .stdin(std::process::Stdio::from(t.slave.try_clone().unwrap()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"a\nb\n");
+});
