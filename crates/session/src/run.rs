@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use cordon_policy::{EnvName, Profile, RuleValue};
 use cordon_sandbox::{Event, Exit, SandboxSpec, SeccompSpec, Terminal};
-use cordon_types::{ProjectMode, SessionId};
+use cordon_types::ProjectMode;
 
 use crate::layout::{self, Layout};
 use crate::record::{now_ms, Record, Status, Store};
@@ -356,14 +356,75 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
     })
 }
 
+/// Moves `path` to `dest`, copying and removing when they are on different
+/// filesystems. Symlinks are moved as symlinks, never followed.
 fn quarantine(path: &Path, dest: &Path) -> std::io::Result<()> {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::rename(path, dest)
+    match std::fs::rename(path, dest) {
+        Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
+            copy_tree(path, dest)?;
+            if std::fs::symlink_metadata(path)?.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            }
+        }
+        other => other,
+    }
 }
 
-/// The session id of a prepared run.
-pub fn id_of(p: &Prepared) -> &SessionId {
-    &p.record.id
+fn libc_exdev() -> i32 {
+    rustix::io::Errno::XDEV.raw_os_error()
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let md = std::fs::symlink_metadata(src)?;
+    if md.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dest)
+    } else if md.is_dir() {
+        std::fs::create_dir(dest)?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dest.join(e.file_name()))?;
+        }
+        Ok(())
+    } else if md.is_file() {
+        std::fs::copy(src, dest).map(drop)
+    } else {
+        // Devices, fifos, sockets: nothing to keep; removing them is enough.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_moves_across_filesystems() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("SKIP quarantine_moves_across_filesystems: no /dev/shm");
+            return;
+        }
+        let from = tempfile::tempdir_in(shm).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let bad = from.path().join(".vscode");
+        std::fs::create_dir_all(bad.join("sub")).unwrap();
+        std::fs::write(bad.join("tasks.json"), "{}").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", bad.join("sub/link")).unwrap();
+        let dest = to.path().join("q/.vscode");
+        quarantine(&bad, &dest).unwrap();
+        assert!(!bad.exists());
+        assert_eq!(
+            std::fs::read_to_string(dest.join("tasks.json")).unwrap(),
+            "{}"
+        );
+        assert_eq!(
+            std::fs::read_link(dest.join("sub/link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+    }
 }

@@ -12,6 +12,9 @@ fn prepare(env: &crate::suite::harness::Env) {
     std::fs::write(p.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
     std::fs::create_dir_all(p.join("gone/sub")).unwrap();
     std::fs::write(p.join("gone/sub/f"), "x\n").unwrap();
+    std::fs::create_dir_all(p.join("redo/old")).unwrap();
+    std::fs::write(p.join("redo/keep-name"), "old\n").unwrap();
+    std::fs::write(p.join("redo/old/f"), "old\n").unwrap();
     if env.who == crate::suite::harness::As::Nobody {
         std::process::Command::new("chown")
             .args(["-R", "65534:65534"])
@@ -24,7 +27,8 @@ fn prepare(env: &crate::suite::harness::Env) {
 const AGENT: &str = "set -e; echo 'hello, world' > README.md; echo new > added.txt; \
     rm delete-me.txt; mv old-name.txt new-name.txt; chmod +x script.sh; \
     printf '\\000\\001\\002binary' > blob.bin; rm -r gone; mkdir -p deep/er; echo d > deep/er/file; \
-    ln -s README.md link; echo done";
+    ln -s README.md link; rm -r redo; mkdir redo; echo new > redo/keep-name; echo n > redo/fresh; \
+    echo done";
 
 both!(overlay_diff_and_apply, |env| {
     prepare(env);
@@ -55,6 +59,12 @@ both!(overlay_diff_and_apply, |env| {
         "deleted      old-name.txt",
         "mode_changed script.sh",
         "modified     README.md",
+        // `redo` was deleted and recreated: an opaque directory in the upper
+        // layer, so nothing of the old one survives.
+        "deleted      redo/old",
+        "deleted      redo/old/f",
+        "modified     redo/keep-name",
+        "added        redo/fresh",
     ];
     want.sort();
     pretty_assertions::assert_eq!(lines, want);
@@ -100,6 +110,15 @@ both!(overlay_diff_and_apply, |env| {
     );
     assert!(!p.join("delete-me.txt").exists() && !p.join("old-name.txt").exists());
     assert!(!p.join("gone").exists());
+    assert!(!p.join("redo/old").exists());
+    assert_eq!(
+        std::fs::read_to_string(p.join("redo/keep-name")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("redo/fresh")).unwrap(),
+        "n\n"
+    );
     let mode = std::fs::metadata(p.join("script.sh"))
         .unwrap()
         .permissions()
