@@ -5,41 +5,39 @@
 //! with `/` matches the path from the project root (`config/prod/*.json`);
 //! `**` crosses directories. `reveal` patterns win over `hide`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-
+use crate::glob::Pattern;
 use crate::values::{Glob, PathRule};
 
 /// Compiled hide/reveal rules.
 #[derive(Debug, Clone)]
 pub struct HideMatcher {
-    hide_name: GlobSet,
-    hide_path: GlobSet,
-    reveal_name: GlobSet,
-    reveal_path: GlobSet,
-    empty: bool,
+    hide_name: Vec<Pattern>,
+    hide_path: Vec<Pattern>,
+    reveal_name: Vec<Pattern>,
+    reveal_path: Vec<Pattern>,
 }
 
-fn build(rules: &[PathRule<Glob>]) -> (GlobSet, GlobSet) {
-    let mut names = GlobSetBuilder::new();
-    let mut paths = GlobSetBuilder::new();
+fn build(rules: &[PathRule<Glob>]) -> (Vec<Pattern>, Vec<Pattern>) {
+    let mut names = Vec::new();
+    let mut paths = Vec::new();
     for r in rules {
-        let pat = r.value.0.trim_start_matches('/');
-        let anchored = r.value.0.contains('/');
         // Patterns were validated when the profile was read.
-        if let Ok(g) = GlobBuilder::new(pat).literal_separator(true).build() {
-            if anchored {
-                paths.add(g);
+        if let Ok(p) = Pattern::new(r.value.0.trim_start_matches('/')) {
+            if r.value.0.contains('/') {
+                paths.push(p);
             } else {
-                names.add(g);
+                names.push(p);
             }
         }
     }
-    (
-        names.build().unwrap_or_else(|_| GlobSet::empty()),
-        paths.build().unwrap_or_else(|_| GlobSet::empty()),
-    )
+    (names, paths)
+}
+
+fn any(set: &[Pattern], text: &[u8]) -> bool {
+    set.iter().any(|p| p.is_match(text))
 }
 
 impl HideMatcher {
@@ -52,20 +50,20 @@ impl HideMatcher {
             hide_path,
             reveal_name,
             reveal_path,
-            empty: hide.is_empty(),
         }
     }
 
-    /// True when no hide rule exists (nothing to scan for).
+    /// True when no hide rule exists.
     pub fn is_empty(&self) -> bool {
-        self.empty
+        self.hide_name.is_empty() && self.hide_path.is_empty()
     }
 
     /// Whether the project-relative `path` is hidden.
     pub fn is_hidden(&self, path: &Path) -> bool {
-        let name = path.file_name().map(Path::new).unwrap_or(path);
-        let hidden = self.hide_name.is_match(name) || self.hide_path.is_match(path);
-        hidden && !(self.reveal_name.is_match(name) || self.reveal_path.is_match(path))
+        let full = path.as_os_str().as_bytes();
+        let name = path.file_name().map_or(full, |n| n.as_bytes());
+        let hidden = any(&self.hide_name, name) || any(&self.hide_path, full);
+        hidden && !(any(&self.reveal_name, name) || any(&self.reveal_path, full))
     }
 }
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod env;
+pub mod glob;
 pub mod hide;
 pub mod profile;
 mod values;

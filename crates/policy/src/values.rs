@@ -188,13 +188,10 @@ pub struct Glob(pub String);
 impl RuleValue for Glob {
     const KEY: &'static str = "glob";
     fn parse(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
+        if s.is_empty() || s == "/" {
             return Err("empty glob".into());
         }
-        globset::GlobBuilder::new(s.trim_start_matches('/'))
-            .literal_separator(true)
-            .build()
-            .map_err(|e| format!("invalid glob {s:?}: {}", e.kind()))?;
+        crate::glob::Pattern::new(s.trim_start_matches('/'))?;
         Ok(Glob(s.to_owned()))
     }
     fn render(&self) -> String {
