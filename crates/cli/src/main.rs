@@ -359,7 +359,11 @@ fn cmd_diff(query: &str, stat: bool, as_json: bool) -> Result<u8, Fail> {
     } else if stat {
         let mut s = String::new();
         for c in &changes {
-            s.push_str(&format!("{:<12} {}\n", c.kind.as_str(), c.path.display()));
+            s.push_str(&format!(
+                "{:<12} {}\n",
+                c.kind.as_str(),
+                overlay::quote(&c.path)
+            ));
         }
         out(&s)?;
     } else {
@@ -387,6 +391,14 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
     }
     let upper = store.dir(&rec.id).join("upper");
     let changes = overlay::changes(&upper, &rec.project, &rec.placeholders)?;
+    // What the run protected, plus the built-in list in case the record
+    // predates it.
+    let mut protected = rec.protected.clone();
+    for p in cordon_policy::profile::ALWAYS_PROTECTED {
+        if !protected.iter().any(|x| x == std::path::Path::new(p)) {
+            protected.push(PathBuf::from(p));
+        }
+    }
     if changes.is_empty() {
         notice(&format!("session {} changed nothing", rec.id));
         return Ok(0);
@@ -397,7 +409,10 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
         rec.project.display()
     );
     for c in &changes {
-        eprintln!("  {:<12} {}", c.kind.as_str(), c.path.display());
+        let why = overlay::refusal(&c.path, &protected)
+            .map(|w| format!("  (refused: {w})"))
+            .unwrap_or_default();
+        eprintln!("  {:<12} {}{why}", c.kind.as_str(), overlay::quote(&c.path));
     }
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -432,7 +447,7 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
         rec.project.display()
     ));
     for (p, why) in &res.refused {
-        notice(&format!("refused {}: {why}", p.display()));
+        notice(&format!("refused {}: {why}", overlay::quote(p)));
     }
     Ok(if res.refused.is_empty() { 0 } else { 1 })
 }

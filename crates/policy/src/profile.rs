@@ -16,12 +16,42 @@ use crate::values::{ByteSize, EnvName, Glob, HomePath, HostPath, PathRule};
 pub const ALWAYS_PROTECTED: &[&str] = &[
     ".git/hooks",
     ".git/config",
+    // Other places git reads configuration (and so hooks and commands) from.
+    ".git/commondir",
+    ".git/config.worktree",
+    ".git/modules",
+    ".git/worktrees",
     ".gitmodules",
     ".envrc",
     ".vscode",
     ".idea",
     ".cordon",
 ];
+
+/// The entries directly under `.git/` that `cordon apply` writes back: the
+/// object store, refs, reflogs, the index and the state files of ordinary git
+/// commands. Anything else under `.git` (configuration, hooks, `commondir`,
+/// ...) is refused, because git would run commands named there on the host.
+pub const GIT_APPLY_ALLOWED: &[&str] = &[
+    "objects",
+    "refs",
+    "logs",
+    "index",
+    "HEAD",
+    "packed-refs",
+    "ORIG_HEAD",
+    "FETCH_HEAD",
+    "MERGE_HEAD",
+    "MERGE_MSG",
+    "MERGE_MODE",
+    "COMMIT_EDITMSG",
+    "description",
+    "shallow",
+];
+
+/// File names that `cordon apply` refuses at any depth: they run code when a
+/// person later enters the directory or uses git there.
+pub const NEVER_APPLIED_NAMES: &[&str] = &[".envrc", ".git"];
 
 /// Built-in profiles, shipped as data files.
 const BUILTIN: &[(&str, &str)] = &[

@@ -201,13 +201,8 @@ fn exec_agent(a: &ChildArgs<'_>, program: &CStr, pty_slave: Option<&OwnedFd>) ->
             fail(format!("acquire the pty: {}", io::Error::from(e)), 126);
         }
         for target in 0..3 {
-            // SAFETY: fds 0..2 are the standard streams, which we replace; no
-            // Rust object owns them in this process.
-            let mut t = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(target) };
-            let r = rustix::io::dup2(slave, &mut t);
-            std::mem::forget(t);
-            if let Err(e) = r {
-                fail(format!("dup2 the pty: {}", io::Error::from(e)), 126);
+            if let Err(e) = sys::dup2_raw(std::os::fd::AsRawFd::as_raw_fd(slave), target) {
+                fail(format!("dup2 the pty: {e}"), 126);
             }
         }
     }
@@ -241,10 +236,7 @@ fn detach_stdio() {
         rustix::fs::Mode::empty(),
     ) {
         for target in 0..3 {
-            // SAFETY: as in `exec_agent`, fds 0..2 are not owned by any Rust object.
-            let mut t = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(target) };
-            let _ = rustix::io::dup2(&null, &mut t);
-            std::mem::forget(t);
+            let _ = sys::dup2_raw(std::os::fd::AsRawFd::as_raw_fd(&null), target);
         }
     }
 }

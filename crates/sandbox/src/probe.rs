@@ -155,6 +155,20 @@ pub fn landlock_abi() -> Result<i64, String> {
 /// probe and left clean.
 pub fn run_all(scratch: &Path) -> Vec<Probe> {
     let mut out = Vec::new();
+    match sys::thread_count() {
+        Ok(1) => {}
+        other => {
+            // Forking a multi-threaded process is unsound; refuse to probe.
+            out.push(Probe {
+                id: "process",
+                tested: "probes run from a single-threaded process",
+                ok: false,
+                detail: format!("thread count: {other:?}"),
+                hint: Some("call the probes before starting any thread".into()),
+            });
+            return out;
+        }
+    }
     let me = ids();
     let uts = rustix::system::uname();
     out.push(Probe {

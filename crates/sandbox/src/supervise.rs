@@ -352,6 +352,8 @@ impl Supervisor {
                         pty::copy_winsize(rustix::stdio::stdin(), m.as_fd());
                     }
                 }
+                // Once init is reaped its pid may belong to someone else.
+                _ if self.child_status.is_some() => {}
                 other => {
                     // Init relays it to the agent; before the agent exists, a
                     // termination request simply ends the launch.

@@ -472,3 +472,11 @@ pub fn fd_access_mode(fd: RawFd) -> Option<libc::c_int> {
     let ret = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     (ret >= 0).then_some(ret & libc::O_ACCMODE)
 }
+
+/// `dup2(old, new)` on raw descriptors (used for fds 0–2, which no Rust
+/// object owns and which may be closed).
+pub fn dup2_raw(old: RawFd, new: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the descriptor table; `new` is one of the
+    // standard descriptors, which no Rust object in this process owns.
+    cvt_int(unsafe { libc::dup2(old, new) }).map(drop)
+}

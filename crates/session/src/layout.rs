@@ -110,6 +110,10 @@ pub struct Layout {
     pub hidden: Vec<PathBuf>,
     /// Protected paths that did not exist at start (project-relative).
     pub missing_protected: Vec<PathBuf>,
+    /// Every protected path (project-relative), including `core.hooksPath`.
+    pub protected: Vec<PathBuf>,
+    /// Prefixes of protected paths that were symlinks at start.
+    pub symlinks: Vec<PathBuf>,
 }
 
 fn ro(src: &Path, optional: bool) -> Mount {
@@ -247,6 +251,25 @@ fn refuse(message: String, hint: &str) -> Error {
     }
 }
 
+/// Refuses grants that overlap cordon's own configuration or state (the
+/// agent could rewrite profiles, or other sessions' overlays that `apply`
+/// later writes into projects).
+fn check_not_cordon(path: &Path, dirs: &Dirs, what: &str) -> Result<(), Error> {
+    for own in [&dirs.config, &dirs.state] {
+        if path.starts_with(own) || own.starts_with(path) {
+            return Err(refuse(
+                format!(
+                    "refusing to expose {} as {what}: it overlaps cordon's own directory {}",
+                    path.display(),
+                    own.display()
+                ),
+                "name a directory outside ~/.config/cordon and ~/.local/state/cordon",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Paths that must never be granted wholesale: `/` and the home directory or
 /// any of its ancestors (they contain every credential the user has).
 pub fn check_grant(path: &Path, home: &Path, what: &str) -> Result<(), Error> {
@@ -316,6 +339,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         .map(|r| (r.value.resolve(home), r.optional));
     for (path, optional) in read_rules {
         check_grant(&path, home, "a read-only path")?;
+        check_not_cordon(&path, input.dirs, "a read-only path")?;
         if !optional && !path.exists() {
             return Err(Error::NotFound(format!(
                 "profile {:?} grants {} which does not exist (mark it `optional = true`?)",
@@ -327,6 +351,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
     }
     for path in &input.allow_read {
         check_grant(path, home, "a read-only path")?;
+        check_not_cordon(path, input.dirs, "a read-only path")?;
         mounts.push(ro(path, false));
     }
     let write_rules = p
@@ -336,6 +361,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         .map(|r| (r.value.resolve(home), r.optional));
     for (path, optional) in write_rules {
         check_grant(&path, home, "a writable path")?;
+        check_not_cordon(&path, input.dirs, "a writable path")?;
         if !path.exists() {
             if optional {
                 continue;
@@ -351,6 +377,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
     }
     for path in &input.allow_write {
         check_grant(path, home, "a writable path")?;
+        check_not_cordon(path, input.dirs, "a writable path")?;
         mounts.push(rw(path, path));
         write.push(path.clone());
     }
@@ -358,7 +385,14 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
     // The project.
     let mut placeholders = Vec::new();
     let mut missing_protected = Vec::new();
-    let protected = p.protected_paths();
+    let mut protected = p.protected_paths();
+    if let Some(hooks) = git_hooks_path(project) {
+        if !protected.contains(&hooks) {
+            protected.push(hooks);
+        }
+    }
+    let git = project.join(".git");
+    let git_is_file = std::fs::symlink_metadata(&git).is_ok_and(|m| !m.is_dir());
     match input.mode {
         ProjectMode::Ro => mounts.push(ro(project, false)),
         ProjectMode::Rw => {
@@ -379,25 +413,38 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
             write.push(project.clone());
         }
     }
-    if input.mode != ProjectMode::Ro && project.join(".git").is_dir() {
-        // A mountpoint cannot be renamed or removed: the agent cannot swap
-        // .git for a copy with writable hooks.
-        mounts.push(Mount::Pin {
-            dest: project.join(".git"),
-        });
+    if input.mode != ProjectMode::Ro {
+        if git.is_dir() && !git_is_file {
+            // A mountpoint cannot be renamed or removed: the agent cannot swap
+            // .git for a copy with writable hooks.
+            mounts.push(Mount::Pin { dest: git.clone() });
+        } else if git_is_file {
+            // A worktree or submodule checkout: `.git` names the git dir;
+            // rewriting it would point git at a directory the agent made.
+            mounts.push(Mount::ReadOnly { dest: git.clone() });
+        }
     }
+    let mut symlinks = Vec::new();
     for rel in &protected {
+        let mut prefix = PathBuf::new();
+        for comp in rel.components() {
+            prefix.push(comp);
+            if std::fs::symlink_metadata(project.join(&prefix))
+                .is_ok_and(|m| m.file_type().is_symlink())
+                && !symlinks.contains(&prefix)
+            {
+                symlinks.push(prefix.clone());
+            }
+        }
         let host = project.join(rel);
         let exists = std::fs::symlink_metadata(&host).is_ok();
         if !exists {
             missing_protected.push(rel.clone());
-            if input.mode == ProjectMode::Overlay {
-                // Give the read-only mount something to cover, in the upper
-                // layer only; `apply` never writes placeholders back.
-                let under_git = rel.starts_with(".git");
-                if under_git && !project.join(".git").is_dir() {
-                    continue;
-                }
+            // Give the read-only mount something to cover, in the upper layer
+            // only; `apply` never writes placeholders back. Under `.git` none
+            // are made (an empty `commondir` would break git inside); there
+            // `apply` refuses everything but objects, refs, index and logs.
+            if input.mode == ProjectMode::Overlay && !rel.starts_with(".git") {
                 let ph = input.session_dir.join("upper").join(rel);
                 create_placeholder(&ph, is_dir_like(rel))?;
                 placeholders.push(rel.clone());
@@ -406,7 +453,15 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
             }
         }
         if input.mode != ProjectMode::Ro {
-            mounts.push(Mount::ReadOnly { dest: host });
+            mounts.push(Mount::ReadOnly { dest: host.clone() });
+            // A protected path that is a symlink (`.git/hooks -> ../githooks`)
+            // is protected where it points; a mount on the link itself would
+            // protect nothing.
+            if let Ok(target) = std::fs::canonicalize(&host) {
+                if target != host {
+                    mounts.push(Mount::ReadOnly { dest: target });
+                }
+            }
         }
     }
 
@@ -435,7 +490,58 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         placeholders,
         hidden,
         missing_protected,
+        protected,
+        symlinks,
     })
+}
+
+/// `core.hooksPath` from the project's `.git/config`, when it names a
+/// directory inside the project (relative paths are relative to the project,
+/// as git resolves them for hooks). A small reader of git's config syntax:
+/// section headers, `key = value`, quotes, comments.
+pub fn git_hooks_path(project: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(project.join(".git/config")).ok()?;
+    let mut in_core = false;
+    let mut found = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            let name = l
+                .trim_start_matches('[')
+                .split([']', ' ', '"'])
+                .next()
+                .unwrap_or("");
+            in_core = name.eq_ignore_ascii_case("core");
+            continue;
+        }
+        if !in_core || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("hookspath") {
+            let v = v
+                .split(['#', ';'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            found = Some(v.to_owned());
+        }
+    }
+    let v = found?;
+    let p = Path::new(&v);
+    let rel = if p.is_absolute() {
+        p.strip_prefix(project).ok()?.to_path_buf()
+    } else {
+        p.to_path_buf()
+    };
+    let ok = !rel.as_os_str().is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    ok.then_some(rel)
 }
 
 /// Protected names that are directories when they exist.
@@ -465,8 +571,8 @@ fn create_placeholder(path: &Path, dir: bool) -> Result<(), Error> {
 }
 
 /// Walks the project (without following symlinks) and returns every
-/// project-relative path to mask: what the matcher hides, and every unix
-/// socket. A hidden directory is masked as a
+/// project-relative path to mask: what the matcher hides, every special file
+/// (socket, FIFO, device) and every directory we cannot read. A hidden directory is masked as a
 /// whole and not descended into. A hidden symlink masks its target when that
 /// lies inside the project (a target outside is not in the view anyway).
 pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>, Error> {
@@ -476,8 +582,14 @@ pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>
         let dir = project.join(&rel);
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
-            // Unreadable directories are unreadable inside too.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+            // We cannot see what is inside, but the agent (same uid) could
+            // chmod it and look: mask the whole directory.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                if !rel.as_os_str().is_empty() {
+                    out.push(rel);
+                }
+                continue;
+            }
             Err(e) => return Err(Error::io(format!("scan {}", dir.display()), e)),
         };
         for entry in rd {
@@ -494,14 +606,15 @@ pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>
                             out.push(inside.to_path_buf());
                         }
                     }
-                } else if !ft.is_fifo() {
+                } else {
                     out.push(child);
                 }
-            } else if ft.is_socket() {
-                // A read-only mount does not stop connect() on a unix socket
-                // (and Landlock only restricts that from ABI 9): a service
-                // socket left in the project (an ssh-agent, a database) would
-                // be reachable. Mask it like a hidden file.
+            } else if ft.is_socket() || ft.is_fifo() || ft.is_char_device() || ft.is_block_device()
+            {
+                // Special files are channels to something on the host: a
+                // read-only mount stops neither connect() on a unix socket
+                // (Landlock restricts that only from ABI 9) nor reading a FIFO
+                // that a secret manager writes a `.env` into. Mask them all.
                 out.push(child);
             } else if ft.is_dir() && !(rel == Path::new(".git") && name == OsStr::new("objects")) {
                 stack.push(child);

@@ -300,7 +300,7 @@ fn read_text(path: &Path, md: Option<&std::fs::Metadata>) -> Option<String> {
 pub fn render(changes: &[Change], upper: &Path, lower: &Path) -> String {
     let mut out = String::new();
     for c in changes {
-        let p = c.path.display();
+        let p = quote(&c.path);
         out.push_str(&format!("diff --cordon a/{p} b/{p}\n"));
         match c.kind {
             Kind::Added if c.entry == "dir" => {
@@ -314,24 +314,25 @@ pub fn render(changes: &[Change], upper: &Path, lower: &Path) -> String {
                 out.push_str("special file (device, fifo or socket): cannot be applied\n");
                 continue;
             }
+            // Full mode, setuid/setgid/sticky included (apply drops those).
             Kind::Added => out.push_str(&format!(
-                "new file mode 100{:03o}\n",
-                c.new_mode.unwrap_or(0) & 0o777
+                "new file mode 10{:04o}\n",
+                c.new_mode.unwrap_or(0)
             )),
             Kind::Deleted if c.entry == "dir" => {
                 out.push_str("deleted directory\n");
                 continue;
             }
             Kind::Deleted => out.push_str(&format!(
-                "deleted file mode 100{:03o}\n",
-                c.old_mode.unwrap_or(0) & 0o777
+                "deleted file mode 10{:04o}\n",
+                c.old_mode.unwrap_or(0)
             )),
             Kind::ModeChanged | Kind::Modified => {
                 if c.old_mode != c.new_mode {
                     out.push_str(&format!(
-                        "old mode 100{:03o}\nnew mode 100{:03o}\n",
-                        c.old_mode.unwrap_or(0) & 0o777,
-                        c.new_mode.unwrap_or(0) & 0o777
+                        "old mode 10{:04o}\nnew mode 10{:04o}\n",
+                        c.old_mode.unwrap_or(0),
+                        c.new_mode.unwrap_or(0)
                     ));
                 }
                 if c.kind == Kind::ModeChanged {
@@ -394,8 +395,60 @@ pub struct Applied {
     pub refused: Vec<(PathBuf, String)>,
 }
 
-fn protected_hit(path: &Path, protected: &[PathBuf]) -> bool {
-    protected.iter().any(|p| path.starts_with(p))
+/// Why `apply` refuses to write `path`, if it does.
+pub fn refusal(path: &Path, protected: &[PathBuf]) -> Option<&'static str> {
+    use cordon_policy::profile::{GIT_APPLY_ALLOWED, NEVER_APPLIED_NAMES};
+    use std::os::unix::ffi::OsStrExt;
+    if path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|&b| b < 0x20 || b == 0x7f)
+    {
+        return Some("control characters in the name");
+    }
+    if protected.iter().any(|p| path.starts_with(p)) {
+        return Some("protected path");
+    }
+    let mut comps = path.components().map(|c| c.as_os_str());
+    let first = comps.next()?;
+    if first == ".git" {
+        return match comps.next() {
+            Some(second) if GIT_APPLY_ALLOWED.iter().any(|a| second == *a) => None,
+            _ => Some("git metadata other than objects, refs, logs and the index"),
+        };
+    }
+    if path
+        .components()
+        .any(|c| NEVER_APPLIED_NAMES.iter().any(|n| c.as_os_str() == *n))
+    {
+        return Some("runs code on the host (.envrc or nested .git)");
+    }
+    None
+}
+
+/// A path for display: control characters and invalid UTF-8 escaped, so a
+/// file name cannot rewrite the terminal it is shown on.
+pub fn quote(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    escape(path.as_os_str().as_bytes())
+}
+
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if ch.is_control() && ch != '\t' {
+                out.push_str(&format!("\\x{:02x}", ch as u32));
+            } else {
+                out.push(ch);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// The first symlink among the existing parents of `rel` inside `root`.
@@ -424,8 +477,8 @@ pub fn apply(
 ) -> Result<Applied, Error> {
     let mut res = Applied::default();
     for c in changes {
-        if protected_hit(&c.path, protected) {
-            res.refused.push((c.path.clone(), "protected path".into()));
+        if let Some(why) = refusal(&c.path, protected) {
+            res.refused.push((c.path.clone(), why.into()));
             continue;
         }
         if c.entry == "special" {
@@ -464,7 +517,7 @@ pub fn apply(
             Kind::ModeChanged => {
                 std::fs::set_permissions(
                     &dst,
-                    std::fs::Permissions::from_mode(c.new_mode.unwrap_or(0o644)),
+                    std::fs::Permissions::from_mode(c.new_mode.unwrap_or(0o644) & 0o777),
                 )
                 .map_err(what)?;
             }
@@ -482,7 +535,7 @@ pub fn apply(
                     }
                     std::fs::set_permissions(
                         &dst,
-                        std::fs::Permissions::from_mode(um.mode() & 0o7777),
+                        std::fs::Permissions::from_mode(um.mode() & 0o777),
                     )
                     .map_err(what)?;
                 } else {
@@ -500,7 +553,7 @@ pub fn apply(
                         std::fs::copy(&src, &tmp).map_err(what)?;
                         std::fs::set_permissions(
                             &tmp,
-                            std::fs::Permissions::from_mode(um.mode() & 0o7777),
+                            std::fs::Permissions::from_mode(um.mode() & 0o777),
                         )
                         .map_err(what)?;
                     }

@@ -54,6 +54,9 @@ pub struct Record {
     pub hidden_paths: usize,
     /// Placeholders cordon created in the overlay's upper layer (not changes).
     pub placeholders: Vec<PathBuf>,
+    /// Protected project paths in force for this session (`apply` refuses them).
+    #[serde(default)]
+    pub protected: Vec<PathBuf>,
     /// Protected paths the agent created in rw mode, moved out of the project.
     pub quarantined: Vec<PathBuf>,
     /// Why setup failed, if it did.
@@ -207,6 +210,7 @@ mod tests {
             env_withheld: vec![],
             hidden_paths: 0,
             placeholders: vec![],
+            protected: vec![],
             quarantined: vec![],
             error: None,
             applied_ms: None,

@@ -250,6 +250,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         env_withheld,
         hidden_paths: layout.hidden.len(),
         placeholders: layout.placeholders.clone(),
+        protected: layout.protected.clone(),
         quarantined: Vec::new(),
         error: None,
         applied_ms: None,
@@ -325,9 +326,14 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
         ProjectMode::Rw => {
             let qdir = store.dir(&record.id).join("quarantine");
             for rel in &layout.missing_protected {
-                let path = record.project.join(rel);
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    let dest = qdir.join(rel);
+                // Never resolve a symlink the agent planted on the way: the
+                // first component that is a new symlink is what gets moved.
+                let Some(found) = created_component(&record.project, rel, &layout.symlinks) else {
+                    continue;
+                };
+                let path = record.project.join(&found);
+                {
+                    let dest = qdir.join(&found);
                     match quarantine(&path, &dest) {
                         Ok(()) => {
                             notices.push(format!(
@@ -335,7 +341,7 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
                                 path.display(),
                                 dest.display()
                             ));
-                            record.quarantined.push(rel.clone());
+                            record.quarantined.push(found.clone());
                         }
                         Err(e) => notices.push(format!(
                             "the agent created protected path {} and it could not be moved \
@@ -354,6 +360,25 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
         record,
         notices,
     })
+}
+
+/// The part of `rel` (inside `project`) that exists now and should be
+/// quarantined: the first component that is a symlink not present at start
+/// (`symlinks` lists the prefixes that were symlinks then), or `rel` itself.
+fn created_component(project: &Path, rel: &Path, symlinks: &[PathBuf]) -> Option<PathBuf> {
+    let mut prefix = PathBuf::new();
+    for comp in rel.components() {
+        prefix.push(comp);
+        let md = std::fs::symlink_metadata(project.join(&prefix)).ok()?;
+        if md.file_type().is_symlink() {
+            return if symlinks.contains(&prefix) {
+                None
+            } else {
+                Some(prefix)
+            };
+        }
+    }
+    Some(prefix)
 }
 
 /// Moves `path` to `dest`, copying and removing when they are on different

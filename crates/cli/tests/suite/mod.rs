@@ -4,4 +4,5 @@ mod escape;
 mod filesystem;
 mod lifecycle;
 mod overlay;
+mod persistence;
 mod terminal;
