@@ -95,7 +95,9 @@ struct RunArgs {
     /// repeatable. Needed for anything that looks like a credential.
     #[arg(long, short = 'e', value_name = "NAME[=VALUE]")]
     env: Vec<String>,
-    /// Use plain pipes even when stdin is a terminal.
+    /// Pass cordon's stdin, stdout and stderr through unchanged, even when
+    /// they are terminals (by default the agent gets its own pty in place of
+    /// every terminal, and never holds yours).
     #[arg(long)]
     no_tty: bool,
     /// The command and its arguments.
@@ -196,7 +198,10 @@ fn cmd_run(a: RunArgs) -> ExitCode {
             return ExitCode::from(FAILED);
         }
     };
-    let terminal = if !a.no_tty && std::io::stdin().is_terminal() {
+    let any_tty = std::io::stdin().is_terminal()
+        || std::io::stdout().is_terminal()
+        || std::io::stderr().is_terminal();
+    let terminal = if !a.no_tty && any_tty {
         cordon_sandbox::Terminal::Pty
     } else {
         cordon_sandbox::Terminal::Inherit

@@ -101,10 +101,10 @@ fn setup(a: &ChildArgs<'_>, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<Strin
         .map_err(|e| StageError::new("fds", "close inherited descriptors", e))?;
     confine::map_ids(a.uid, a.gid)?;
     mounts::build_root(&a.spec.mounts, a.spec.root_size)?;
-    if a.want_pty {
+    if let (true, Some(term)) = (a.want_pty, crate::pty::first_tty()) {
         // Allocated from the sandbox's own devpts, so the agent's tty has a
         // name inside (ttyname works); the master goes to the supervisor.
-        let pty = crate::pty::open(rustix::stdio::stdin())
+        let pty = crate::pty::open(term)
             .map_err(|e| StageError::new("pty", "allocate the agent's pty", e))?;
         protocol::send_fd(a.chan.as_fd(), &Msg::Pty, pty.master.as_fd())
             .map_err(|e| StageError::new("pty", "hand the pty to the supervisor", e))?;
@@ -120,10 +120,15 @@ fn setup(a: &ChildArgs<'_>, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<Strin
     confine::set_limits(&a.spec.limits)?;
     confine::drop_capabilities()?;
     confine::no_new_privs()?;
-    let std_fds: Vec<RawFd> = match pty_slave {
-        Some(s) => vec![s.as_raw_fd()],
-        None => vec![0, 1, 2],
-    };
+    // The descriptors the agent will hold: the pty slave in place of every
+    // terminal, the others as inherited.
+    let ttys = crate::pty::std_ttys();
+    let mut std_fds: Vec<RawFd> = (0..3)
+        .filter(|&fd| !(pty_slave.is_some() && ttys[fd as usize]))
+        .collect();
+    if let Some(s) = pty_slave {
+        std_fds.push(s.as_raw_fd());
+    }
     let warnings = confine::landlock(&a.spec.landlock, &std_fds)?
         .into_iter()
         .collect();
@@ -200,7 +205,8 @@ fn exec_agent(a: &ChildArgs<'_>, program: &CStr, pty_slave: Option<&OwnedFd>) ->
         if let Err(e) = rustix::process::ioctl_tiocsctty(slave) {
             fail(format!("acquire the pty: {}", io::Error::from(e)), 126);
         }
-        for target in 0..3 {
+        let ttys = crate::pty::std_ttys();
+        for target in (0..3).filter(|&fd| ttys[fd as usize]) {
             if let Err(e) = sys::dup2_raw(std::os::fd::AsRawFd::as_raw_fd(slave), target) {
                 fail(format!("dup2 the pty: {e}"), 126);
             }

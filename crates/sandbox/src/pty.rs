@@ -1,9 +1,11 @@
 //! Stage 7 (supervisor side): the agent's own pseudo-terminal.
 //!
 //! The master stays with the supervisor, the slave becomes the agent's
-//! controlling terminal in a new session. The agent therefore never holds the
-//! user's real terminal: it cannot inject input into it (TIOCSTI is also denied
-//! by seccomp) or change its settings behind cordon's back.
+//! controlling terminal in a new session and replaces each of its standard
+//! descriptors that is a terminal; redirected ones (files, pipes) are passed
+//! through. The agent therefore never holds the user's real terminal: it
+//! cannot read it behind cordon's back, inject input into it (TIOCSTI is also
+//! denied by seccomp) or change its settings.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -19,6 +21,23 @@ pub(crate) struct Pty {
     pub slave: OwnedFd,
 }
 
+/// Which of the standard descriptors 0–2 are terminals.
+pub(crate) fn std_ttys() -> [bool; 3] {
+    // SAFETY: isatty only inspects the descriptor; 0–2 are borrowed for the
+    // duration of the call (a closed one simply is not a terminal).
+    [0, 1, 2].map(|fd| termios::isatty(unsafe { BorrowedFd::borrow_raw(fd) }))
+}
+
+/// The first standard descriptor that is a terminal, if any.
+pub(crate) fn first_tty() -> Option<BorrowedFd<'static>> {
+    let ttys = std_ttys();
+    // SAFETY: as in `std_ttys`; the standard descriptors stay open for the
+    // life of the process (only dup2 replaces them).
+    (0..3)
+        .find(|&i| ttys[i])
+        .map(|i| unsafe { BorrowedFd::borrow_raw(i as i32) })
+}
+
 /// Opens a pty whose settings and size copy those of `term`.
 pub(crate) fn open(term: BorrowedFd<'_>) -> io::Result<Pty> {
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
@@ -30,11 +49,7 @@ pub(crate) fn open(term: BorrowedFd<'_>) -> io::Result<Pty> {
         OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    if let Ok(mut t) = termios::tcgetattr(term) {
-        if !termios::isatty(rustix::stdio::stdout()) {
-            // Output goes to a file or pipe: no "\n" -> "\r\n" translation.
-            t.output_modes.remove(termios::OutputModes::OPOST);
-        }
+    if let Ok(t) = termios::tcgetattr(term) {
         termios::tcsetattr(&slave, OptionalActions::Now, &t)?;
     }
     copy_winsize(term, slave.as_fd());

@@ -203,7 +203,9 @@ pub enum Terminal {
     /// The agent inherits cordon's stdin/stdout/stderr (pipes or files).
     #[default]
     Inherit,
-    /// The agent gets its own pseudo-terminal in a new session; cordon relays
-    /// bytes and window size between it and its own terminal.
+    /// The agent gets its own pseudo-terminal in a new session, in place of
+    /// each standard descriptor that is a terminal (redirected ones are
+    /// passed through); cordon relays bytes and window size between it and
+    /// its own terminal.
     Pty,
 }

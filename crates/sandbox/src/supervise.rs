@@ -202,8 +202,18 @@ struct Supervisor {
 impl Supervisor {
     fn run(mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
         let stdin = rustix::stdio::stdin();
+        let ttys = pty::std_ttys();
+        // The pty's output goes where a terminal is: stdout, else stderr.
+        let out_fd = if !ttys[1] && ttys[2] {
+            rustix::stdio::stderr()
+        } else {
+            rustix::stdio::stdout()
+        };
         let mut raw: Option<RawMode<'_>> = None;
-        let mut relay = Relay::default();
+        let mut relay = Relay {
+            stdin_closed: !ttys[0],
+            ..Relay::default()
+        };
         while self.child_status.is_none() || (self.master.is_some() && !relay.master_closed) {
             let want_stdin = self.ready
                 && self.master.is_some()
@@ -250,7 +260,7 @@ impl Supervisor {
 
             if !chan_ev.is_empty() {
                 self.read_messages(on_event)?;
-                if self.ready && raw.is_none() && self.master.is_some() {
+                if self.ready && raw.is_none() && self.master.is_some() && ttys[0] {
                     raw = RawMode::enter(stdin).ok();
                 }
             }
@@ -258,7 +268,7 @@ impl Supervisor {
                 self.handle_signals()?;
             }
             if let Some(m) = &self.master {
-                relay.pump(m.as_fd(), master_ev, stdin, stdin_ev)?;
+                relay.pump(m.as_fd(), master_ev, stdin, stdin_ev, out_fd)?;
             }
             if self.child_status.is_some() && self.master.is_some() && !relay.master_closed {
                 // The namespace is gone, so every slave fd is closed: whatever
@@ -348,8 +358,8 @@ impl Supervisor {
                     }
                 }
                 libc::SIGWINCH => {
-                    if let Some(m) = &self.master {
-                        pty::copy_winsize(rustix::stdio::stdin(), m.as_fd());
+                    if let (Some(m), Some(term)) = (&self.master, pty::first_tty()) {
+                        pty::copy_winsize(term, m.as_fd());
                     }
                 }
                 // Once init is reaped its pid may belong to someone else.
@@ -384,12 +394,13 @@ impl Relay {
         master_ev: PollFlags,
         stdin: BorrowedFd<'_>,
         stdin_ev: PollFlags,
+        out: BorrowedFd<'_>,
     ) -> io::Result<()> {
         let mut buf = [0u8; 16 * 1024];
         if master_ev.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             match rustix::io::read(master, &mut buf) {
                 Ok(0) | Err(rustix::io::Errno::IO) => self.master_closed = true,
-                Ok(n) => write_all(rustix::stdio::stdout(), &buf[..n])?,
+                Ok(n) => write_all(out, &buf[..n])?,
                 Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }

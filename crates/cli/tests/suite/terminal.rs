@@ -54,13 +54,13 @@ impl Term {
         self.master.write_all(s.as_bytes()).unwrap();
     }
 
-    /// Waits until the output so far contains `want` (then forgets it).
-    fn expect(&mut self, want: &str) {
+    /// Waits until the output contains `want`; returns (and forgets)
+    /// everything up to and including it.
+    fn until(&mut self, want: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(i) = self.seen.find(want) {
-                self.seen.drain(..i + want.len());
-                return;
+                return self.seen.drain(..i + want.len()).collect();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -71,6 +71,10 @@ impl Term {
                 ),
             }
         }
+    }
+
+    fn expect(&mut self, want: &str) {
+        self.until(want);
     }
 }
 
@@ -154,4 +158,33 @@ both!(redirected_output_keeps_plain_newlines, |env| {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, b"a\nb\n");
+});
+
+both!(agent_never_holds_the_users_terminal, |env| {
+    // stdin is not a terminal, stdout and stderr are: the agent still gets
+    // its own pty, so it cannot read what the user types into theirs.
+    let mut t = Term::open(24, 80);
+    let out = || std::process::Stdio::from(t.slave.try_clone().unwrap());
+    let mut child = env
+        .command(
+            "setsid",
+            [
+                cordon_bin(),
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "echo ready; timeout 2 sh -c 'read x <&2; echo got:$x'; echo done",
+            ],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(out())
+        .stderr(out())
+        .spawn()
+        .unwrap();
+    t.expect("ready");
+    t.send("typed-by-user\n");
+    let text = t.until("done");
+    assert!(!text.contains("got:typed-by-user"), "{text}");
+    assert!(child.wait().unwrap().success());
 });
