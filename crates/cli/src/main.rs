@@ -414,7 +414,7 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
         rec.project.display()
     );
     for c in &changes {
-        let why = overlay::refusal(&c.path, &protected)
+        let why = overlay::refusal(c, &upper, &protected)
             .map(|w| format!("  (refused: {w})"))
             .unwrap_or_default();
         eprintln!("  {:<12} {}{why}", c.kind.as_str(), overlay::quote(&c.path));

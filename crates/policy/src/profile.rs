@@ -25,6 +25,10 @@ pub const ALWAYS_PROTECTED: &[&str] = &[
     ".envrc",
     ".vscode",
     ".idea",
+    ".devcontainer",
+    ".husky",
+    ".pre-commit-config.yaml",
+    "lefthook.yml",
     ".cordon",
 ];
 
@@ -32,26 +36,26 @@ pub const ALWAYS_PROTECTED: &[&str] = &[
 /// object store, refs, reflogs, the index and the state files of ordinary git
 /// commands. Anything else under `.git` (configuration, hooks, `commondir`,
 /// ...) is refused, because git would run commands named there on the host.
-pub const GIT_APPLY_ALLOWED: &[&str] = &[
-    "objects",
-    "refs",
-    "logs",
-    "index",
+pub const GIT_APPLY_ALLOWED: &[&str] = &["objects", "refs", "logs", "index", "HEAD", "packed-refs"];
+
+/// Names that `cordon apply` refuses at any depth: they run code on the host
+/// when a person later enters the directory, opens it in an editor, or runs
+/// git there. `HEAD` outside `.git/` is how a planted bare repository (whose
+/// `config` git would obey) is recognised.
+pub const NEVER_APPLIED_NAMES: &[&str] = &[
+    ".envrc",
+    ".git",
     "HEAD",
-    "packed-refs",
-    "ORIG_HEAD",
-    "FETCH_HEAD",
-    "MERGE_HEAD",
-    "MERGE_MSG",
-    "MERGE_MODE",
-    "COMMIT_EDITMSG",
-    "description",
-    "shallow",
+    ".vscode",
+    ".devcontainer",
+    ".idea",
+    ".husky",
+    ".exrc",
+    ".nvim.lua",
 ];
 
-/// File names that `cordon apply` refuses at any depth: they run code when a
-/// person later enters the directory or uses git there.
-pub const NEVER_APPLIED_NAMES: &[&str] = &[".envrc", ".git"];
+/// File-name suffixes `cordon apply` refuses at any depth.
+pub const NEVER_APPLIED_SUFFIXES: &[&str] = &[".code-workspace"];
 
 /// Built-in profiles, shipped as data files.
 const BUILTIN: &[(&str, &str)] = &[

@@ -21,9 +21,34 @@ fn absolute_env(name: &str) -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
 }
 
+/// `path` with symlinks resolved: fully when it exists, otherwise its longest
+/// existing ancestor resolved and the rest appended. Comparisons between
+/// grants, the project and cordon's directories must see through symlinks
+/// (e.g. `/home -> var/home`).
+pub fn resolve(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let mut rest = Vec::new();
+    let mut cur = path.to_path_buf();
+    while let Some(parent) = cur.parent().map(Path::to_path_buf) {
+        if let Some(name) = cur.file_name() {
+            rest.push(name.to_owned());
+        }
+        if let Ok(mut p) = std::fs::canonicalize(&parent) {
+            for n in rest.iter().rev() {
+                p.push(n);
+            }
+            return p;
+        }
+        cur = parent;
+    }
+    path.to_path_buf()
+}
+
 impl Dirs {
     /// Reads `HOME`, `XDG_CONFIG_HOME` and `XDG_STATE_HOME` (relative values
-    /// are ignored, as the XDG spec requires).
+    /// are ignored, as the XDG spec requires); symlinks in them are resolved.
     pub fn from_env() -> Result<Dirs, Error> {
         let home = absolute_env("HOME").ok_or_else(|| {
             Error::Usage("HOME is not set to an absolute path; cordon needs it to find its state directory and to build the fake home".into())
@@ -35,9 +60,9 @@ impl Dirs {
             .unwrap_or_else(|| home.join(".local/state"))
             .join("cordon");
         Ok(Dirs {
-            home,
-            config,
-            state,
+            home: resolve(&home),
+            config: resolve(&config),
+            state: resolve(&state),
         })
     }
 

@@ -114,6 +114,10 @@ pub struct Layout {
     pub protected: Vec<PathBuf>,
     /// Prefixes of protected paths that were symlinks at start.
     pub symlinks: Vec<PathBuf>,
+    /// rw mode: [`scan_sensitive`] before the run.
+    pub sensitive: Vec<PathBuf>,
+    /// rw mode: `.git/HEAD` before the run.
+    pub git_head: Option<Vec<u8>>,
 }
 
 fn ro(src: &Path, optional: bool) -> Mount {
@@ -303,6 +307,12 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
     for (rules, writable) in [(&p.home.read, false), (&p.home.write, true)] {
         for r in rules {
             let src = home.join(&r.value.0);
+            let what = if writable {
+                "a writable home entry"
+            } else {
+                "a home entry"
+            };
+            check_not_cordon(&crate::dirs::resolve(&src), input.dirs, what)?;
             if !src.exists() {
                 if r.optional {
                     continue;
@@ -338,8 +348,9 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         .iter()
         .map(|r| (r.value.resolve(home), r.optional));
     for (path, optional) in read_rules {
-        check_grant(&path, home, "a read-only path")?;
-        check_not_cordon(&path, input.dirs, "a read-only path")?;
+        let real = crate::dirs::resolve(&path);
+        check_grant(&real, home, "a read-only path")?;
+        check_not_cordon(&real, input.dirs, "a read-only path")?;
         if !optional && !path.exists() {
             return Err(Error::NotFound(format!(
                 "profile {:?} grants {} which does not exist (mark it `optional = true`?)",
@@ -360,8 +371,9 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         .iter()
         .map(|r| (r.value.resolve(home), r.optional));
     for (path, optional) in write_rules {
-        check_grant(&path, home, "a writable path")?;
-        check_not_cordon(&path, input.dirs, "a writable path")?;
+        let real = crate::dirs::resolve(&path);
+        check_grant(&real, home, "a writable path")?;
+        check_not_cordon(&real, input.dirs, "a writable path")?;
         if !path.exists() {
             if optional {
                 continue;
@@ -386,9 +398,30 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
     let mut placeholders = Vec::new();
     let mut missing_protected = Vec::new();
     let mut protected = p.protected_paths();
-    if let Some(hooks) = git_hooks_path(project) {
-        if !protected.contains(&hooks) {
-            protected.push(hooks);
+    let mut dir_like: Vec<PathBuf> = Vec::new();
+    for (extra, dir) in git_config_protected(project, home) {
+        if dir {
+            dir_like.push(extra.clone());
+        }
+        if !protected.contains(&extra) {
+            protected.push(extra);
+        }
+    }
+    // A protected path that is a symlink is protected where it points (also
+    // when that does not exist yet); a mount on the link itself would
+    // protect nothing.
+    let targets: Vec<(PathBuf, bool)> = protected
+        .iter()
+        .filter_map(|rel| {
+            symlink_target(project, rel).map(|t| (t, is_dir_like(rel) || dir_like.contains(rel)))
+        })
+        .collect();
+    for (t, dir) in targets {
+        if dir {
+            dir_like.push(t.clone());
+        }
+        if !protected.contains(&t) {
+            protected.push(t);
         }
     }
     let git = project.join(".git");
@@ -444,9 +477,11 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
             // only; `apply` never writes placeholders back. Under `.git` none
             // are made (an empty `commondir` would break git inside); there
             // `apply` refuses everything but objects, refs, index and logs.
-            if input.mode == ProjectMode::Overlay && !rel.starts_with(".git") {
+            let is_link =
+                std::fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink());
+            if input.mode == ProjectMode::Overlay && !rel.starts_with(".git") && !is_link {
                 let ph = input.session_dir.join("upper").join(rel);
-                create_placeholder(&ph, is_dir_like(rel))?;
+                create_placeholder(&ph, is_dir_like(rel) || dir_like.contains(rel))?;
                 placeholders.push(rel.clone());
             } else {
                 continue;
@@ -454,14 +489,6 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         }
         if input.mode != ProjectMode::Ro {
             mounts.push(Mount::ReadOnly { dest: host.clone() });
-            // A protected path that is a symlink (`.git/hooks -> ../githooks`)
-            // is protected where it points; a mount on the link itself would
-            // protect nothing.
-            if let Ok(target) = std::fs::canonicalize(&host) {
-                if target != host {
-                    mounts.push(Mount::ReadOnly { dest: target });
-                }
-            }
         }
     }
 
@@ -492,63 +519,217 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         missing_protected,
         protected,
         symlinks,
+        sensitive: if input.mode == ProjectMode::Rw {
+            scan_sensitive(project)
+        } else {
+            Vec::new()
+        },
+        git_head: if input.mode == ProjectMode::Rw {
+            std::fs::read(project.join(".git/HEAD")).ok()
+        } else {
+            None
+        },
     })
 }
 
-/// `core.hooksPath` from the project's `.git/config`, when it names a
-/// directory inside the project (relative paths are relative to the project,
-/// as git resolves them for hooks). A small reader of git's config syntax:
-/// section headers, `key = value`, quotes, comments.
-pub fn git_hooks_path(project: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(project.join(".git/config")).ok()?;
-    let mut in_core = false;
-    let mut found = None;
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            let name = l
-                .trim_start_matches('[')
-                .split([']', ' ', '"'])
-                .next()
-                .unwrap_or("");
-            in_core = name.eq_ignore_ascii_case("core");
-            continue;
-        }
-        if !in_core || l.starts_with('#') || l.starts_with(';') {
-            continue;
-        }
-        let Some((k, v)) = l.split_once('=') else {
+/// Entries that make git, direnv or an editor run code on the host, found
+/// anywhere in the project (project-relative): names in
+/// `NEVER_APPLIED_NAMES` (except the top-level `.git`), `*.code-workspace`,
+/// and any symlink inside `.git` (git writes through them). rw mode compares
+/// this before and after the run.
+pub fn scan_sensitive(project: &Path) -> Vec<PathBuf> {
+    use cordon_policy::profile::{NEVER_APPLIED_NAMES, NEVER_APPLIED_SUFFIXES};
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(project.join(&rel)) else {
             continue;
         };
-        if k.trim().eq_ignore_ascii_case("hookspath") {
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let child = rel.join(&name);
+            let Ok(ft) = entry.file_type() else { continue };
+            if child.starts_with(".git") {
+                if ft.is_symlink() {
+                    out.push(child);
+                } else if ft.is_dir() {
+                    stack.push(child);
+                }
+                continue;
+            }
+            let bad = NEVER_APPLIED_NAMES
+                .iter()
+                .any(|n| name.as_bytes() == n.as_bytes())
+                || NEVER_APPLIED_SUFFIXES
+                    .iter()
+                    .any(|s| name.as_bytes().ends_with(s.as_bytes()));
+            if bad {
+                out.push(child);
+            } else if ft.is_dir() {
+                stack.push(child);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Normalizes `path` lexically (`.` dropped, `..` applied) against `base`;
+/// `~/` expands to `home`.
+fn normalize(base: &Path, path: &str, home: &Path) -> PathBuf {
+    let joined = match path.strip_prefix("~/") {
+        Some(rest) => home.join(rest),
+        None => base.join(path),
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The git configuration files of the project's repository: `.git/config`,
+/// or for a worktree/submodule checkout (`.git` is a file) the git dir's and
+/// its common dir's `config`.
+fn git_config_files(project: &Path) -> Vec<PathBuf> {
+    let git = project.join(".git");
+    if git.is_dir() {
+        return vec![git.join("config")];
+    }
+    let Ok(text) = std::fs::read_to_string(&git) else {
+        return Vec::new();
+    };
+    let Some(dir) = text.lines().find_map(|l| l.strip_prefix("gitdir:")) else {
+        return Vec::new();
+    };
+    let gitdir = normalize(project, dir.trim(), Path::new("/"));
+    let mut files = vec![gitdir.join("config")];
+    if let Ok(common) = std::fs::read_to_string(gitdir.join("commondir")) {
+        files.push(normalize(&gitdir, common.trim(), Path::new("/")).join("config"));
+    }
+    files
+}
+
+/// Paths inside the project that git's configuration makes executable or
+/// authoritative: the `core.hooksPath` directory (relative to the worktree)
+/// and every `include.path`/`includeIf.*.path` target (relative to the
+/// including file), followed a few levels deep. A small reader of git's
+/// config syntax: sections, `key = value` (also on the header line), quotes,
+/// comments.
+pub fn git_config_protected(project: &Path, home: &Path) -> Vec<(PathBuf, bool)> {
+    let mut out: Vec<(PathBuf, bool)> = Vec::new();
+    let mut queue: Vec<(PathBuf, usize)> = git_config_files(project)
+        .into_iter()
+        .map(|f| (f, 0))
+        .collect();
+    let mut seen = Vec::new();
+    while let Some((file, depth)) = queue.pop() {
+        if depth > 4 || seen.contains(&file) {
+            continue;
+        }
+        seen.push(file.clone());
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let base = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut section = String::new();
+        for raw in text.lines() {
+            let mut l = raw.trim();
+            if l.starts_with('[') {
+                let end = l.find(']').unwrap_or(l.len());
+                let name = l[1..end].trim().split([' ', '"', '.']).next().unwrap_or("");
+                section = name.to_ascii_lowercase();
+                l = l.get(end + 1..).unwrap_or("").trim();
+            }
+            if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+                continue;
+            }
+            let Some((k, v)) = l.split_once('=') else {
+                continue;
+            };
+            let key = k.trim().to_ascii_lowercase();
             let v = v
-                .split(['#', ';'])
+                .split([';', '#'])
                 .next()
                 .unwrap_or("")
                 .trim()
                 .trim_matches('"');
-            found = Some(v.to_owned());
+            let (target, dir) = match (section.as_str(), key.as_str()) {
+                ("core", "hookspath") => (normalize(project, v, home), true),
+                ("include" | "includeif", "path") => {
+                    let t = normalize(&base, v, home);
+                    queue.push((t.clone(), depth + 1));
+                    (t, false)
+                }
+                _ => continue,
+            };
+            if let Ok(rel) = target.strip_prefix(project) {
+                if !rel.as_os_str().is_empty() && !out.iter().any(|(o, _)| o == rel) {
+                    out.push((rel.to_path_buf(), dir));
+                }
+            }
         }
     }
-    let v = found?;
-    let p = Path::new(&v);
-    let rel = if p.is_absolute() {
-        p.strip_prefix(project).ok()?.to_path_buf()
-    } else {
-        p.to_path_buf()
-    };
-    let ok = !rel.as_os_str().is_empty()
-        && rel
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-    ok.then_some(rel)
+    out
+}
+
+/// Where a protected path really is when it (or a parent) is a symlink,
+/// resolved lexically so that a target that does not exist yet is found too.
+/// Only targets inside the project are returned (project-relative).
+fn symlink_target(project: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut cur = project.to_path_buf();
+    let mut hops = 0;
+    let mut rest: Vec<std::ffi::OsString> =
+        rel.components().map(|c| c.as_os_str().to_owned()).collect();
+    rest.reverse();
+    let mut changed = false;
+    while let Some(name) = rest.pop() {
+        let next = cur.join(&name);
+        match std::fs::read_link(&next) {
+            Ok(target) if hops < 16 => {
+                hops += 1;
+                changed = true;
+                let t = normalize(&cur, &target.to_string_lossy(), Path::new("/"));
+                cur = PathBuf::from("/");
+                let mut parts: Vec<std::ffi::OsString> = t
+                    .components()
+                    .skip(1)
+                    .map(|c| c.as_os_str().to_owned())
+                    .collect();
+                parts.reverse();
+                rest.extend(parts);
+            }
+            _ => cur = next,
+        }
+    }
+    if !changed {
+        return None;
+    }
+    cur.strip_prefix(project)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty())
+        .map(Path::to_path_buf)
 }
 
 /// Protected names that are directories when they exist.
 fn is_dir_like(rel: &Path) -> bool {
-    [".git/hooks", ".vscode", ".idea", ".cordon"]
-        .iter()
-        .any(|d| rel == Path::new(d))
+    [
+        ".git/hooks",
+        ".vscode",
+        ".idea",
+        ".devcontainer",
+        ".husky",
+        ".cordon",
+    ]
+    .iter()
+    .any(|d| rel == Path::new(d))
 }
 
 fn create_placeholder(path: &Path, dir: bool) -> Result<(), Error> {

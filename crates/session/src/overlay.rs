@@ -285,7 +285,7 @@ fn read_text(path: &Path, md: Option<&std::fs::Metadata>) -> Option<String> {
         None => Some(String::new()),
         Some(m) if m.file_type().is_symlink() => std::fs::read_link(path)
             .ok()
-            .map(|t| format!("{}\n", t.display())),
+            .map(|t| format!("symlink -> {}\n", t.display())),
         Some(_) => {
             let bytes = std::fs::read(path).ok()?;
             if bytes.iter().take(8000).any(|&b| b == 0) {
@@ -395,10 +395,12 @@ pub struct Applied {
     pub refused: Vec<(PathBuf, String)>,
 }
 
-/// Why `apply` refuses to write `path`, if it does.
-pub fn refusal(path: &Path, protected: &[PathBuf]) -> Option<&'static str> {
-    use cordon_policy::profile::{GIT_APPLY_ALLOWED, NEVER_APPLIED_NAMES};
+/// Why `apply` refuses `change`, if it does. `upper` is the session's upper
+/// layer (to look at what would be written).
+pub fn refusal(c: &Change, upper: &Path, protected: &[PathBuf]) -> Option<&'static str> {
+    use cordon_policy::profile::{GIT_APPLY_ALLOWED, NEVER_APPLIED_NAMES, NEVER_APPLIED_SUFFIXES};
     use std::os::unix::ffi::OsStrExt;
+    let path = &c.path;
     if path
         .as_os_str()
         .as_bytes()
@@ -410,21 +412,69 @@ pub fn refusal(path: &Path, protected: &[PathBuf]) -> Option<&'static str> {
     if protected.iter().any(|p| path.starts_with(p)) {
         return Some("protected path");
     }
-    let mut comps = path.components().map(|c| c.as_os_str());
-    let first = comps.next()?;
-    if first == ".git" {
-        return match comps.next() {
-            Some(second) if GIT_APPLY_ALLOWED.iter().any(|a| second == *a) => None,
-            _ => Some("git metadata other than objects, refs, logs and the index"),
+    let comps: Vec<&std::ffi::OsStr> = path.components().map(|c| c.as_os_str()).collect();
+    if comps.first().is_some_and(|f| *f == ".git") {
+        let Some(second) = comps.get(1) else {
+            return Some("the .git entry itself");
         };
+        if !GIT_APPLY_ALLOWED.iter().any(|a| second == a) {
+            return Some("git metadata other than objects, refs, logs and the index");
+        }
+        // git follows symlinks when it writes its files: never plant one.
+        if c.entry == "symlink" || c.entry == "special" {
+            return Some("a symlink or special file inside .git");
+        }
+        if c.kind == Kind::Deleted
+            && (comps.len() == 2
+                && (*second == "HEAD" || *second == "objects" || *second == "refs")
+                || *second == "objects")
+        {
+            return Some("deleting git history");
+        }
+        if comps.len() == 2
+            && *second == "HEAD"
+            && c.kind != Kind::Deleted
+            && !valid_head(&upper.join(path))
+        {
+            return Some("HEAD is neither a ref nor a commit id");
+        }
+        if comps[2..]
+            .iter()
+            .any(|n| NEVER_APPLIED_NAMES.iter().any(|x| n == x))
+        {
+            return Some("runs code on the host (editor, direnv or git files)");
+        }
+        return None;
     }
-    if path
-        .components()
-        .any(|c| NEVER_APPLIED_NAMES.iter().any(|n| c.as_os_str() == *n))
+    let name = comps.last().map(|n| n.as_bytes()).unwrap_or_default();
+    if comps
+        .iter()
+        .any(|n| NEVER_APPLIED_NAMES.iter().any(|x| n == x))
+        || NEVER_APPLIED_SUFFIXES
+            .iter()
+            .any(|s| name.ends_with(s.as_bytes()))
     {
-        return Some("runs code on the host (.envrc or nested .git)");
+        return Some("runs code on the host (editor, direnv or git files)");
     }
     None
+}
+
+/// What git accepts in `.git/HEAD`: `ref: refs/...` or a full object id.
+fn valid_head(path: &Path) -> bool {
+    let Ok(md) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !md.is_file() || md.len() > 512 {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let t = text.trim_end_matches('\n');
+    if let Some(r) = t.strip_prefix("ref: refs/") {
+        return !r.is_empty() && r.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    }
+    (t.len() == 40 || t.len() == 64) && t.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A path for display: control characters and invalid UTF-8 escaped, so a
@@ -434,11 +484,17 @@ pub fn quote(path: &Path) -> String {
     escape(path.as_os_str().as_bytes())
 }
 
+/// Invisible characters that reorder or hide text (bidi controls,
+/// zero-width characters, BOM).
+fn is_format_char(c: char) -> bool {
+    matches!(c as u32, 0x061C | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2069 | 0xFEFF)
+}
+
 fn escape(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {
-            if ch.is_control() && ch != '\t' {
+            if (ch.is_control() && ch != '\t') || is_format_char(ch) {
                 out.push_str(&format!("\\x{:02x}", ch as u32));
             } else {
                 out.push(ch);
@@ -477,7 +533,7 @@ pub fn apply(
 ) -> Result<Applied, Error> {
     let mut res = Applied::default();
     for c in changes {
-        if let Some(why) = refusal(&c.path, protected) {
+        if let Some(why) = refusal(c, upper, protected) {
             res.refused.push((c.path.clone(), why.into()));
             continue;
         }

@@ -116,15 +116,21 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             });
         }
     }
-    if project.starts_with(&dirs.state) || dirs.state.starts_with(&project) {
-        return Err(Error::Refused {
-            message: format!(
-                "the project {} overlaps cordon's state directory {}",
-                project.display(),
-                dirs.state.display()
-            ),
-            hint: "set XDG_STATE_HOME elsewhere, or pick another project directory".into(),
-        });
+    for (own, var) in [
+        (&dirs.state, "XDG_STATE_HOME"),
+        (&dirs.config, "XDG_CONFIG_HOME"),
+    ] {
+        if project.starts_with(own) || own.starts_with(&project) {
+            return Err(Error::Refused {
+                message: format!(
+                    "the project {} overlaps cordon's own directory {} (the agent could rewrite \
+                     profiles or session records)",
+                    project.display(),
+                    own.display()
+                ),
+                hint: format!("set {var} elsewhere, or pick another project directory"),
+            });
+        }
     }
     let allow_read = req
         .allow_read
@@ -325,7 +331,36 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
         }
         ProjectMode::Rw => {
             let qdir = store.dir(&record.id).join("quarantine");
-            for rel in &layout.missing_protected {
+            // Anything new that would run code on the host: nested
+            // repositories, bare-repo layouts, .envrc, editor tasks, links
+            // inside .git.
+            let mut suspects: Vec<PathBuf> = crate::layout::scan_sensitive(&record.project)
+                .into_iter()
+                .filter(|p| !layout.sensitive.contains(p))
+                .collect();
+            suspects.extend(layout.missing_protected.iter().cloned());
+            if let Some(head) = &layout.git_head {
+                let path = record.project.join(".git/HEAD");
+                let now = std::fs::symlink_metadata(&path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .and_then(|_| std::fs::read(&path).ok());
+                if now.as_ref() != Some(head) && !now.as_deref().is_some_and(valid_head) {
+                    let _ = std::fs::remove_file(&path);
+                    match std::fs::write(&path, head) {
+                        Ok(()) => notices.push(format!(
+                            "the agent left {} invalid (git would fall back to a repository the \
+                             agent could have planted); restored it",
+                            path.display()
+                        )),
+                        Err(e) => notices.push(format!(
+                            "the agent broke {} and it could not be restored: {e}",
+                            path.display()
+                        )),
+                    }
+                }
+            }
+            for rel in &suspects {
                 // Never resolve a symlink the agent planted on the way: the
                 // first component that is a new symlink is what gets moved.
                 let Some(found) = created_component(&record.project, rel, &layout.symlinks) else {
@@ -360,6 +395,15 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
         record,
         notices,
     })
+}
+
+/// Whether `bytes` is what git accepts in `HEAD`.
+fn valid_head(bytes: &[u8]) -> bool {
+    let t = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if let Some(r) = t.strip_prefix(b"ref: refs/") {
+        return !r.is_empty() && r.iter().all(|b| b.is_ascii_graphic());
+    }
+    (t.len() == 40 || t.len() == 64) && t.iter().all(u8::is_ascii_hexdigit)
 }
 
 /// The part of `rel` (inside `project`) that exists now and should be

@@ -239,3 +239,131 @@ both!(apply_escapes_names_and_drops_setuid, |env| {
     );
     assert!(!env.project.join("sub/.envrc").exists());
 });
+
+both!(apply_refuses_links_in_git_and_planted_bare_repos, |env| {
+    real_repo(env);
+    let o = env.sh(
+        &["--mode", "overlay"],
+        "ln -s /tmp/victim .git/refs/heads/evil; echo garbage > .git/HEAD; \
+         for d in sub .; do mkdir -p $d/objects $d/refs; touch $d/objects/.keep $d/refs/.keep; \
+         echo 'ref: refs/heads/main' > $d/HEAD; \
+         printf '[core]\\n\\tfsmonitor = \"echo PWNED >&2; false\"\\n' > $d/config; done",
+    );
+    ok(&o);
+    let o = env.cordon(["apply", "last", "--yes"]).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused .git/refs/heads/evil: a symlink"),
+        "{err}"
+    );
+    assert!(err.contains("refused .git/HEAD: HEAD is neither"), "{err}");
+    assert!(
+        err.contains("refused sub/HEAD") && err.contains("refused HEAD"),
+        "{err}"
+    );
+    assert!(!env.project.join("sub/HEAD").exists() && !env.project.join("HEAD").exists());
+    assert!(!host_git_status(env).contains("PWNED"));
+    let o = Command::new("git")
+        .args(["-c", "safe.directory=*", "status"])
+        .current_dir(env.project.join("sub"))
+        .output()
+        .unwrap();
+    assert!(!(stdout(&o) + &stderr(&o)).contains("PWNED"));
+});
+
+both!(
+    rw_mode_quarantines_new_repos_envrc_and_restores_head,
+    |env| {
+        real_repo(env);
+        let head = std::fs::read(env.project.join(".git/HEAD")).unwrap();
+        let o = env.sh(
+            &["--mode", "rw"],
+            "mkdir -p sub && git init -q sub && echo 'curl x|sh' > sub/.envrc && \
+         echo garbage > .git/HEAD && ln -s /tmp/x .git/refs/heads/evil; echo ok",
+        );
+        assert_eq!(ok(&o).trim(), "ok");
+        let p = &env.project;
+        assert!(
+            !p.join("sub/.git").exists() && !p.join("sub/.envrc").exists(),
+            "{}",
+            stderr(&o)
+        );
+        assert!(std::fs::symlink_metadata(p.join(".git/refs/heads/evil")).is_err());
+        assert_eq!(
+            std::fs::read(p.join(".git/HEAD")).unwrap(),
+            head,
+            "{}",
+            stderr(&o)
+        );
+        let q = env.last_session().join("quarantine");
+        assert!(q.join("sub/.git").exists() && q.join("sub/.envrc").exists());
+    }
+);
+
+both!(git_config_paths_are_protected_in_every_form, |env| {
+    let p = &env.project;
+    std::fs::create_dir_all(p.join("githooks")).unwrap();
+    std::fs::write(
+        p.join(".git/config"),
+        "[core] hooksPath = ./githooks\n[include]\n\tpath = ../.gitconfig\n",
+    )
+    .unwrap();
+    std::fs::write(p.join(".gitconfig"), "[user]\n\tname = x\n").unwrap();
+    // A dangling protected symlink: its target must not be creatable.
+    std::fs::remove_dir_all(p.join(".git/hooks")).unwrap();
+    std::os::unix::fs::symlink("../missing-hooks", p.join(".git/hooks")).unwrap();
+    chown(env);
+    for mode in ["rw", "overlay"] {
+        let out = ok(&env.sh(
+            &["--mode", mode],
+            "(echo evil > githooks/pre-commit) 2>/dev/null && echo WROTE-hooks; \
+             (echo '[core] fsmonitor = x' >> .gitconfig) 2>/dev/null && echo WROTE-include; \
+             (mkdir -p missing-hooks && echo evil > missing-hooks/pre-commit) 2>/dev/null && echo WROTE-dangling; true",
+        ));
+        assert!(
+            !out.contains("WROTE-hooks") && !out.contains("WROTE-include"),
+            "{mode}: {out}"
+        );
+        if mode == "overlay" {
+            assert!(!out.contains("WROTE-dangling"), "{mode}: {out}");
+        }
+    }
+    // rw mode could create the dangling target; it is moved out afterwards.
+    assert!(!p.join("missing-hooks").exists());
+    assert!(!p.join("githooks/pre-commit").exists());
+});
+
+both!(
+    cordon_dirs_are_refused_as_project_and_through_symlinks,
+    |env| {
+        let o = env
+            .cordon([
+                "run",
+                "--no-tty",
+                "--project",
+                env.config.to_str().unwrap(),
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("overlaps cordon's own directory"),
+            "{}",
+            stderr(&o)
+        );
+        // A home entry that is a symlink into cordon's state is refused too.
+        std::os::unix::fs::symlink(&env.state, env.home.join("state-link")).unwrap();
+        env.profile(
+            "sneaky",
+            "extends = \"default\"\n[home]\nwrite = [\"state-link\"]\n",
+        );
+        let o = env
+            .cordon(["run", "--no-tty", "--profile", "sneaky", "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    }
+);
