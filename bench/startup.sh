@@ -29,13 +29,22 @@ BWRAP=(bwrap --unshare-all --die-with-parent --new-session
   --ro-bind /etc /etc --proc /proc --dev /dev --tmpfs /tmp --tmpfs "$HOME"
   --ro-bind "$proj" "$proj" --chdir "$proj")
 
-echo "== startup: /bin/true (median of $RUNS runs)"
+medians() {
+  python3 - "$1" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"  median {r['median']*1000:6.2f} ms  {r['command']}")
+PY
+}
+
+echo "== startup: /bin/true ($RUNS runs)"
 cd "$proj"
-hyperfine -N --warmup 10 --runs "$RUNS" --export-markdown "$work/startup.md" \
+hyperfine -N --warmup 10 --runs "$RUNS" --export-markdown "$work/startup.md" --export-json "$work/startup.json" \
   -n bare '/bin/true' \
   -n bwrap "${BWRAP[*]} /bin/true" \
   -n cordon "$CORDON run --no-tty -- /bin/true"
 cat "$work/startup.md"
+medians "$work/startup.json"
 
 echo "== supervisor peak RSS (cordon run -- /bin/true)"
 /usr/bin/time -f 'max RSS %M KiB' "$CORDON" run --no-tty -- /bin/true 2>&1 | grep 'max RSS'
