@@ -145,7 +145,22 @@ impl<E: Into<anyhow::Error>> From<E> for Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let info = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            let _ = e.print();
+            // `cordon run` reserves low codes for the agent: its own usage
+            // errors are 125, like every other failure of cordon there.
+            let is_run = std::env::args().nth(1).as_deref() == Some("run");
+            return ExitCode::from(match (info, is_run) {
+                (true, _) => 0,
+                (false, true) => 125,
+                (false, false) => 2,
+            });
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => return cmd_run(args),
         Command::Doctor { json } => cmd_doctor(json),
@@ -228,6 +243,11 @@ fn cmd_run(a: RunArgs) -> ExitCode {
     }
     match run::execute(prepared, &mut |w| notice(&format!("warning: {w}"))) {
         Ok(outcome) => {
+            if !outcome.notices.is_empty() && std::io::stderr().is_terminal() {
+                // Whatever attributes the agent left set (hidden text, say)
+                // must not disguise what cordon says next.
+                eprint!("\x1b[0m\x1b[?25h");
+            }
             for n in &outcome.notices {
                 notice(n);
             }
@@ -343,8 +363,21 @@ fn short_origin(o: &str) -> &str {
 fn overlay_session(query: &str) -> Result<(Store, cordon_session::Record), Fail> {
     let dirs = Dirs::from_env()?;
     let store = Store::new(dirs.sessions());
-    let id = store.find(query)?;
-    let rec = store.load(&id)?;
+    let rec = if query == "last" {
+        // The newest overlay session of the project we are in: never another
+        // project's by accident.
+        let cwd = cordon_session::dirs::resolve(&std::env::current_dir()?);
+        store
+            .newest(|r| r.mode == ProjectMode::Overlay && cwd.starts_with(&r.project))?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no overlay session for {} or a directory above it; give a session id",
+                    cwd.display()
+                ))
+            })?
+    } else {
+        store.load(&store.find(query)?)?
+    };
     if rec.mode != ProjectMode::Overlay {
         return Err(Error::Usage(format!(
             "session {} ran in {} mode; only overlay sessions have changes to review",
@@ -434,15 +467,6 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
             return Ok(1);
         }
     }
-    let dirs = Dirs::from_env()?;
-    let protected = cordon_session::profiles::load(&rec.profile, &dirs)
-        .map(|p| p.protected_paths())
-        .unwrap_or_else(|_| {
-            cordon_policy::profile::ALWAYS_PROTECTED
-                .iter()
-                .map(PathBuf::from)
-                .collect()
-        });
     let res = overlay::apply(&changes, &upper, &rec.project, &protected)?;
     rec.applied_ms = Some(cordon_session::record::now_ms());
     store.save(&rec)?;

@@ -83,9 +83,15 @@ const CREDENTIAL_PREFIXES: &[&str] = &[
     "REDIS_URL",
 ];
 
+/// Suffixes of names that hold paths to public CA bundles, not secrets.
+const NOT_CREDENTIAL_SUFFIXES: &[&str] = &["_CA_BUNDLE", "_CA_CERTS_FILE", "_CA_CERTS", "_CA_FILE"];
+
 /// Whether a variable name looks like it carries a credential.
 pub fn looks_like_credential(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
+    if NOT_CREDENTIAL_SUFFIXES.iter().any(|s| upper.ends_with(s)) {
+        return false;
+    }
     CREDENTIAL_WORDS.iter().any(|w| upper.contains(w))
         || CREDENTIAL_PREFIXES.iter().any(|p| upper.starts_with(p))
 }
@@ -123,11 +129,14 @@ pub fn plan(
         if set.iter().any(|(s, _)| OsStr::new(s) == k) {
             continue;
         }
-        if pass.iter().any(|p| p.matches(&name)) {
+        let named = pass.iter().any(|p| !p.is_pattern() && p.matches(&name));
+        let by_pattern = pass.iter().any(|p| p.is_pattern() && p.matches(&name));
+        if named {
             out.vars.push((k.clone(), v.clone()));
         } else if looks_like_credential(&name) {
+            // Credentials pass only when named exactly, never by a pattern.
             out.withheld_credentials.push(name.into_owned());
-        } else if allowlisted(&name) {
+        } else if allowlisted(&name) || by_pattern {
             out.vars.push((k.clone(), v.clone()));
         } else {
             out.withheld_other.push(name.into_owned());
@@ -196,6 +205,14 @@ mod tests {
     }
 
     #[test]
+    fn patterns_never_pass_credentials() {
+        let h = host(&[("CARGO_REGISTRY_TOKEN", "s3cr3t"), ("CARGO_HOME", "/c")]);
+        let p = plan(&h, &[EnvName("CARGO_*".into())], &[]);
+        assert_eq!(p.vars, host(&[("CARGO_HOME", "/c")]));
+        assert_eq!(p.withheld_credentials, vec!["CARGO_REGISTRY_TOKEN"]);
+    }
+
+    #[test]
     fn credential_heuristics() {
         for yes in [
             "OPENAI_API_KEY",
@@ -206,7 +223,14 @@ mod tests {
         ] {
             assert!(looks_like_credential(yes), "{yes}");
         }
-        for no in ["PATH", "TERM", "LANG", "EDITOR", "RUST_LOG"] {
+        for no in [
+            "PATH",
+            "TERM",
+            "LANG",
+            "EDITOR",
+            "RUST_LOG",
+            "AWS_CA_BUNDLE",
+        ] {
             assert!(!looks_like_credential(no), "{no}");
         }
     }

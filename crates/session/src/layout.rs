@@ -274,9 +274,64 @@ fn check_not_cordon(path: &Path, dirs: &Dirs, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Credential directories in a home that a home grant may never lead into,
+/// whatever symlinks say.
+const SECRET_HOME_DIRS: &[&str] = &[
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".azure",
+    ".kube",
+    ".docker",
+    ".config/gcloud",
+    ".config/gh",
+    ".password-store",
+    ".local/share/keyrings",
+];
+
+/// A home grant (`home.read`/`home.write`) is mounted where its symlinks
+/// lead: refuse when that is a credential directory or a file the profile
+/// hides, so a dotfile turned into a link to `~/.ssh/id_ed25519` by an
+/// earlier session does not hand the key over. Granting such a path by its
+/// own name stays possible (an explicit choice).
+fn check_home_target(src: &Path, real: &Path, home: &Path, p: &Profile) -> Result<(), Error> {
+    if real == src {
+        return Ok(());
+    }
+    let secret_dir = SECRET_HOME_DIRS
+        .iter()
+        .any(|d| real.starts_with(home.join(d)));
+    let hidden = real
+        .file_name()
+        .is_some_and(|n| p.hide_matcher().is_hidden(Path::new(n)));
+    if secret_dir || hidden {
+        return Err(refuse(
+            format!(
+                "refusing home entry {}: it leads to {}, which holds credentials",
+                src.display(),
+                real.display()
+            ),
+            "check that symlink; grant the file it should point to instead",
+        ));
+    }
+    Ok(())
+}
+
 /// Paths that must never be granted wholesale: `/` and the home directory or
 /// any of its ancestors (they contain every credential the user has).
 pub fn check_grant(path: &Path, home: &Path, what: &str) -> Result<(), Error> {
+    for special in ["/proc", "/sys", "/dev", "/run"] {
+        if path.starts_with(special) {
+            return Err(refuse(
+                format!(
+                    "refusing to expose {} as {what}: {special} holds kernel interfaces and \
+                     service sockets (D-Bus, ssh-agent, the container runtime)",
+                    path.display()
+                ),
+                "the sandbox has its own /proc and /dev; grant a regular directory",
+            ));
+        }
+    }
     if path == Path::new("/") || home.starts_with(path) {
         return Err(refuse(
             format!(
@@ -312,7 +367,9 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
             } else {
                 "a home entry"
             };
-            check_not_cordon(&crate::dirs::resolve(&src), input.dirs, what)?;
+            let real = crate::dirs::resolve(&src);
+            check_not_cordon(&real, input.dirs, what)?;
+            check_home_target(&src, &real, home, p)?;
             if !src.exists() {
                 if r.optional {
                     continue;
@@ -455,6 +512,25 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
             // A worktree or submodule checkout: `.git` names the git dir;
             // rewriting it would point git at a directory the agent made.
             mounts.push(Mount::ReadOnly { dest: git.clone() });
+        }
+    }
+    if input.mode != ProjectMode::Ro {
+        // A directory holding a protected path could be renamed and replaced
+        // by one without the read-only mount (`mv .github x; mkdir -p
+        // .github/hooks`): make every such ancestor a mountpoint too.
+        let mut pinned: Vec<PathBuf> = vec![PathBuf::from(".git")];
+        for rel in &protected {
+            let mut prefix = PathBuf::new();
+            let comps: Vec<_> = rel.components().collect();
+            for comp in comps.iter().take(comps.len().saturating_sub(1)) {
+                prefix.push(comp);
+                let host = project.join(&prefix);
+                let is_dir = std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir());
+                if is_dir && !pinned.contains(&prefix) {
+                    pinned.push(prefix.clone());
+                    mounts.push(Mount::Pin { dest: host });
+                }
+            }
         }
     }
     let mut symlinks = Vec::new();

@@ -77,10 +77,24 @@ pub fn load(arg: &str, dirs: &Dirs) -> Result<Profile, ProfileError> {
             name: arg.to_owned(),
             searched: vec![path.display().to_string()],
         })?;
-        let name = path
+        let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| arg.to_owned());
+            .unwrap_or_default();
+        if !valid_name(&stem) {
+            return Err(ProfileError::Invalid {
+                origin: arg.to_owned(),
+                message: "profile file names use letters, digits, '-', '_' and '.'".into(),
+            });
+        }
+        // A profile given by path gets a name of its own (its persisted home
+        // must not be shared with a built-in or user profile of that stem).
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in abs.as_os_str().as_encoded_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let name = format!("{stem}.file-{:08x}", h as u32);
         return resolve_text(&name, text, &source);
     }
     cordon_policy::resolve(arg, &source)

@@ -153,6 +153,9 @@ impl Store {
     /// Finds a session by full id, unique prefix, unique random suffix, or
     /// `last` (the newest).
     pub fn find(&self, query: &str) -> Result<SessionId, Error> {
+        if query.is_empty() {
+            return Err(Error::Usage("empty session id".into()));
+        }
         let ids = self.ids()?;
         if query == "last" {
             return ids
@@ -167,7 +170,7 @@ impl Store {
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(Error::NotFound(format!(
-                "no session matches {query:?} (see `cordon ps`... or the directories in {})",
+                "no session matches {query:?} (sessions are the directories in {})",
                 self.root.display()
             ))),
             many => Err(Error::Usage(format!(
@@ -180,6 +183,20 @@ impl Store {
                     .join(", ")
             ))),
         }
+    }
+}
+
+impl Store {
+    /// The newest session (by start time) whose record satisfies `keep`.
+    pub fn newest(&self, keep: impl Fn(&Record) -> bool) -> Result<Option<Record>, Error> {
+        let mut best: Option<Record> = None;
+        for id in self.ids()? {
+            let Ok(rec) = self.load(&id) else { continue };
+            if keep(&rec) && best.as_ref().is_none_or(|b| rec.started_ms >= b.started_ms) {
+                best = Some(rec);
+            }
+        }
+        Ok(best)
     }
 }
 

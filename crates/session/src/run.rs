@@ -154,7 +154,16 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     for e in &req.env {
         match e.split_once('=') {
             Some((k, v)) => {
-                EnvName::parse(k).map_err(|m| Error::Usage(format!("--env {e}: {m}")))?;
+                if k.ends_with('*') || EnvName::parse(k).is_err() {
+                    return Err(Error::Usage(format!(
+                        "--env {e}: {k:?} is not a variable name (letters, digits and _)"
+                    )));
+                }
+                if ["HOME", "TMPDIR", "CORDON_SESSION", "CORDON_PROFILE"].contains(&k) {
+                    return Err(Error::Usage(format!(
+                        "--env {e}: cordon sets {k} itself inside the sandbox"
+                    )));
+                }
                 set.retain(|(s, _)| s != k);
                 set.push((k.to_owned(), OsString::from(v)));
             }
@@ -373,15 +382,15 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
                         Ok(()) => {
                             notices.push(format!(
                                 "the agent created protected path {}; moved it to {}",
-                                path.display(),
-                                dest.display()
+                                crate::overlay::quote(&path),
+                                crate::overlay::quote(&dest)
                             ));
                             record.quarantined.push(found.clone());
                         }
                         Err(e) => notices.push(format!(
                             "the agent created protected path {} and it could not be moved \
                              away ({e}); inspect it before using the project",
-                            path.display()
+                            crate::overlay::quote(&path)
                         )),
                     }
                 }

@@ -159,11 +159,25 @@ both!(bad_profiles_give_precise_errors, |env| {
         "{}",
         stderr(&o)
     );
+    // Usage errors of `run` use cordon's own code, never one an agent uses.
     let o = env
         .cordon(["run", "--no-tty", "--mode", "rwx", "--", "true"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "clap usage error");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    for bad in ["FOO*=bar", "HOME=/x"] {
+        let o = env
+            .cordon(["run", "--no-tty", "-e", bad, "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{bad}: {}", stderr(&o));
+    }
+    let o = env.cordon(["profile", "show"]).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "other commands keep 2 for usage errors"
+    );
 });
 
 both!(doctor_reports_this_host, |env| {

@@ -136,10 +136,24 @@ both!(overlay_diff_and_apply, |env| {
 
 both!(diff_refuses_non_overlay_sessions, |env| {
     ok(&env.sh(&[], "true"));
-    let o = env.cordon(["diff", "last"]).output().unwrap();
+    let id = env
+        .last_session()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let o = env.cordon(["diff", &id]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("only overlay sessions"),
+        "{}",
+        stderr(&o)
+    );
+    // `last` means the newest overlay session of this project.
+    let o = env.cordon(["diff", "last"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no overlay session for"),
         "{}",
         stderr(&o)
     );

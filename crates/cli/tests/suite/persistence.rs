@@ -367,3 +367,50 @@ both!(
         assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     }
 );
+
+both!(parents_of_protected_paths_cannot_be_swapped, |env| {
+    let p = &env.project;
+    std::fs::create_dir_all(p.join(".github/hooks")).unwrap();
+    std::fs::write(
+        p.join(".git/config"),
+        "[core]\n\thooksPath = .github/hooks\n",
+    )
+    .unwrap();
+    chown(env);
+    let out = ok(&env.sh(
+        &["--mode", "rw"],
+        "mv .github .github_old 2>/dev/null && echo MOVED; \
+         mkdir -p .github/hooks; (echo evil > .github/hooks/pre-commit) 2>/dev/null && echo WROTE; true",
+    ));
+    assert!(!out.contains("MOVED") && !out.contains("WROTE"), "{out}");
+    assert!(!p.join(".github/hooks/pre-commit").exists());
+});
+
+both!(home_grants_never_follow_links_into_credentials, |env| {
+    // An earlier session turned a dotfile into a link to the SSH key.
+    std::fs::remove_file(env.home.join(".gitconfig")).unwrap();
+    std::os::unix::fs::symlink(".ssh/id_ed25519", env.home.join(".gitconfig")).unwrap();
+    env.profile(
+        "dots",
+        "extends = \"default\"\n[home]\nread = [\".gitconfig\"]\n",
+    );
+    let o = env
+        .cordon([
+            "run",
+            "--no-tty",
+            "--profile",
+            "dots",
+            "--",
+            "cat",
+            ".gitconfig",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stdout(&o));
+    assert!(!stdout(&o).contains(crate::suite::harness::CANARY));
+    assert!(
+        stderr(&o).contains("which holds credentials"),
+        "{}",
+        stderr(&o)
+    );
+});
