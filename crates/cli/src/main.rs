@@ -153,7 +153,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             // `cordon run` reserves low codes for the agent: its own usage
             // errors are 125, like every other failure of cordon there.
-            let is_run = std::env::args().nth(1).as_deref() == Some("run");
+            let is_run = std::env::args_os().nth(1).is_some_and(|a| a == "run");
             return ExitCode::from(match (info, is_run) {
                 (true, _) => 0,
                 (false, true) => 125,
@@ -367,8 +367,12 @@ fn overlay_session(query: &str) -> Result<(Store, cordon_session::Record), Fail>
         // The newest overlay session of the project we are in: never another
         // project's by accident.
         let cwd = cordon_session::dirs::resolve(&std::env::current_dir()?);
+        // The closest enclosing project wins, then the newest session.
         store
-            .newest(|r| r.mode == ProjectMode::Overlay && cwd.starts_with(&r.project))?
+            .records()?
+            .into_iter()
+            .filter(|r| r.mode == ProjectMode::Overlay && cwd.starts_with(&r.project))
+            .max_by_key(|r| (r.project.components().count(), r.started_ms))
             .ok_or_else(|| {
                 Error::NotFound(format!(
                     "no overlay session for {} or a directory above it; give a session id",

@@ -274,9 +274,9 @@ fn check_not_cordon(path: &Path, dirs: &Dirs, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Credential directories in a home that a home grant may never lead into,
-/// whatever symlinks say.
-const SECRET_HOME_DIRS: &[&str] = &[
+/// Credential locations in a home that a grant may never lead into through a
+/// symlink (directories and single files).
+const SECRET_HOME_PATHS: &[&str] = &[
     ".ssh",
     ".gnupg",
     ".aws",
@@ -285,33 +285,52 @@ const SECRET_HOME_DIRS: &[&str] = &[
     ".docker",
     ".config/gcloud",
     ".config/gh",
-    ".password-store",
+    ".config/hub",
+    ".local/share/gh",
     ".local/share/keyrings",
+    ".password-store",
+    ".git-credentials",
+    ".pgpass",
+    ".vault-token",
+    ".netrc",
 ];
 
-/// A home grant (`home.read`/`home.write`) is mounted where its symlinks
-/// lead: refuse when that is a credential directory or a file the profile
-/// hides, so a dotfile turned into a link to `~/.ssh/id_ed25519` by an
-/// earlier session does not hand the key over. Granting such a path by its
-/// own name stays possible (an explicit choice).
+/// A grant under the home directory is mounted where its symlinks lead:
+/// refuse when that is, contains, or lies inside a credential location, is
+/// the home itself or above it, or is a file the profile hides — so a dotfile
+/// or toolchain directory turned into a link to `~/.ssh` by an earlier
+/// session does not hand the keys over. A grant *written* as a credential
+/// path (or with a hidden name) is the user's explicit choice and allowed.
 fn check_home_target(src: &Path, real: &Path, home: &Path, p: &Profile) -> Result<(), Error> {
-    if real == src {
+    if real == src || !(src.starts_with(home) || real.starts_with(home)) {
         return Ok(());
     }
-    let secret_dir = SECRET_HOME_DIRS
-        .iter()
-        .any(|d| real.starts_with(home.join(d)));
-    let hidden = real
-        .file_name()
-        .is_some_and(|n| p.hide_matcher().is_hidden(Path::new(n)));
-    if secret_dir || hidden {
+    let inside_secret = |x: &Path| {
+        SECRET_HOME_PATHS
+            .iter()
+            .any(|d| x.starts_with(home.join(d)))
+    };
+    let holds_secret = |x: &Path| {
+        SECRET_HOME_PATHS
+            .iter()
+            .any(|d| home.join(d).starts_with(x))
+    };
+    let hidden = |x: &Path| {
+        x.file_name()
+            .is_some_and(|n| p.hide_matcher().is_hidden(Path::new(n)))
+    };
+    // Written as a credential path or a hidden name: an explicit choice.
+    if inside_secret(src) || hidden(src) {
+        return Ok(());
+    }
+    if inside_secret(real) || holds_secret(real) || hidden(real) {
         return Err(refuse(
             format!(
-                "refusing home entry {}: it leads to {}, which holds credentials",
+                "refusing {}: its symlinks lead to {}, which is or holds credentials",
                 src.display(),
                 real.display()
             ),
-            "check that symlink; grant the file it should point to instead",
+            "check that symlink (an earlier session may have planted it)",
         ));
     }
     Ok(())
@@ -320,6 +339,19 @@ fn check_home_target(src: &Path, real: &Path, home: &Path, p: &Profile) -> Resul
 /// Paths that must never be granted wholesale: `/` and the home directory or
 /// any of its ancestors (they contain every credential the user has).
 pub fn check_grant(path: &Path, home: &Path, what: &str) -> Result<(), Error> {
+    if let Ok(md) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if md.is_dir() && md.permissions().mode() & 0o1002 == 0o1002 {
+            return Err(refuse(
+                format!(
+                    "refusing to expose {} as {what}: it is a shared, world-writable directory \
+                     (other users' files, ssh-agent and tmux sockets)",
+                    path.display()
+                ),
+                "grant a directory of your own",
+            ));
+        }
+    }
     for special in ["/proc", "/sys", "/dev", "/run"] {
         if path.starts_with(special) {
             return Err(refuse(
@@ -408,6 +440,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         let real = crate::dirs::resolve(&path);
         check_grant(&real, home, "a read-only path")?;
         check_not_cordon(&real, input.dirs, "a read-only path")?;
+        check_home_target(&path, &real, home, p)?;
         if !optional && !path.exists() {
             return Err(Error::NotFound(format!(
                 "profile {:?} grants {} which does not exist (mark it `optional = true`?)",
@@ -431,6 +464,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         let real = crate::dirs::resolve(&path);
         check_grant(&real, home, "a writable path")?;
         check_not_cordon(&real, input.dirs, "a writable path")?;
+        check_home_target(&path, &real, home, p)?;
         if !path.exists() {
             if optional {
                 continue;

@@ -187,16 +187,13 @@ impl Store {
 }
 
 impl Store {
-    /// The newest session (by start time) whose record satisfies `keep`.
-    pub fn newest(&self, keep: impl Fn(&Record) -> bool) -> Result<Option<Record>, Error> {
-        let mut best: Option<Record> = None;
-        for id in self.ids()? {
-            let Ok(rec) = self.load(&id) else { continue };
-            if keep(&rec) && best.as_ref().is_none_or(|b| rec.started_ms >= b.started_ms) {
-                best = Some(rec);
-            }
-        }
-        Ok(best)
+    /// Every readable session record (damaged ones are skipped).
+    pub fn records(&self) -> Result<Vec<Record>, Error> {
+        Ok(self
+            .ids()?
+            .iter()
+            .filter_map(|id| self.load(id).ok())
+            .collect())
     }
 }
 

@@ -409,7 +409,88 @@ both!(home_grants_never_follow_links_into_credentials, |env| {
     assert_eq!(o.status.code(), Some(125), "{}", stdout(&o));
     assert!(!stdout(&o).contains(crate::suite::harness::CANARY));
     assert!(
-        stderr(&o).contains("which holds credentials"),
+        stderr(&o).contains("holds credentials"),
+        "{}",
+        stderr(&o)
+    );
+});
+
+both!(grant_symlinks_are_checked_everywhere_under_home, |env| {
+    let h = &env.home;
+    let run = |profile: &str| {
+        env.cordon(["run", "--no-tty", "--profile", profile, "--", "true"])
+            .output()
+            .unwrap()
+    };
+    // A toolchain directory granted by a built-in profile, turned into a link.
+    std::fs::create_dir_all(h.join(".local")).unwrap();
+    std::os::unix::fs::symlink("../.ssh", h.join(".local/bin")).unwrap();
+    let o = run("codex");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds credentials"), "{}", stderr(&o));
+    std::fs::remove_file(h.join(".local/bin")).unwrap();
+    // A dotfile linked to a directory holding secrets, or to the home itself.
+    std::fs::remove_file(h.join(".gitconfig")).unwrap();
+    env.profile(
+        "dots",
+        "extends = \"default\"\n[home]\nread = [\".gitconfig\"]\n",
+    );
+    for target in [".local/share", "."] {
+        std::fs::create_dir_all(h.join(".local/share/keyrings")).unwrap();
+        let _ = std::fs::remove_file(h.join(".gitconfig"));
+        std::os::unix::fs::symlink(target, h.join(".gitconfig")).unwrap();
+        let o = run("dots");
+        assert_eq!(o.status.code(), Some(125), "{target}: {}", stderr(&o));
+    }
+    // Naming a credential file explicitly stays possible, links included.
+    std::fs::create_dir_all(h.join(".kube/configs")).unwrap();
+    std::fs::write(h.join(".kube/configs/dev.yaml"), "kind: Config\n").unwrap();
+    std::os::unix::fs::symlink("configs/dev.yaml", h.join(".kube/config")).unwrap();
+    if env.who == As::Nobody {
+        Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(h)
+            .status()
+            .unwrap();
+    }
+    env.profile(
+        "kube",
+        "extends = \"default\"\n[home]\nread = [\".kube/config\"]\n",
+    );
+    let o = env
+        .cordon([
+            "run",
+            "--no-tty",
+            "--profile",
+            "kube",
+            "--",
+            "sh",
+            "-c",
+            "cat ~/.kube/config",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&o), "kind: Config\n");
+});
+
+both!(shared_directories_cannot_be_granted, |env| {
+    let shared = env.home.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let o = env
+        .cordon([
+            "run",
+            "--no-tty",
+            "--allow-read",
+            shared.to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("shared, world-writable"),
         "{}",
         stderr(&o)
     );
