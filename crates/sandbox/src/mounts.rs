@@ -354,21 +354,30 @@ fn open_in_root(root: BorrowedFd<'_>, path: &Path, dir: bool) -> rustix::io::Res
     )
 }
 
+/// Opens `path` (relative to the root) when it exists; `Ok(None)` when not.
+fn open_existing(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    dir: bool,
+) -> Result<Option<OwnedFd>, StageError> {
+    match open_in_root(root, path, dir) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(StageError::new(
+            "mounts",
+            format!("open /{}", path.display()),
+            e.into(),
+        )),
+    }
+}
+
 /// Opens the directory `path` (relative to the root), creating every missing
 /// component. Existing components are resolved one at a time and may not
 /// lead outside the directory they start in.
 fn ensure_dir(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, StageError> {
     // Fast path: most mountpoints already exist inside a bound tree.
-    match open_in_root(root, path, true) {
-        Ok(fd) => return Ok(fd),
-        Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => {
-            return Err(StageError::new(
-                "mounts",
-                format!("open /{}", path.display()),
-                e.into(),
-            ))
-        }
+    if let Some(fd) = open_existing(root, path, true)? {
+        return Ok(fd);
     }
     let mut fd = open_in_root(root, Path::new("."), true)
         .map_err(io::Error::from)
@@ -440,16 +449,8 @@ fn mountpoint(root: BorrowedFd<'_>, path: &Path, dir: bool) -> Result<OwnedFd, S
     if dir {
         return ensure_dir(root, path);
     }
-    match open_in_root(root, path, false) {
-        Ok(fd) => return Ok(fd),
-        Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => {
-            return Err(StageError::new(
-                "mounts",
-                format!("open /{}", path.display()),
-                e.into(),
-            ))
-        }
+    if let Some(fd) = open_existing(root, path, false)? {
+        return Ok(fd);
     }
     create_file(root, path, b"", 0o644)?;
     open_in_root(root, path, false)
@@ -472,16 +473,8 @@ fn attach(src: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &Path) -> Result<()
 /// Clones the tree at `path` (inside the new root) with extra attributes and
 /// mounts the clone back on the same path.
 fn rebind(root: BorrowedFd<'_>, path: &Path, from: &Path, set: u64) -> Result<(), StageError> {
-    let target = match open_in_root(root, path, false) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
-        Err(e) => {
-            return Err(StageError::new(
-                "mounts",
-                format!("open /{}", path.display()),
-                e.into(),
-            ))
-        }
+    let Some(target) = open_existing(root, path, false)? else {
+        return Ok(());
     };
     let src = open_in_root(root, from, false)
         .map_err(io::Error::from)
@@ -545,19 +538,12 @@ fn place(root: BorrowedFd<'_>, m: &Mount, p: Prepared) -> Result<(), StageError>
         }
         (Mount::Pin { .. }, Prepared::Later) => rebind(root, path, path, ATTR_NOSUID | ATTR_NODEV),
         (Mount::Mask { .. }, Prepared::Later) => {
-            let is_dir = match open_in_root(root, path, false) {
-                Ok(fd) => rfs::fstat(&fd)
-                    .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
-                    .unwrap_or(false),
-                Err(rustix::io::Errno::NOENT) => return Ok(()),
-                Err(e) => {
-                    return Err(StageError::new(
-                        "mounts",
-                        format!("open {}", m.dest().display()),
-                        e.into(),
-                    ))
-                }
+            let Some(fd) = open_existing(root, path, false)? else {
+                return Ok(());
             };
+            let is_dir = rfs::fstat(&fd)
+                .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+                .unwrap_or(false);
             let from = if is_dir { MASK_DIR } else { MASK_FILE };
             rebind(
                 root,

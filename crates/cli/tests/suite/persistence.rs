@@ -408,11 +408,7 @@ both!(home_grants_never_follow_links_into_credentials, |env| {
         .unwrap();
     assert_eq!(o.status.code(), Some(125), "{}", stdout(&o));
     assert!(!stdout(&o).contains(crate::suite::harness::CANARY));
-    assert!(
-        stderr(&o).contains("holds credentials"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("holds credentials"), "{}", stderr(&o));
 });
 
 both!(grant_symlinks_are_checked_everywhere_under_home, |env| {
