@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cordon_session::{overlay, run, Dirs, Error, Status, Store};
+use cordon_session::{overlay, run, Dirs, Error, Store};
 use cordon_types::ProjectMode;
 
 const EXIT_CODES: &str = "\
@@ -416,7 +416,7 @@ fn cmd_diff(query: &str, stat: bool, as_json: bool) -> Result<u8, Fail> {
 
 fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
     let (store, mut rec) = overlay_session(query)?;
-    if rec.status == Status::Running && cordon_session::record::pid_alive(rec.supervisor_pid) {
+    if store.is_live(&rec.id) {
         return Err(Error::Usage(format!(
             "session {} is still running; apply after it exits",
             rec.id

@@ -1,6 +1,6 @@
 //! Session records: one directory per session with a `session.json`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cordon_types::{ProjectMode, SessionId};
 use serde::{Deserialize, Serialize};
@@ -197,9 +197,27 @@ impl Store {
     }
 }
 
-/// Whether a process with this pid exists (for stale `running` records).
-pub fn pid_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+impl Store {
+    /// Takes the session's lock, held by the supervisor for as long as the
+    /// session runs (released by the kernel when it exits, however it dies).
+    pub fn lock(&self, id: &SessionId) -> Result<std::os::fd::OwnedFd, Error> {
+        use rustix::fs::{FlockOperation, Mode, OFlags};
+        let path = self.dir(id).join("lock");
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| Error::io(format!("open {}", path.display()), e.into()))?;
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| Error::io(format!("lock {}", path.display()), e.into()))?;
+        Ok(fd)
+    }
+
+    /// Whether a supervisor still holds the session (its lock is taken).
+    pub fn is_live(&self, id: &SessionId) -> bool {
+        matches!(self.lock(id), Err(Error::Io { ref source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock)
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub struct Prepared {
     /// Things the user should know before the agent starts.
     pub notices: Vec<String>,
     store: Store,
+    /// Held until the run is recorded: marks the session live.
+    _lock: std::os::fd::OwnedFd,
 }
 
 /// How a run ended.
@@ -210,6 +212,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         notices.push(format!("--env {m}: not set on the host, so not passed"));
     }
 
+    let lock = store.lock(&id)?;
     let session_dir = store.dir(&id);
     let layout = layout::build(&layout::Input {
         profile: &profile,
@@ -279,6 +282,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         layout,
         notices,
         store,
+        _lock: lock,
     })
 }
 

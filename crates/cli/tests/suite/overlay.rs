@@ -161,3 +161,35 @@ both!(diff_refuses_non_overlay_sessions, |env| {
     assert_eq!(o.status.code(), Some(2));
     assert!(stdout(&o).is_empty());
 });
+
+both!(apply_waits_for_a_live_session_but_not_a_dead_one, |env| {
+    let mut child = env
+        .cordon([
+            "run",
+            "--no-tty",
+            "--mode",
+            "overlay",
+            "--",
+            "sh",
+            "-c",
+            "echo new > added.txt; echo ready; sleep 30",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut buf).unwrap();
+    let o = env.cordon(["apply", "last", "--yes"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("still running"), "{}", stderr(&o));
+    // A supervisor killed outright leaves a "running" record behind; its lock
+    // dies with it, so the session can be applied.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = env.cordon(["apply", "last", "--yes"]).output().unwrap();
+    ok(&o);
+    assert_eq!(
+        std::fs::read_to_string(env.project.join("added.txt")).unwrap(),
+        "new\n"
+    );
+});
