@@ -604,7 +604,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
 
     // Hidden files.
     let matcher = p.hide_matcher();
-    let hidden = find_hidden(project, matcher)?;
+    let hidden = find_hidden(project, matcher, input.mode != ProjectMode::Ro)?;
     for rel in &hidden {
         mounts.push(Mount::Mask {
             dest: project.join(rel),
@@ -866,7 +866,15 @@ fn create_placeholder(path: &Path, dir: bool) -> Result<(), Error> {
 /// (socket, FIFO, device) and every directory we cannot read. A hidden directory is masked as a
 /// whole and not descended into. A hidden symlink masks its target when that
 /// lies inside the project (a target outside is not in the view anyway).
-pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>, Error> {
+///
+/// With `unreadable_files`, regular files without any read bit are masked too
+/// (one `stat` per file; needed when the project is writable, where the
+/// agent could `chmod` them).
+pub fn find_hidden(
+    project: &Path,
+    matcher: &HideMatcher,
+    unreadable_files: bool,
+) -> Result<Vec<PathBuf>, Error> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -909,6 +917,16 @@ pub fn find_hidden(project: &Path, matcher: &HideMatcher) -> Result<Vec<PathBuf>
                 out.push(child);
             } else if ft.is_dir() && !(rel == Path::new(".git") && name == OsStr::new("objects")) {
                 stack.push(child);
+            } else if unreadable_files && ft.is_file() {
+                // Nobody can read it without chmod — which the agent, as the
+                // owner, could do in overlay and rw modes. Mask it.
+                use std::os::unix::fs::PermissionsExt;
+                if entry
+                    .metadata()
+                    .is_ok_and(|m| m.permissions().mode() & 0o444 == 0)
+                {
+                    out.push(child);
+                }
             }
             if out.len() > MAX_HIDDEN {
                 return Err(refuse(
@@ -947,7 +965,7 @@ mod tests {
             .collect();
         let m = HideMatcher::new(&rules, &[]);
         let canon = std::fs::canonicalize(p).unwrap();
-        let found = find_hidden(&canon, &m).unwrap();
+        let found = find_hidden(&canon, &m, false).unwrap();
         assert_eq!(
             found,
             vec![

@@ -137,15 +137,20 @@ both!(fifos_and_unreadable_dirs_are_masked, |env| {
     std::fs::write(p.join("locked/.env"), "SECRET=topsecret\n").unwrap();
     chown(env);
     std::fs::set_permissions(p.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::write(p.join("vault.txt"), "SECRET=modezero\n").unwrap();
+    chown(env);
+    std::fs::set_permissions(p.join("vault.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let o = env.sh(
         &["--mode", "overlay"],
-        "timeout 3 cat .env; echo fifo=$?; chmod 700 locked 2>/dev/null; cat locked/.env 2>&1; true",
+        "timeout 3 cat .env; echo fifo=$?; chmod 700 locked 2>/dev/null; cat locked/.env 2>&1; \
+         chmod 600 vault.txt 2>/dev/null; cat vault.txt 2>&1; true",
     );
     let out = stdout(&o);
     std::fs::set_permissions(p.join("locked"), std::fs::Permissions::from_mode(0o700)).unwrap();
     // Masked: refused at once, instead of blocking on the pipe (124).
     assert!(out.contains("fifo=1"), "{out}");
     assert!(!out.contains("topsecret"), "{out}");
+    assert!(!out.contains("modezero"), "{out}");
 });
 
 both!(quarantine_never_follows_an_agent_symlink, |env| {
