@@ -35,13 +35,14 @@ enum Command {
     /// Run a command (an agent, a shell, a script) in a sandbox.
     ///
     /// The sandbox sees a read-only system, an empty fake home, /tmp, and the
-    /// project at its real path; it has no network, no other processes, and no
-    /// credentials from your environment. Examples:
+    /// project at its real path; it has no network, no other processes, and
+    /// no credentials from your environment. Examples:
     ///
     ///   cordon run -- bash
-    ///   cordon run --mode overlay -- claude
+    ///   cordon run --mode overlay -- claude        (then: cordon diff last)
     ///   cordon run --profile codex --allow-read ~/.cargo/bin -- codex
-    #[command(after_help = EXIT_CODES)]
+    ///   cordon run --mode rw --allow-read ~/.cargo -e RUST_LOG -- cargo test --offline
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Run(RunArgs),
     /// Report which sandbox layers work on this host and which profiles can run.
     Doctor {
