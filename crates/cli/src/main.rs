@@ -41,7 +41,7 @@ enum Command {
     ///   cordon run -- bash
     ///   cordon run --mode overlay -- claude        (then: cordon diff last)
     ///   cordon run --profile codex --allow-read ~/.cargo/bin -- codex
-    ///   cordon run --mode rw --allow-read ~/.cargo -e RUST_LOG -- cargo test --offline
+    ///   cordon run --mode rw --allow-read ~/.cargo --allow-read ~/.rustup -- cargo test --offline
     #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
     Run(RunArgs),
     /// Report which sandbox layers work on this host and which profiles can run.
