@@ -430,59 +430,45 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         mounts.push(rw(&src, &home.join(&r.value.0)));
     }
 
-    // Extra host paths.
-    let read_rules = p
-        .filesystem
-        .read
+    // Extra host paths: the profile's rules, then the command line's (which
+    // are canonical already and must exist).
+    let rules = [(&p.filesystem.read, false), (&p.filesystem.write, true)];
+    let from_profile = rules.into_iter().flat_map(|(rules, writable)| {
+        rules
+            .iter()
+            .map(move |r| (r.value.resolve(home), writable, r.optional))
+    });
+    let from_cli = input
+        .allow_read
         .iter()
-        .map(|r| (r.value.resolve(home), r.optional));
-    for (path, optional) in read_rules {
+        .map(|x| (x.clone(), false, false))
+        .chain(input.allow_write.iter().map(|x| (x.clone(), true, false)));
+    for (path, writable, optional) in from_profile.chain(from_cli) {
+        let what = if writable {
+            "a writable path"
+        } else {
+            "a read-only path"
+        };
         let real = crate::dirs::resolve(&path);
-        check_grant(&real, home, "a read-only path")?;
-        check_not_cordon(&real, input.dirs, "a read-only path")?;
-        check_home_target(&path, &real, home, p)?;
-        if !optional && !path.exists() {
-            return Err(Error::NotFound(format!(
-                "profile {:?} grants {} which does not exist (mark it `optional = true`?)",
-                p.name,
-                path.display()
-            )));
-        }
-        mounts.push(ro(&path, optional));
-    }
-    for path in &input.allow_read {
-        check_grant(path, home, "a read-only path")?;
-        check_not_cordon(path, input.dirs, "a read-only path")?;
-        mounts.push(ro(path, false));
-    }
-    let write_rules = p
-        .filesystem
-        .write
-        .iter()
-        .map(|r| (r.value.resolve(home), r.optional));
-    for (path, optional) in write_rules {
-        let real = crate::dirs::resolve(&path);
-        check_grant(&real, home, "a writable path")?;
-        check_not_cordon(&real, input.dirs, "a writable path")?;
+        check_grant(&real, home, what)?;
+        check_not_cordon(&real, input.dirs, what)?;
         check_home_target(&path, &real, home, p)?;
         if !path.exists() {
             if optional {
                 continue;
             }
             return Err(Error::NotFound(format!(
-                "profile {:?} grants write access to {} which does not exist",
+                "profile {:?} grants {what} {} which does not exist (mark it `optional = true`?)",
                 p.name,
                 path.display()
             )));
         }
-        mounts.push(rw(&path, &path));
-        write.push(path);
-    }
-    for path in &input.allow_write {
-        check_grant(path, home, "a writable path")?;
-        check_not_cordon(path, input.dirs, "a writable path")?;
-        mounts.push(rw(path, path));
-        write.push(path.clone());
+        if writable {
+            mounts.push(rw(&path, &path));
+            write.push(path);
+        } else {
+            mounts.push(ro(&path, false));
+        }
     }
 
     // The project.

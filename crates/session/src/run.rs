@@ -445,7 +445,7 @@ fn quarantine(path: &Path, dest: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     match std::fs::rename(path, dest) {
-        Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
             copy_tree(path, dest)?;
             if std::fs::symlink_metadata(path)?.is_dir() {
                 std::fs::remove_dir_all(path)
@@ -455,10 +455,6 @@ fn quarantine(path: &Path, dest: &Path) -> std::io::Result<()> {
         }
         other => other,
     }
-}
-
-fn libc_exdev() -> i32 {
-    rustix::io::Errno::XDEV.raw_os_error()
 }
 
 fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {

@@ -204,6 +204,19 @@ impl Env {
         self.cordon(args).output().unwrap()
     }
 
+    /// Asserts that `cordon run --no-tty ARGS -- true` is refused: exit 125
+    /// and `says` in the message.
+    #[track_caller]
+    pub fn refused(&self, args: &[&str], says: &str) {
+        let mut all = vec!["run", "--no-tty"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "true"]);
+        let o = self.cordon(all).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: expected {says:?} in: {err}");
+    }
+
     /// Writes a user profile named `name`.
     pub fn profile(&self, name: &str, text: &str) -> PathBuf {
         let p = self

@@ -188,22 +188,9 @@ both!(quarantine_never_follows_an_agent_symlink, |env| {
 
 both!(grants_cannot_cover_cordons_own_directories, |env| {
     for dir in [&env.config, &env.state] {
-        let o = env
-            .cordon([
-                "run",
-                "--no-tty",
-                "--allow-write",
-                dir.to_str().unwrap(),
-                "--",
-                "true",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("overlaps cordon's own directory"),
-            "{}",
-            stderr(&o)
+        env.refused(
+            &["--allow-write", dir.to_str().unwrap()],
+            "overlaps cordon's own directory",
         );
     }
 });
@@ -342,22 +329,9 @@ both!(git_config_paths_are_protected_in_every_form, |env| {
 both!(
     cordon_dirs_are_refused_as_project_and_through_symlinks,
     |env| {
-        let o = env
-            .cordon([
-                "run",
-                "--no-tty",
-                "--project",
-                env.config.to_str().unwrap(),
-                "--",
-                "true",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("overlaps cordon's own directory"),
-            "{}",
-            stderr(&o)
+        env.refused(
+            &["--project", env.config.to_str().unwrap()],
+            "overlaps cordon's own directory",
         );
         // A home entry that is a symlink into cordon's state is refused too.
         std::os::unix::fs::symlink(&env.state, env.home.join("state-link")).unwrap();
@@ -365,11 +339,7 @@ both!(
             "sneaky",
             "extends = \"default\"\n[home]\nwrite = [\"state-link\"]\n",
         );
-        let o = env
-            .cordon(["run", "--no-tty", "--profile", "sneaky", "--", "true"])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        env.refused(&["--profile", "sneaky"], "overlaps cordon's own directory");
     }
 );
 
@@ -478,21 +448,8 @@ both!(shared_directories_cannot_be_granted, |env| {
     let shared = env.home.join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let o = env
-        .cordon([
-            "run",
-            "--no-tty",
-            "--allow-read",
-            shared.to_str().unwrap(),
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("shared, world-writable"),
-        "{}",
-        stderr(&o)
+    env.refused(
+        &["--allow-read", shared.to_str().unwrap()],
+        "shared, world-writable",
     );
 });
