@@ -199,9 +199,21 @@ fn nr32(nr: i64) -> u32 {
     nr as u32
 }
 
+/// Syscalls per leaf of the search tree (compared one after the other).
+const LEAF: usize = 4;
+
 /// Compiles the filter for `spec`. Denied calls return `errno`.
+///
+/// After the architecture checks, the syscall number goes down a binary
+/// search tree over the numbers that need a decision (the deny-list plus
+/// `clone`, `ioctl` and `personality`, whose arguments are checked); every
+/// other call is allowed. A tree rather than a straight list: the kernel
+/// evaluates the filter for every syscall number when it is installed (to
+/// cache the always-allowed ones), and at run time for the calls whose
+/// arguments matter, so its depth is paid at every sandbox start.
 pub fn compile(spec: &SeccompSpec, errno: i32) -> Vec<libc::sock_filter> {
     let ret_errno = |e: i32| stmt(BPF_RET_K, RET_ERRNO | (e as u32 & 0xffff));
+    let allow = stmt(BPF_RET_K, RET_ALLOW);
     let mut p = vec![
         // Foreign architectures (e.g. i386 via int 0x80) are killed outright.
         stmt(BPF_LD_W_ABS, OFF_ARCH),
@@ -214,51 +226,81 @@ pub fn compile(spec: &SeccompSpec, errno: i32) -> Vec<libc::sock_filter> {
         p.push(jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1));
         p.push(stmt(BPF_RET_K, RET_KILL_PROCESS));
     }
-    for d in deny_list(spec, errno) {
-        p.push(jump(BPF_JEQ_K, nr32(d.nr), 0, 1));
-        p.push(ret_errno(d.errno));
-    }
+    // Every block below is self-contained: it ends in RETs.
+    let mut leaves: Vec<(u32, Vec<libc::sock_filter>)> = deny_list(spec, errno)
+        .into_iter()
+        .map(|d| (nr32(d.nr), vec![ret_errno(d.errno)]))
+        .collect();
     // clone(flags): refuse any CLONE_NEW* flag (new namespaces, above all a
     // new user namespace). flags is the first argument on both arches.
-    p.extend([
-        jump(BPF_JEQ_K, nr32(libc::SYS_clone), 0, 4),
-        stmt(BPF_LD_W_ABS, off_arg_lo(0)),
-        jump(BPF_JSET_K, CLONE_NEW_MASK, 0, 1),
-        ret_errno(errno),
-        stmt(BPF_LD_W_ABS, OFF_NR),
-    ]);
+    leaves.push((
+        nr32(libc::SYS_clone),
+        vec![
+            stmt(BPF_LD_W_ABS, off_arg_lo(0)),
+            jump(BPF_JSET_K, CLONE_NEW_MASK, 0, 1),
+            ret_errno(errno),
+            allow,
+        ],
+    ));
     // ioctl(fd, TIOCSTI | TIOCLINUX): terminal input injection. The request is
     // an unsigned int: compare the low 32 bits only.
-    p.extend([
-        jump(BPF_JEQ_K, nr32(libc::SYS_ioctl), 0, 5),
-        stmt(BPF_LD_W_ABS, off_arg_lo(1)),
-        jump(BPF_JEQ_K, TIOCSTI, 1, 0),
-        jump(BPF_JEQ_K, TIOCLINUX, 0, 1),
-        ret_errno(errno),
-        stmt(BPF_LD_W_ABS, OFF_NR),
-    ]);
+    leaves.push((
+        nr32(libc::SYS_ioctl),
+        vec![
+            stmt(BPF_LD_W_ABS, off_arg_lo(1)),
+            jump(BPF_JEQ_K, TIOCSTI, 1, 0),
+            jump(BPF_JEQ_K, TIOCLINUX, 0, 1),
+            ret_errno(errno),
+            allow,
+        ],
+    ));
     // personality: allow only the default persona and queries (plus disabling
     // ASLR when debuggers are allowed); other personas change the kernel ABI.
-    let mut allowed = vec![0, PER_QUERY];
+    let mut personas = vec![0, PER_QUERY];
     if spec.allow_ptrace {
-        allowed.push(ADDR_NO_RANDOMIZE);
+        personas.push(ADDR_NO_RANDOMIZE);
     }
-    let n = allowed.len();
-    p.push(jump(
-        BPF_JEQ_K,
-        nr32(libc::SYS_personality),
-        0,
-        (n + 3) as u8,
-    ));
-    p.push(stmt(BPF_LD_W_ABS, off_arg_lo(0)));
-    for (i, v) in allowed.iter().enumerate() {
-        // On a match jump over the remaining compares and the RET to the reload.
-        p.push(jump(BPF_JEQ_K, *v, (n - i) as u8, 0));
+    let n = personas.len();
+    let mut block = vec![stmt(BPF_LD_W_ABS, off_arg_lo(0))];
+    for (i, v) in personas.iter().enumerate() {
+        // On a match, jump over the remaining compares and the errno.
+        block.push(jump(BPF_JEQ_K, *v, (n - i) as u8, 0));
     }
-    p.push(ret_errno(errno));
-    p.push(stmt(BPF_LD_W_ABS, OFF_NR));
-    p.push(stmt(BPF_RET_K, RET_ALLOW));
+    block.push(ret_errno(errno));
+    block.push(allow);
+    leaves.push((nr32(libc::SYS_personality), block));
+    leaves.sort_by_key(|(nr, _)| *nr);
+    leaves.dedup_by_key(|(nr, _)| *nr);
+    p.extend(tree(&leaves));
     p
+}
+
+/// The search tree over sorted `(number, block)` leaves; numbers not in the
+/// list end in ALLOW.
+fn tree(leaves: &[(u32, Vec<libc::sock_filter>)]) -> Vec<libc::sock_filter> {
+    let mut out = Vec::new();
+    if leaves.len() <= LEAF {
+        for (nr, block) in leaves {
+            // Not this number: skip its block.
+            out.push(jump(BPF_JEQ_K, *nr, 0, offset(block.len())));
+            out.extend_from_slice(block);
+        }
+        out.push(stmt(BPF_RET_K, RET_ALLOW));
+        return out;
+    }
+    let (low, high) = leaves.split_at(leaves.len() / 2);
+    let left = tree(low);
+    // nr >= first of the upper half: skip the lower half's code.
+    out.push(jump(BPF_JGE_K, high[0].0, offset(left.len()), 0));
+    out.extend(left);
+    out.extend(tree(high));
+    out
+}
+
+/// A forward jump distance; cBPF offsets are 8 bits. The tree's halves stay
+/// far below that (checked by the tests for every spec).
+fn offset(n: usize) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
 }
 
 /// Installs the filter on the calling thread (requires `no_new_privs`).
@@ -278,7 +320,7 @@ mod tests {
     fn in_child(f: impl FnOnce() -> i32) -> WaitStatus {
         // SAFETY: the child only runs `f` (syscalls, no locks taken by other
         // test threads are needed) and leaves with _exit.
-        match unsafe { sys::fork() }.unwrap() {
+        match unsafe { sys::clone_fork(0) }.unwrap() {
             Forked::Child => {
                 let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(99);
                 sys::exit_now(code)
@@ -314,6 +356,94 @@ mod tests {
             }
             assert_eq!(prog.last().unwrap().k, RET_ALLOW);
         }
+    }
+
+    /// Runs `prog` the way the kernel does, on a syscall number and first
+    /// two arguments.
+    fn eval(prog: &[libc::sock_filter], arch: u32, nr: u32, args: [u32; 2]) -> u32 {
+        run(prog, arch, nr, args).0
+    }
+
+    /// [`eval`], also counting the instructions executed.
+    fn run(prog: &[libc::sock_filter], arch: u32, nr: u32, args: [u32; 2]) -> (u32, usize) {
+        let (mut a, mut pc, mut steps) = (0u32, 0usize, 0usize);
+        loop {
+            let ins = prog[pc];
+            pc += 1;
+            steps += 1;
+            match ins.code {
+                BPF_LD_W_ABS => {
+                    a = match ins.k {
+                        OFF_NR => nr,
+                        OFF_ARCH => arch,
+                        k if k == off_arg_lo(0) => args[0],
+                        k if k == off_arg_lo(1) => args[1],
+                        k => panic!("unexpected load at {k}"),
+                    }
+                }
+                BPF_RET_K => return (ins.k, steps),
+                code => {
+                    let hit = match code {
+                        BPF_JEQ_K => a == ins.k,
+                        BPF_JGE_K => a >= ins.k,
+                        BPF_JSET_K => a & ins.k != 0,
+                        other => panic!("unexpected instruction {other:#x}"),
+                    };
+                    pc += usize::from(if hit { ins.jt } else { ins.jf });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_tree_decides_every_number_like_the_list() {
+        let e = |n: i32| RET_ERRNO | n as u32;
+        for spec in [SeccompSpec::default(), SeccompSpec { allow_ptrace: true }] {
+            let prog = compile(&spec, PROOF);
+            let denied = deny_list(&spec, PROOF);
+            for nr in 0..1024u32 {
+                let expected = denied
+                    .iter()
+                    .find(|d| nr32(d.nr) == nr)
+                    .map_or(RET_ALLOW, |d| e(d.errno));
+                let args = if nr == nr32(libc::SYS_personality) {
+                    [PER_QUERY, 0]
+                } else {
+                    [0, 0]
+                };
+                assert_eq!(eval(&prog, AUDIT_ARCH, nr, args), expected, "syscall {nr}");
+            }
+            let clone = nr32(libc::SYS_clone);
+            let ioctl = nr32(libc::SYS_ioctl);
+            let pers = nr32(libc::SYS_personality);
+            let newuser = libc::CLONE_NEWUSER as u32;
+            assert_eq!(eval(&prog, AUDIT_ARCH, clone, [newuser, 0]), e(PROOF));
+            assert_eq!(eval(&prog, AUDIT_ARCH, clone, [0x11, 0]), RET_ALLOW);
+            assert_eq!(eval(&prog, AUDIT_ARCH, ioctl, [0, TIOCSTI]), e(PROOF));
+            assert_eq!(eval(&prog, AUDIT_ARCH, ioctl, [0, TIOCLINUX]), e(PROOF));
+            assert_eq!(eval(&prog, AUDIT_ARCH, ioctl, [0, 0x5401]), RET_ALLOW);
+            assert_eq!(eval(&prog, AUDIT_ARCH, pers, [0x0008, 0]), e(PROOF));
+            let aslr = eval(&prog, AUDIT_ARCH, pers, [ADDR_NO_RANDOMIZE, 0]);
+            assert_eq!(aslr == RET_ALLOW, spec.allow_ptrace);
+            assert_eq!(eval(&prog, 0x4000_0003, 0, [0, 0]), RET_KILL_PROCESS);
+            if cfg!(target_arch = "x86_64") {
+                assert_eq!(
+                    eval(&prog, AUDIT_ARCH, X32_SYSCALL_BIT | 39, [0, 0]),
+                    RET_KILL_PROCESS
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_tree_is_shallow() {
+        let prog = compile(&SeccompSpec::default(), PROOF);
+        let longest = (0..1024u32)
+            .map(|nr| run(&prog, AUDIT_ARCH, nr, [0, 0]).1)
+            .max()
+            .unwrap_or(0);
+        // A straight list took about 160 instructions for an allowed call.
+        assert!(longest <= 16, "{longest} instructions on the longest path");
     }
 
     #[test]
@@ -367,7 +497,7 @@ mod tests {
                 return 1;
             }
             // SAFETY: single-threaded child; the grandchild exits at once.
-            match unsafe { sys::fork() } {
+            match unsafe { sys::clone_fork(0) } {
                 Ok(Forked::Child) => sys::exit_now(7),
                 Ok(Forked::Parent(pid)) => match sys::waitpid(pid, false) {
                     Ok(Some((_, WaitStatus::Exited(7)))) => 0,
