@@ -81,6 +81,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The record of a running session (as launched).
+const RUNNING: &str = "session.json";
+/// The record of an ended session; preferred when present.
+const FINAL: &str = "final.json";
+
 impl Store {
     /// A store rooted at `root` (normally `Dirs::sessions()`).
     pub fn new(root: PathBuf) -> Store {
@@ -113,22 +118,39 @@ impl Store {
         ))
     }
 
-    /// Writes the record atomically (temp file + rename).
+    /// Writes the record atomically (temp file + rename): `session.json`
+    /// while the session runs, `final.json` once it has ended (and for any
+    /// later update). Two names, because ext4 writes a file's data out when
+    /// it is renamed over an existing one (`auto_da_alloc`), which would put
+    /// a disk write on every session's exit path.
     pub fn save(&self, rec: &Record) -> Result<(), Error> {
+        let name = if rec.status == Status::Running {
+            RUNNING
+        } else {
+            FINAL
+        };
         let dir = self.dir(&rec.id);
-        let tmp = dir.join(".session.json.tmp");
+        let tmp = dir.join(format!(".{name}.tmp"));
         let data = serde_json::to_vec_pretty(rec)
             .map_err(|e| Error::io("encode session record", std::io::Error::other(e)))?;
         std::fs::write(&tmp, data)
-            .and_then(|()| std::fs::rename(&tmp, dir.join("session.json")))
-            .map_err(|e| Error::io(format!("write {}", dir.join("session.json").display()), e))
+            .and_then(|()| std::fs::rename(&tmp, dir.join(name)))
+            .map_err(|e| Error::io(format!("write {}", dir.join(name).display()), e))
     }
 
-    /// Reads a session's record.
+    /// Reads a session's record (the final one when the session has ended).
     pub fn load(&self, id: &SessionId) -> Result<Record, Error> {
-        let path = self.dir(id).join("session.json");
-        let data =
-            std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let dir = self.dir(id);
+        let (path, data) = match std::fs::read(dir.join(FINAL)) {
+            Ok(data) => (dir.join(FINAL), data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let path = dir.join(RUNNING);
+                let data = std::fs::read(&path)
+                    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+                (path, data)
+            }
+            Err(e) => return Err(Error::io(format!("read {}", dir.join(FINAL).display()), e)),
+        };
         serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
             path,
             message: e.to_string(),
@@ -262,5 +284,22 @@ mod tests {
         assert!(matches!(store.find("zzz"), Err(Error::NotFound(_))));
         std::fs::write(store.dir(&a).join("session.json"), b"{").unwrap();
         assert!(matches!(store.load(&a), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn the_final_record_wins_over_the_running_one() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path().join("sessions"));
+        let a = store.create().unwrap();
+        let mut rec = record(a.clone());
+        store.save(&rec).unwrap();
+        rec.status = Status::Exited;
+        rec.exit_code = Some(3);
+        store.save(&rec).unwrap();
+        assert_eq!(store.load(&a).unwrap(), rec);
+        assert!(store.dir(&a).join("session.json").exists());
+        rec.applied_ms = Some(9);
+        store.save(&rec).unwrap();
+        assert_eq!(store.load(&a).unwrap().applied_ms, Some(9));
     }
 }
