@@ -17,57 +17,6 @@ use cordon_types::ProjectMode;
 
 use crate::{Dirs, Error};
 
-/// `/etc` entries the sandbox sees (everything else in `/etc` is absent:
-/// shadow files, SSH host keys, sudoers, Wi-Fi and VPN secrets, ...).
-pub const ETC_ENTRIES: &[&str] = &[
-    "passwd",
-    "group",
-    "nsswitch.conf",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "ssl",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "pki",
-    "crypto-policies",
-    "alternatives",
-    "localtime",
-    "timezone",
-    "os-release",
-    "lsb-release",
-    "debian_version",
-    "profile",
-    "profile.d",
-    "bash.bashrc",
-    "bash_completion",
-    "bash_completion.d",
-    "inputrc",
-    "terminfo",
-    "locale.alias",
-    "locale.conf",
-    "locale.gen",
-    "mime.types",
-    "protocols",
-    "services",
-    "host.conf",
-    "gai.conf",
-    "magic",
-    "magic.mime",
-    "vim",
-    "gitconfig",
-    "manpath.config",
-    "fonts",
-    "shells",
-    "environment",
-    "ImageMagick-6",
-    "ImageMagick-7",
-    "xdg",
-];
-
-/// `/etc` entries passed by prefix (language runtimes' configuration).
-pub const ETC_PREFIXES: &[&str] = &["java", "python", "perl", "ruby", "php", "node"];
-
 /// System paths bound read-only when present.
 const SYSTEM_DIRS: &[&str] = &["/usr", "/opt"];
 /// usr-merge links (recreated as symlinks when they are symlinks on the host).
@@ -141,7 +90,7 @@ fn rw(src: &Path, dest: &Path) -> Mount {
 }
 
 /// The system part of the view (everything but home, project and grants).
-fn system_mounts(profile: &Profile) -> Vec<Mount> {
+fn system_mounts(profile: &Profile, dirs: &Dirs) -> Result<Vec<Mount>, Error> {
     let mut m = Vec::new();
     for d in SYSTEM_DIRS {
         m.push(ro(Path::new(d), true));
@@ -161,44 +110,17 @@ fn system_mounts(profile: &Profile) -> Vec<Mount> {
             Err(_) => {}
         }
     }
-    let mut etc: Vec<String> = ETC_ENTRIES.iter().map(|s| (*s).to_owned()).collect();
-    if let Ok(rd) = std::fs::read_dir("/etc") {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if ETC_PREFIXES.iter().any(|p| name.starts_with(p)) && !etc.contains(&name) {
-                etc.push(name);
-            }
-        }
-    }
-    for name in etc {
-        let p = Path::new("/etc").join(name);
-        // Directories are bound; files and symlinks are copied into the
-        // root, which ends up read-only (fewer mounts: faster start and exit).
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => m.push(ro(&p, true)),
-            Ok(md) if md.len() <= 1 << 20 => m.push(Mount::Copy {
-                src: p.clone(),
-                dest: p,
-                optional: true,
-            }),
-            Ok(_) => m.push(ro(&p, true)),
-            Err(_) => {}
-        }
-    }
-    let host = &profile.sandbox.hostname;
-    m.push(Mount::File {
-        dest: "/etc/hostname".into(),
-        contents: format!("{host}\n").into_bytes(),
-        mode: 0o644,
+    let etc = crate::etc::prepare(&dirs.state, &profile.sandbox.hostname)?;
+    m.push(Mount::Bind {
+        src: etc.dir,
+        dest: "/etc".into(),
+        writable: false,
+        optional: false,
+        dev: false,
     });
-    m.push(Mount::File {
-        dest: "/etc/hosts".into(),
-        contents: format!(
-            "127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        )
-        .into_bytes(),
-        mode: 0o644,
-    });
+    for p in &etc.binds {
+        m.push(ro(p, true));
+    }
     m.push(Mount::Proc {
         dest: "/proc".into(),
     });
@@ -245,7 +167,7 @@ fn system_mounts(profile: &Profile) -> Vec<Mount> {
         target: "/tmp".into(),
         dest: "/var/tmp".into(),
     });
-    m
+    Ok(m)
 }
 
 fn refuse(message: String, hint: &str) -> Error {
@@ -382,7 +304,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
     let p = input.profile;
     let home = &input.dirs.home;
     let project = &input.project;
-    let mut mounts = system_mounts(p);
+    let mut mounts = system_mounts(p, input.dirs)?;
     let mut write: Vec<PathBuf> = vec!["/tmp".into(), "/dev/shm".into(), home.clone()];
 
     // The fake home: a tmpfs at the real path, plus granted entries.

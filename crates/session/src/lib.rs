@@ -5,6 +5,7 @@
 //! * [`profiles`]: profile lookup (user directory, then built-ins).
 //! * [`layout`]: turns an effective profile into a sandbox specification —
 //!   the system view, the fake home, the project, protected and hidden paths.
+//! * [`etc`]: the curated `/etc`, copied once per state of the host.
 //! * [`run`]: creates the session record, launches, records the outcome.
 //! * [`overlay`]: `cordon diff` / `cordon apply` over an overlay's upper layer.
 //! * [`doctor`]: which layers and profiles work on this host.
@@ -18,6 +19,7 @@
 
 pub mod dirs;
 pub mod doctor;
+pub mod etc;
 pub mod layout;
 pub mod overlay;
 pub mod profiles;
