@@ -146,6 +146,12 @@ impl<E: Into<anyhow::Error>> From<E> for Fail {
 }
 
 fn main() -> ExitCode {
+    let is_run = std::env::args_os().nth(1).is_some_and(|a| a == "run");
+    // For `cordon run`, start creating the sandbox's namespaces before
+    // anything else: that overlaps with parsing the command line and
+    // resolving the profile. Any early return drops it, which kills the
+    // half-built sandbox.
+    let pre = is_run.then(cordon_sandbox::Prelaunch::start);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -154,7 +160,6 @@ fn main() -> ExitCode {
             let _ = e.print();
             // `cordon run` reserves low codes for the agent: its own usage
             // errors are 125, like every other failure of cordon there.
-            let is_run = std::env::args_os().nth(1).is_some_and(|a| a == "run");
             return ExitCode::from(match (info, is_run) {
                 (true, _) => 0,
                 (false, true) => 125,
@@ -163,7 +168,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => return cmd_run(args),
+        Command::Run(args) => return cmd_run(args, pre),
         Command::Doctor { json } => cmd_doctor(json),
         Command::Profile(p) => cmd_profile(p),
         Command::Diff {
@@ -205,8 +210,18 @@ fn notice(msg: &str) {
     eprintln!("cordon: {msg}");
 }
 
-fn cmd_run(a: RunArgs) -> ExitCode {
+fn cmd_run(
+    a: RunArgs,
+    pre: Option<Result<cordon_sandbox::Prelaunch, cordon_sandbox::LaunchError>>,
+) -> ExitCode {
     const FAILED: u8 = 125;
+    let pre = match pre.unwrap_or_else(cordon_sandbox::Prelaunch::start) {
+        Ok(p) => p,
+        Err(e) => {
+            notice(&format!("the sandbox could not start: {e}"));
+            return ExitCode::from(FAILED);
+        }
+    };
     let dirs = match Dirs::from_env() {
         Ok(d) => d,
         Err(e) => {
@@ -242,7 +257,7 @@ fn cmd_run(a: RunArgs) -> ExitCode {
     for n in &prepared.notices {
         notice(n);
     }
-    match run::execute(prepared, &mut |w| notice(&format!("warning: {w}"))) {
+    match run::execute(prepared, pre, &mut |w| notice(&format!("warning: {w}"))) {
         Ok(outcome) => {
             if !outcome.notices.is_empty() && std::io::stderr().is_terminal() {
                 // Whatever attributes the agent left set (hidden text, say)

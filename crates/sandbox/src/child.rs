@@ -1,51 +1,180 @@
-//! Stages 2–6, run by the cloned child, which is PID 1 of the new pid
-//! namespace and becomes the sandbox's init.
+//! The sandbox side of the launch: init, PID 1 of the new pid namespace
+//! (stages 2–7).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::protocol::{self, Msg};
-use crate::spec::SandboxSpec;
+use crate::protocol::{self, Msg, Order};
+use crate::spec::{SandboxSpec, Terminal};
 use crate::sys::{self, SigSet, WaitStatus};
 use crate::{confine, mounts, seccomp, StageError};
 
 /// Exit code of init when setup failed (reported over the channel as well).
 pub(crate) const EXIT_SETUP_FAILED: i32 = 125;
 
-/// What the child needs, prepared by the supervisor before `clone`.
-pub(crate) struct ChildArgs<'a> {
-    pub spec: &'a SandboxSpec,
-    pub argv: Vec<CString>,
-    pub env: Vec<CString>,
+/// What init starts with: nothing from the spec, which does not exist yet.
+pub(crate) struct StartArgs {
+    /// The sandbox's end of the socketpair.
+    pub chan: OwnedFd,
     pub uid: u32,
     pub gid: u32,
-    pub chan: OwnedFd,
-    /// Give the agent its own pty (allocated inside the sandbox's devpts).
-    pub want_pty: bool,
-    /// The signals init waits for (already blocked, inherited from the supervisor).
+    /// The signals init waits for; blocked from its first instruction on.
     pub signals: SigSet,
 }
 
-/// Runs the child side. Never returns.
-pub(crate) fn main(args: ChildArgs<'_>) -> ! {
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args)))
+/// Init (PID 1 of the new pid namespace). Never returns.
+pub(crate) fn init_main(a: StartArgs) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init(a)))
         .unwrap_or(EXIT_SETUP_FAILED);
     sys::exit_now(code)
 }
 
-fn run(args: ChildArgs<'_>) -> i32 {
-    let chan = args.chan.as_fd();
+/// Stage 2, while the supervisor still resolves the profile: ids, the
+/// network namespace, then wait for the spec.
+fn init(a: StartArgs) -> i32 {
+    let _ = rustix::thread::set_name(c"cordon-init");
     // If the supervisor is already gone, the send fails and we stop here;
     // otherwise the death signal covers every later moment.
     if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .is_err()
-        || protocol::send(chan, &Msg::Started).is_err()
+        || protocol::send(a.chan.as_fd(), &Msg::Started).is_err()
     {
         return EXIT_SETUP_FAILED;
     }
+    if let Err(e) = enter(&a) {
+        let _ = protocol::send(a.chan.as_fd(), &Msg::SetupFailed(e));
+        return EXIT_SETUP_FAILED;
+    }
+    let spec = match receive_spec(a.chan.as_fd()) {
+        Ok(Some(spec)) => spec,
+        // The supervisor gave up on this launch.
+        Ok(None) => return EXIT_SETUP_FAILED,
+        Err(e) => {
+            let _ = protocol::send(a.chan.as_fd(), &Msg::SetupFailed(e));
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    let args = match InitArgs::new(spec, a) {
+        Ok(a) => a,
+        Err((chan, e)) => {
+            let _ = protocol::send(chan.as_fd(), &Msg::SetupFailed(e));
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    run(args)
+}
+
+fn enter(a: &StartArgs) -> Result<(), StageError> {
+    sys::set_sigmask(libc::SIG_BLOCK, &a.signals)
+        .map_err(|e| StageError::new("signals", "block the relayed signals", e))?;
+    // One open directory fd to $HOME would bypass every mount rule.
+    sys::close_fds_except(&[a.chan.as_raw_fd()])
+        .map_err(|e| StageError::new("fds", "close inherited descriptors", e))?;
+    confine::map_ids(a.uid, a.gid)?;
+    // The network namespace is the expensive one (about half a millisecond):
+    // created here rather than in `clone`, it overlaps the supervisor's work.
+    // SAFETY: unsharing a namespace does not affect memory safety; init is
+    // single-threaded.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .map_err(|e| StageError::new("netns", "create the network namespace", e.into()))
+}
+
+/// What init works from once the spec has arrived.
+struct InitArgs {
+    spec: SandboxSpec,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    uid: u32,
+    gid: u32,
+    chan: OwnedFd,
+    signals: SigSet,
+}
+
+/// Waits for the spec; `Ok(None)` when the supervisor closed the channel.
+fn receive_spec(chan: BorrowedFd<'_>) -> Result<Option<SandboxSpec>, StageError> {
+    let e = |what: &str| {
+        let what = what.to_owned();
+        move |err: io::Error| StageError::new("spec", what, err)
+    };
+    let mut buf = vec![0u8; 256];
+    let Some((Order::Spec, Some(fd))) =
+        protocol::recv_blocking::<Order>(chan, &mut buf).map_err(e("receive the spec"))?
+    else {
+        return Ok(None);
+    };
+    let len = rustix::fs::fstat(&fd)
+        .map_err(io::Error::from)
+        .map_err(e("size the spec"))?
+        .st_size;
+    let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    let mut done = 0;
+    while done < data.len() {
+        match rustix::io::pread(&fd, &mut data[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(e("read the spec")(err.into())),
+        }
+    }
+    data.truncate(done);
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|err| e("parse the spec")(io::Error::new(io::ErrorKind::InvalidData, err)))
+}
+
+impl InitArgs {
+    #[allow(clippy::result_large_err)]
+    fn new(spec: SandboxSpec, h: StartArgs) -> Result<InitArgs, (OwnedFd, StageError)> {
+        match (argv_cstrings(&spec), env_cstrings(&spec)) {
+            (Ok(argv), Ok(env)) => Ok(InitArgs {
+                spec,
+                argv,
+                env,
+                uid: h.uid,
+                gid: h.gid,
+                chan: h.chan,
+                signals: h.signals,
+            }),
+            (Err(msg), _) | (_, Err(msg)) => Err((
+                h.chan,
+                StageError::new("spec", msg, io::Error::from_raw_os_error(libc::EINVAL)),
+            )),
+        }
+    }
+}
+
+/// The agent's argv as C strings; the message names what is wrong.
+pub(crate) fn argv_cstrings(spec: &SandboxSpec) -> Result<Vec<CString>, String> {
+    if spec.argv.is_empty() {
+        return Err("no command given".into());
+    }
+    spec.argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| "an argument contains a NUL byte".into()))
+        .collect()
+}
+
+/// The agent's environment as `NAME=value` C strings.
+pub(crate) fn env_cstrings(spec: &SandboxSpec) -> Result<Vec<CString>, String> {
+    spec.env
+        .iter()
+        .map(|(k, v)| {
+            if k.is_empty() || k.as_bytes().contains(&b'=') {
+                return Err(format!("invalid environment variable name {k:?}"));
+            }
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).map_err(|_| "an environment variable contains a NUL byte".into())
+        })
+        .collect()
+}
+
+fn run(args: InitArgs) -> i32 {
+    let chan = args.chan.as_fd();
     let mut pty_slave = None;
     match setup(&args, &mut pty_slave) {
         Ok(warnings) => {
@@ -75,15 +204,12 @@ fn run(args: ChildArgs<'_>) -> i32 {
     if protocol::send(chan, &Msg::Ready).is_err() {
         return EXIT_SETUP_FAILED;
     }
-    // SAFETY: init is single-threaded (it is a fresh clone of the
-    // single-threaded supervisor and never spawned threads).
-    let agent = match unsafe { sys::fork() } {
-        Ok(sys::Forked::Child) => exec_agent(&args, &program, pty_slave.as_ref()),
-        Ok(sys::Forked::Parent(pid)) => pid,
+    let agent = match spawn_agent(&args, &program, pty_slave.as_ref()) {
+        Ok(pid) => pid,
         Err(e) => {
             let _ = protocol::send(
                 chan,
-                &Msg::SetupFailed(StageError::new("init", "fork the agent", e)),
+                &Msg::SetupFailed(StageError::new("init", "start the agent", e)),
             );
             return EXIT_SETUP_FAILED;
         }
@@ -93,15 +219,11 @@ fn run(args: ChildArgs<'_>) -> i32 {
     init_loop(agent, &args.signals, chan)
 }
 
-/// Stages 2–5. Returns warnings to report.
-fn setup(a: &ChildArgs<'_>, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<String>, StageError> {
-    use std::os::fd::AsRawFd;
-    // One open directory fd to $HOME would bypass every mount rule.
-    sys::close_fds_except(&[a.chan.as_raw_fd()])
-        .map_err(|e| StageError::new("fds", "close inherited descriptors", e))?;
-    confine::map_ids(a.uid, a.gid)?;
+/// Stages 4–6. Returns warnings to report.
+fn setup(a: &InitArgs, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<String>, StageError> {
     mounts::build_root(&a.spec.mounts, a.spec.root_size)?;
-    if let (true, Some(term)) = (a.want_pty, crate::pty::first_tty()) {
+    let want_pty = a.spec.terminal == Terminal::Pty;
+    if let (true, Some(term)) = (want_pty, crate::pty::first_tty()) {
         // Allocated from the sandbox's own devpts, so the agent's tty has a
         // name inside (ttyname works); the master goes to the supervisor.
         let pty = crate::pty::open(term)
@@ -146,7 +268,7 @@ fn display(s: &CStr) -> String {
 }
 
 /// Resolves `argv[0]` inside the sandbox view, like `execvp`.
-fn find_program(a: &ChildArgs<'_>) -> Result<CString, (i32, String)> {
+fn find_program(a: &InitArgs) -> Result<CString, (i32, String)> {
     let name = a.argv[0].to_bytes();
     let check = |p: &Path| -> Result<(), (i32, String)> {
         match rustix::fs::access(p, rustix::fs::Access::EXEC_OK) {
@@ -183,54 +305,146 @@ fn find_program(a: &ChildArgs<'_>) -> Result<CString, (i32, String)> {
     Err(last)
 }
 
-/// The agent's side of the fork: new session, stdio, signals, exec.
-fn exec_agent(a: &ChildArgs<'_>, program: &CStr, pty_slave: Option<&OwnedFd>) -> ! {
-    let chan = a.chan.as_fd();
-    let fail = |message: String, code: i32| -> ! {
+/// Where the agent's start failed (written by the vfork child).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum Step {
+    None = 0,
+    Setsid,
+    Ctty,
+    Dup,
+    Chdir,
+    Exec,
+}
+
+/// Everything the vfork child reads, prepared by init beforehand (the child
+/// shares init's memory and must not allocate), and what it reports back.
+#[repr(C)]
+struct AgentStart {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    /// The pty slave, or -1.
+    slave: RawFd,
+    /// Which of fds 0–2 get the slave.
+    ttys: [bool; 3],
+    failed: Step,
+    errno: i32,
+}
+
+/// The vfork child: new session, the pty as controlling terminal, working
+/// directory, default signal state, `execve`. Only system calls, no
+/// allocation: the memory is init's.
+extern "C" fn agent_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `AgentStart` that `spawn_agent` keeps alive and
+    // does not touch until this child has exec'd or exited (CLONE_VFORK).
+    let a = unsafe { &mut *arg.cast::<AgentStart>() };
+    let fail = |a: &mut AgentStart, step: Step| -> ! {
+        // SAFETY: reading errno right after the failed call; _exit never returns.
+        let errno = unsafe { *libc::__errno_location() };
+        a.failed = step;
+        a.errno = errno;
+        let code = if step == Step::Exec && errno == libc::ENOENT {
+            127
+        } else {
+            126
+        };
+        // SAFETY: as above.
+        unsafe { libc::_exit(code) }
+    };
+    // SAFETY: each call below takes plain integers or pointers to the
+    // NUL-terminated strings and NULL-terminated arrays that `spawn_agent`
+    // prepared and keeps alive.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::setsid() < 0 {
+            fail(a, Step::Setsid);
+        }
+        if a.slave >= 0 {
+            if libc::ioctl(a.slave, libc::TIOCSCTTY, 0) < 0 {
+                fail(a, Step::Ctty);
+            }
+            for fd in 0..3 {
+                if a.ttys[fd as usize] && libc::dup2(a.slave, fd) < 0 {
+                    fail(a, Step::Dup);
+                }
+            }
+        }
+        if libc::chdir(a.cwd) < 0 {
+            fail(a, Step::Chdir);
+        }
+        // The Rust runtime ignores SIGPIPE and `execve` would pass that on.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(a.program, a.argv, a.envp);
+    }
+    fail(a, Step::Exec)
+}
+
+/// Starts the agent with `CLONE_VM | CLONE_VFORK` (no copy of init's page
+/// tables) and reports a failed start over the channel, naming the step.
+fn spawn_agent(
+    a: &InitArgs,
+    program: &CStr,
+    pty_slave: Option<&OwnedFd>,
+) -> io::Result<libc::pid_t> {
+    let mut argv: Vec<*const libc::c_char> = a.argv.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = a.env.iter().map(|s| s.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let cwd = CString::new(a.spec.cwd.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let ttys = crate::pty::std_ttys();
+    let mut start = AgentStart {
+        program: program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: cwd.as_ptr(),
+        slave: pty_slave.map_or(-1, |s| s.as_raw_fd()),
+        ttys,
+        failed: Step::None,
+        errno: 0,
+    };
+    // SAFETY: init is single-threaded; `start` and everything it points to
+    // outlive the child's use of them, since the call returns only after the
+    // child has exec'd or exited.
+    let pid = unsafe { sys::vfork_spawn(agent_entry, (&mut start as *mut AgentStart).cast())? };
+    if start.failed != Step::None {
+        let err = io::Error::from_raw_os_error(start.errno);
+        let message = match start.failed {
+            Step::Setsid => format!("setsid: {err}"),
+            Step::Ctty => format!("acquire the pty: {err}"),
+            Step::Dup => format!("dup2 the pty: {err}"),
+            Step::Chdir => format!(
+                "working directory {} is not available inside the sandbox: {err}",
+                a.spec.cwd.display()
+            ),
+            Step::Exec | Step::None => err.to_string(),
+        };
+        let code = if start.failed == Step::Exec && start.errno == libc::ENOENT {
+            127
+        } else {
+            126
+        };
         let _ = protocol::send(
-            chan,
+            a.chan.as_fd(),
             &Msg::ExecFailed {
                 program: display(&a.argv[0]),
                 message,
                 code,
             },
         );
-        sys::exit_now(code)
-    };
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    if let Err(e) = rustix::process::setsid() {
-        fail(format!("setsid: {}", io::Error::from(e)), 126);
     }
-    if let Some(slave) = pty_slave {
-        if let Err(e) = rustix::process::ioctl_tiocsctty(slave) {
-            fail(format!("acquire the pty: {}", io::Error::from(e)), 126);
-        }
-        let ttys = crate::pty::std_ttys();
-        for target in (0..3).filter(|&fd| ttys[fd as usize]) {
-            if let Err(e) = sys::dup2_raw(std::os::fd::AsRawFd::as_raw_fd(slave), target) {
-                fail(format!("dup2 the pty: {e}"), 126);
-            }
-        }
-    }
-    if let Err(e) = rustix::process::chdir(&a.spec.cwd) {
-        fail(
-            format!(
-                "working directory {} is not available inside the sandbox: {}",
-                a.spec.cwd.display(),
-                io::Error::from(e)
-            ),
-            126,
-        );
-    }
-    sys::reset_sigpipe();
-    let _ = sys::set_sigmask(libc::SIG_SETMASK, &SigSet::empty());
-    let err = sys::execve(program, &a.argv, &a.env);
-    let code = if err.raw_os_error() == Some(libc::ENOENT) {
-        127
-    } else {
-        126
-    };
-    fail(err.to_string(), code)
+    Ok(pid)
 }
 
 /// Points init's own stdio at /dev/null so that it holds no reference to the
@@ -267,15 +481,38 @@ fn init_loop(agent: libc::pid_t, signals: &SigSet, chan: BorrowedFd<'_>) -> i32 
                     WaitStatus::Signaled(s) => Some(s),
                     WaitStatus::Exited(_) => None,
                 };
+                let alone = end_everything_else();
                 let _ = protocol::send(
                     chan,
                     &Msg::Exited {
                         code: status.code(),
                         signal,
+                        alone,
                     },
                 );
                 return status.code();
             }
+        }
+    }
+}
+
+/// Kills and reaps every other process in the pid namespace (all of them
+/// are init's descendants, and orphans are re-parented to init), so that
+/// the supervisor can report the exit without waiting for the kernel to
+/// tear the namespaces down. `false` if some process could not be signalled
+/// (the kernel still kills it when init exits).
+fn end_everything_else() -> bool {
+    match sys::kill(-1, libc::SIGKILL) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return true,
+        Err(_) => return false,
+    }
+    loop {
+        match sys::waitpid(-1, false) {
+            Ok(Some(_)) => {}
+            // ECHILD: nothing left.
+            Ok(None) => return true,
+            Err(_) => return false,
         }
     }
 }

@@ -1,13 +1,17 @@
 //! cordon's rootless Linux sandbox launcher — the only crate with `unsafe`.
 //!
-//! [`run`] starts one sandbox from a [`SandboxSpec`] and supervises it until
-//! the agent exits. The setup sequence, in order (docs/sandbox.md mirrors it):
+//! [`Prelaunch::start`] begins a sandbox before its spec exists;
+//! [`Prelaunch::hand_over`] gives it the [`SandboxSpec`]; [`Launch::supervise`]
+//! runs it until the agent exits ([`run`] does all three). The setup sequence,
+//! in order (docs/sandbox.md mirrors it):
 //!
-//! 1. **Supervisor** (the calling process, which must be single-threaded):
-//!    socketpair, optional pty, signals blocked, then `clone` with
-//!    `CLONE_NEWUSER | NEWNS | NEWPID | NEWNET | NEWIPC | NEWUTS | NEWCGROUP`.
+//! 1. **Supervisor** (the calling process, which must be single-threaded at
+//!    `start`): socketpair, then `clone` with `CLONE_NEWUSER | NEWNS | NEWPID |
+//!    NEWIPC | NEWUTS | NEWCGROUP`; later the spec, as JSON in a memfd.
 //! 2. **Child = PID 1 of the new pid namespace**: `PR_SET_PDEATHSIG(SIGKILL)`,
-//!    every inherited fd closed, uid/gid mapped to themselves.
+//!    signals blocked, every inherited fd closed, uid/gid mapped to
+//!    themselves, a network namespace of its own (overlapping the caller's
+//!    work); then it waits for the spec.
 //! 3. **Root filesystem** ([`mounts`]): tmpfs root built from recursive
 //!    read-only binds, fresh `/proc`, minimal `/dev`, tmpfs `/tmp` and fake
 //!    home, the project (ro, overlay or rw), protected and hidden paths.
@@ -15,11 +19,11 @@
 //!    a fresh session keyring.
 //! 5. **Lockdown** ([`confine`]): nested user namespace (locks the mounts),
 //!    rlimits, every capability dropped, `no_new_privs`, Landlock, and the
-//!    seccomp deny-list last ([`seccomp`]). Init becomes non-dumpable.
-//! 6. **Init** forks the agent (new session, own pty or inherited stdio,
-//!    scrubbed environment, `execve`) and then reaps zombies and relays
-//!    signals; when the agent exits, init exits with its status and the kernel
-//!    kills everything left in the pid namespace.
+//!    seccomp filter last ([`seccomp`]). Init becomes non-dumpable.
+//! 6. **Init** starts the agent (vfork-style clone: new session, own pty or
+//!    inherited stdio, scrubbed environment, `execve`), reaps zombies and
+//!    relays signals; when the agent exits, init kills and reaps everything
+//!    else in the pid namespace, reports the status, and exits with it.
 //!
 //! Any failing step aborts the launch with a [`StageError`] naming the stage;
 //! nothing ever runs half-confined.
@@ -47,7 +51,7 @@ use serde::{Deserialize, Serialize};
 
 pub use protocol::Msg;
 pub use spec::{LandlockMode, LandlockSpec, Limits, Mount, SandboxSpec, SeccompSpec, Terminal};
-pub use supervise::{run, Event, Exit, LaunchError};
+pub use supervise::{run, Event, Exit, Launch, LaunchError, Prelaunch};
 
 /// A setup stage that failed, with the error and, when known, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

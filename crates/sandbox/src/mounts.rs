@@ -46,19 +46,10 @@ enum Prepared {
     /// A detached mount to move into place; `dir` tells which kind of
     /// mountpoint it needs.
     Detached { fd: OwnedFd, dir: bool },
-    /// A host file's contents (or symlink target), read before anything is
-    /// covered, to be recreated in the root tmpfs.
-    Copied(Copied),
     /// Done in phase 3 without a host source.
     Later,
     /// Optional source missing: nothing to do.
     Skip,
-}
-
-/// What a [`Mount::Copy`] read from the host.
-enum Copied {
-    File(Vec<u8>, u32),
-    Link(PathBuf),
 }
 
 /// Builds the root described by `mounts` and pivots into it.
@@ -273,25 +264,6 @@ fn prepare(m: &Mount) -> Result<Prepared, StageError> {
             )?;
             Ok(Prepared::Detached { fd, dir: true })
         }
-        Mount::Copy { src, optional, .. } => match std::fs::symlink_metadata(src) {
-            Ok(md) if md.file_type().is_symlink() => std::fs::read_link(src)
-                .map(|t| Prepared::Copied(Copied::Link(t)))
-                .map_err(err(format!("read link {}", src.display()))),
-            Ok(md) => {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::read(src)
-                    .map(|data| {
-                        Prepared::Copied(Copied::File(data, md.permissions().mode() & 0o755))
-                    })
-                    .map_err(err(format!("read {}", src.display())))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && *optional => Ok(Prepared::Skip),
-            Err(e) => Err(StageError::new(
-                "mounts",
-                format!("read {}", src.display()),
-                e,
-            )),
-        },
         Mount::Symlink { .. }
         | Mount::File { .. }
         | Mount::ReadOnly { .. }
@@ -514,14 +486,6 @@ fn place(root: BorrowedFd<'_>, m: &Mount, p: Prepared) -> Result<(), StageError>
                 }
             }
             Ok(())
-        }
-        (_, Prepared::Copied(Copied::File(data, mode))) => create_file(root, path, &data, mode),
-        (_, Prepared::Copied(Copied::Link(target))) => {
-            let (parent, name) = split(path);
-            let dir = ensure_dir(root, parent)?;
-            rfs::symlinkat(&target, dir.as_fd(), name)
-                .map_err(io::Error::from)
-                .map_err(err(format!("create symlink {}", m.dest().display())))
         }
         (Mount::Symlink { target, .. }, Prepared::Later) => {
             let (parent, name) = split(path);

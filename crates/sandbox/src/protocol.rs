@@ -1,16 +1,17 @@
-//! Messages from the sandbox to the supervisor over the `SOCK_SEQPACKET`
-//! socketpair: one JSON object per packet.
+//! Messages over the `SOCK_SEQPACKET` socketpair between the supervisor and
+//! the sandbox: one JSON object per packet, optionally with one descriptor.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A message from the sandbox's init (or the agent before `execve`).
+/// A message from init (or the agent before `execve`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Msg {
-    /// The child exists and has armed `PR_SET_PDEATHSIG`.
+    /// Init exists and has armed `PR_SET_PDEATHSIG`.
     Started,
     /// A non-fatal degradation the user must hear about.
     Warning {
@@ -39,13 +40,24 @@ pub enum Msg {
         code: i32,
         /// The signal that killed it, if any.
         signal: Option<i32>,
+        /// Every other process of the sandbox has been killed and reaped:
+        /// only init, which is exiting, remains.
+        alone: bool,
     },
+}
+
+/// A message from the supervisor to init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Order {
+    /// The sandbox spec, as JSON in the memfd sent with this message.
+    Spec,
 }
 
 const MAX_PACKET: usize = 64 * 1024;
 
-/// Sends one message. Errors mean the supervisor is gone.
-pub(crate) fn send(fd: BorrowedFd<'_>, msg: &Msg) -> io::Result<()> {
+/// Sends one message. Errors mean the other side is gone.
+pub(crate) fn send<T: Serialize>(fd: BorrowedFd<'_>, msg: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
     let n = rustix::net::send(fd, &bytes, rustix::net::SendFlags::NOSIGNAL)?;
     if n != bytes.len() {
@@ -55,7 +67,11 @@ pub(crate) fn send(fd: BorrowedFd<'_>, msg: &Msg) -> io::Result<()> {
 }
 
 /// Sends one message with a file descriptor attached (SCM_RIGHTS).
-pub(crate) fn send_fd(chan: BorrowedFd<'_>, msg: &Msg, fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn send_fd<T: Serialize>(
+    chan: BorrowedFd<'_>,
+    msg: &T,
+    fd: BorrowedFd<'_>,
+) -> io::Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
     let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
     let fds = [fd];
@@ -80,7 +96,10 @@ pub(crate) fn buffer() -> Vec<u8> {
 
 /// Receives one message and the descriptor sent with it, if any; `Ok(None)`
 /// at end of stream. `buf` comes from [`buffer`] and is reused across calls.
-pub(crate) fn recv(chan: impl AsFd, buf: &mut [u8]) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
+pub(crate) fn recv<T: DeserializeOwned>(
+    chan: impl AsFd,
+    buf: &mut [u8],
+) -> io::Result<Option<(T, Option<OwnedFd>)>> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
@@ -115,4 +134,24 @@ pub(crate) fn recv(chan: impl AsFd, buf: &mut [u8]) -> io::Result<Option<(Msg, O
     let msg = serde_json::from_slice(&buf[..n])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok(Some((msg, fd)))
+}
+
+/// Like [`recv`], but waits for a message (or the end of the stream).
+pub(crate) fn recv_blocking<T: DeserializeOwned>(
+    chan: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<Option<(T, Option<OwnedFd>)>> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    loop {
+        match recv(chan, buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [PollFd::new(&chan, PollFlags::IN)];
+                match poll(&mut fds, None) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            other => return other,
+        }
+    }
 }

@@ -1,18 +1,16 @@
 //! Stage 1 and the supervisor loop: launch the child, wait for it to report,
 //! relay the terminal and signals, and collect the exit status.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
-use crate::child::{self, ChildArgs};
-use crate::protocol::{self, Msg};
+use crate::child;
+use crate::protocol::{self, Msg, Order};
 use crate::pty::{self, RawMode};
-use crate::spec::{SandboxSpec, Terminal};
+use crate::spec::SandboxSpec;
 use crate::sys::{self, SigSet};
 use crate::StageError;
 
@@ -80,115 +78,200 @@ const HANDLED: &[libc::c_int] = &[
     libc::SIGWINCH,
 ];
 
+/// A sandbox being created while the caller still prepares its spec.
+///
+/// [`Prelaunch::start`] clones the sandbox's init into new user, mount,
+/// pid, ipc, uts and cgroup namespaces; init maps its ids and creates its
+/// network namespace (about half a millisecond, the most expensive one)
+/// while the caller resolves the profile, then waits for the spec. Nothing
+/// from the caller's state after `start` reaches the sandbox except the spec.
+/// Dropping a `Prelaunch` kills the sandbox.
+#[derive(Debug)]
+pub struct Prelaunch {
+    pid: libc::pid_t,
+    chan: Option<OwnedFd>,
+}
+
+/// A sandbox that has its spec and is setting itself up; [`Launch::supervise`]
+/// runs it to the end. Dropping a `Launch` kills the sandbox.
+pub struct Launch {
+    sup: Option<Supervisor>,
+}
+
+impl Prelaunch {
+    /// Starts creating a sandbox. Must be called from a single-threaded
+    /// process; the caller may start threads afterwards.
+    pub fn start() -> Result<Prelaunch, LaunchError> {
+        let threads = sys::thread_count()?;
+        if threads != 1 {
+            return Err(LaunchError::Threads(threads));
+        }
+        let (parent_chan, child_chan) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let args = child::StartArgs {
+            chan: child_chan,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            signals: SigSet::of(HANDLED),
+        };
+        // SAFETY: we verified above that this process is single-threaded, and
+        // the child only runs `child::init_main`, which ends in `_exit`.
+        match unsafe { sys::clone_fork(CLONE_FLAGS) }
+            .map_err(|e| LaunchError::Setup(StageError::new("clone", "create the namespaces", e)))?
+        {
+            sys::Forked::Child => {
+                drop(parent_chan);
+                child::init_main(args)
+            }
+            sys::Forked::Parent(pid) => {
+                drop(args);
+                Ok(Prelaunch {
+                    pid,
+                    chan: Some(parent_chan),
+                })
+            }
+        }
+    }
+
+    /// Hands `spec` to the sandbox, which sets itself up and starts the
+    /// agent; supervise it with [`Launch::supervise`].
+    pub fn hand_over(mut self, spec: &SandboxSpec) -> Result<Launch, LaunchError> {
+        let Some(chan) = self.chan.take() else {
+            return Err(io::Error::other("sandbox already launched").into());
+        };
+        let launch = Launch {
+            sup: Some(Supervisor::new(self.pid, chan)),
+        };
+        check(spec)?;
+        if let Some(sup) = &launch.sup {
+            send_spec(sup.chan.as_fd(), spec)?;
+        }
+        Ok(launch)
+    }
+
+    /// Hands `spec` over and runs the agent to completion.
+    pub fn run(
+        self,
+        spec: &SandboxSpec,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Exit, LaunchError> {
+        self.hand_over(spec)?.supervise(on_event)
+    }
+}
+
+impl Drop for Prelaunch {
+    fn drop(&mut self) {
+        if self.chan.take().is_some() {
+            kill_and_reap(self.pid);
+        }
+    }
+}
+
+impl Launch {
+    /// Relays signals and the terminal until the agent exits; returns how it
+    /// ended.
+    pub fn supervise(mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
+        let Some(mut sup) = self.sup.take() else {
+            return Err(io::Error::other("sandbox already supervised").into());
+        };
+        let signals = SigSet::of(HANDLED);
+        let old_mask = match sys::set_sigmask(libc::SIG_BLOCK, &signals) {
+            Ok(m) => m,
+            Err(e) => {
+                kill_and_reap(sup.pid);
+                return Err(e.into());
+            }
+        };
+        let result = match sys::signalfd(&signals) {
+            Ok(fd) => {
+                sup.sigfd = Some(fd);
+                sup.run(on_event)
+            }
+            Err(e) => {
+                kill_and_reap(sup.pid);
+                Err(e.into())
+            }
+        };
+        let _ = sys::set_sigmask(libc::SIG_SETMASK, &old_mask);
+        result
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        if let Some(sup) = self.sup.take() {
+            kill_and_reap(sup.pid);
+        }
+    }
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("init", &self.sup.as_ref().map(|s| s.pid))
+            .finish()
+    }
+}
+
+/// The namespaces of `clone`; init adds the network namespace itself.
 const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP;
 
-fn cstring(bytes: &[u8], what: &str) -> Result<CString, LaunchError> {
-    CString::new(bytes).map_err(|_| LaunchError::InvalidSpec(format!("{what} contains a NUL byte")))
+/// Ends a launch that will not be supervised.
+fn kill_and_reap(pid: libc::pid_t) {
+    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = sys::waitpid(pid, false);
+}
+
+/// Rejects what init could not execute, so that the error is reported
+/// before anything starts.
+fn check(spec: &SandboxSpec) -> Result<(), LaunchError> {
+    child::argv_cstrings(spec)
+        .and_then(|_| child::env_cstrings(spec))
+        .map(drop)
+        .map_err(LaunchError::InvalidSpec)
+}
+
+/// Sends the spec as JSON in a memfd: no size limit, one copy.
+fn send_spec(chan: BorrowedFd<'_>, spec: &SandboxSpec) -> Result<(), LaunchError> {
+    let json = serde_json::to_vec(spec).map_err(io::Error::other)?;
+    let fd = rustix::fs::memfd_create("cordon-spec", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut rest = &json[..];
+    while !rest.is_empty() {
+        match rustix::io::write(&fd, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(io::Error::from(e).into()),
+        }
+    }
+    // A failure here means the sandbox side is already gone; its report (or
+    // exit status) says why.
+    let _ = protocol::send_fd(chan, &Order::Spec, fd.as_fd());
+    Ok(())
 }
 
 /// Starts the sandbox described by `spec`, runs the agent to completion and
 /// returns how it ended. Must be called from a single-threaded process.
+/// Equivalent to `Prelaunch::start()?.run(spec, on_event)`.
 pub fn run(spec: &SandboxSpec, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
-    let threads = sys::thread_count()?;
-    if threads != 1 {
-        return Err(LaunchError::Threads(threads));
-    }
-    if spec.argv.is_empty() {
-        return Err(LaunchError::InvalidSpec("no command given".into()));
-    }
-    let argv = spec
-        .argv
-        .iter()
-        .map(|a| cstring(a.as_bytes(), "an argument"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = spec
-        .env
-        .iter()
-        .map(|(k, v)| {
-            if k.is_empty() || k.as_bytes().contains(&b'=') {
-                return Err(LaunchError::InvalidSpec(format!(
-                    "invalid environment variable name {k:?}"
-                )));
-            }
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            cstring(&kv, "an environment variable")
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let (parent_chan, child_chan) = socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(io::Error::from)?;
-    let signals = SigSet::of(HANDLED);
-    let old_mask = sys::set_sigmask(libc::SIG_BLOCK, &signals)?;
-    let result = launch_and_wait(spec, argv, env, parent_chan, child_chan, signals, on_event);
-    let _ = sys::set_sigmask(libc::SIG_SETMASK, &old_mask);
-    result
-}
-
-fn launch_and_wait(
-    spec: &SandboxSpec,
-    argv: Vec<CString>,
-    env: Vec<CString>,
-    parent_chan: OwnedFd,
-    child_chan: OwnedFd,
-    signals: SigSet,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<Exit, LaunchError> {
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    // SAFETY: we verified above that this process is single-threaded, and the
-    // child only runs `child::main`, which ends in `_exit`.
-    let forked = unsafe { sys::clone_fork(CLONE_FLAGS) }
-        .map_err(|e| LaunchError::Setup(StageError::new("clone", "create the namespaces", e)))?;
-    let pid = match forked {
-        sys::Forked::Child => {
-            drop(parent_chan);
-            child::main(ChildArgs {
-                spec,
-                argv,
-                env,
-                uid,
-                gid,
-                chan: child_chan,
-                want_pty: spec.terminal == Terminal::Pty,
-                signals,
-            })
-        }
-        sys::Forked::Parent(pid) => pid,
-    };
-    drop(child_chan);
-    Supervisor {
-        pid,
-        chan: parent_chan,
-        sigfd: sys::signalfd(&signals)?,
-        master: None,
-        ready: false,
-        exec_error: None,
-        setup_error: None,
-        exit: None,
-        child_status: None,
-        buf: protocol::buffer(),
-        chan_open: true,
-    }
-    .run(on_event)
+    Prelaunch::start()?.run(spec, on_event)
 }
 
 struct Supervisor {
+    /// Init's pid.
     pid: libc::pid_t,
     chan: OwnedFd,
-    sigfd: OwnedFd,
+    sigfd: Option<OwnedFd>,
     master: Option<OwnedFd>,
     ready: bool,
     exec_error: Option<LaunchError>,
@@ -197,10 +280,52 @@ struct Supervisor {
     child_status: Option<sys::WaitStatus>,
     buf: Vec<u8>,
     chan_open: bool,
+    /// Init reported that nothing but itself is left.
+    alone: bool,
 }
 
 impl Supervisor {
+    fn new(pid: libc::pid_t, chan: OwnedFd) -> Supervisor {
+        Supervisor {
+            pid,
+            chan,
+            sigfd: None,
+            master: None,
+            ready: false,
+            exec_error: None,
+            setup_error: None,
+            exit: None,
+            child_status: None,
+            buf: protocol::buffer(),
+            chan_open: true,
+            alone: false,
+        }
+    }
+
+    /// Whether the sandbox is over: init is reaped, or it reported the
+    /// agent's exit after ending every other process.
+    fn over(&self) -> bool {
+        self.child_status.is_some() || self.alone
+    }
+
     fn run(mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
+        let pid = self.pid;
+        // Init may have exited before SIGCHLD was blocked (then the signal
+        // was discarded): look once.
+        if let Some((_, st)) = sys::waitpid(pid, true)? {
+            self.child_status = Some(st);
+        }
+        let result = self.supervise(on_event);
+        if self.child_status.is_none() {
+            // Init is exiting (it reported with nothing else left); reap it
+            // if it already has, otherwise the kernel finishes the teardown
+            // on its own.
+            let _ = sys::waitpid(pid, true);
+        }
+        result
+    }
+
+    fn supervise(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
         let stdin = rustix::stdio::stdin();
         let ttys = pty::std_ttys();
         // The pty's output goes where a terminal is: stdout, else stderr.
@@ -214,13 +339,16 @@ impl Supervisor {
             stdin_closed: !ttys[0],
             ..Relay::default()
         };
-        while self.child_status.is_none() || (self.master.is_some() && !relay.master_closed) {
+        while !self.over() || (self.master.is_some() && !relay.master_closed) {
             let want_stdin = self.ready
                 && self.master.is_some()
                 && !relay.stdin_closed
                 && relay.pending.len() < 64 * 1024;
+            let Some(sigfd) = &self.sigfd else {
+                return Err(io::Error::other("signals are not being received").into());
+            };
             let mut fds = Vec::with_capacity(4);
-            fds.push(PollFd::new(&self.sigfd, PollFlags::IN));
+            fds.push(PollFd::new(sigfd, PollFlags::IN));
             // After EOF the channel polls as hung up forever (POLLHUP ignores
             // the event mask); init closes it before the kernel tears its
             // namespaces down and sends SIGCHLD, so drop it from the set then,
@@ -270,8 +398,9 @@ impl Supervisor {
             if let Some(m) = &self.master {
                 relay.pump(m.as_fd(), master_ev, stdin, stdin_ev, out_fd)?;
             }
-            if self.child_status.is_some() && self.master.is_some() && !relay.master_closed {
-                // The namespace is gone, so every slave fd is closed: whatever
+            if self.over() && self.master.is_some() && !relay.master_closed {
+                // The agent and its descendants are gone, so every slave fd
+                // is closed: whatever
                 // is left in the master is drained by the reads above until EIO.
                 if master_ev.is_empty() {
                     relay.master_closed = true;
@@ -281,10 +410,10 @@ impl Supervisor {
         drop(raw);
         // Late messages (Exited, ExecFailed) may still be queued.
         let _ = self.read_messages(on_event);
-        if let Some(e) = self.setup_error {
+        if let Some(e) = self.setup_error.take() {
             return Err(LaunchError::Setup(e));
         }
-        if let Some(e) = self.exec_error {
+        if let Some(e) = self.exec_error.take() {
             return Err(e);
         }
         if let Some(exit) = self.exit {
@@ -344,16 +473,27 @@ impl Supervisor {
                         code,
                     })
                 }
-                Msg::Exited { code, signal } => self.exit = Some(Exit { code, signal }),
+                Msg::Exited {
+                    code,
+                    signal,
+                    alone,
+                } => {
+                    self.exit = Some(Exit { code, signal });
+                    self.alone = alone;
+                }
             }
         }
     }
 
     fn handle_signals(&mut self) -> Result<(), LaunchError> {
-        while let Some(sig) = sys::read_signalfd(self.sigfd.as_fd())? {
+        let pid = self.pid;
+        let Some(sigfd) = &self.sigfd else {
+            return Ok(());
+        };
+        while let Some(sig) = sys::read_signalfd(sigfd.as_fd())? {
             match sig {
                 libc::SIGCHLD => {
-                    if let Some((_, st)) = sys::waitpid(self.pid, true)? {
+                    if let Some((_, st)) = sys::waitpid(pid, true)? {
                         self.child_status = Some(st);
                     }
                 }
@@ -368,9 +508,9 @@ impl Supervisor {
                     // Init relays it to the agent; before the agent exists, a
                     // termination request simply ends the launch.
                     if self.ready {
-                        let _ = sys::kill(self.pid, other);
+                        let _ = sys::kill(pid, other);
                     } else {
-                        let _ = sys::kill(self.pid, libc::SIGKILL);
+                        let _ = sys::kill(pid, libc::SIGKILL);
                     }
                 }
             }

@@ -2,7 +2,6 @@
 //! `io::Result`. This module holds most of cordon's `unsafe`; every block
 //! states the invariant it relies on.
 
-use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -60,18 +59,57 @@ pub unsafe fn clone_fork(flags: libc::c_int) -> io::Result<Forked> {
     }
 }
 
-/// Plain `fork(2)`.
+/// Runs `entry(arg)` in a child that shares the caller's memory
+/// (`CLONE_VM | CLONE_VFORK`, like `posix_spawn`) on a stack of its own, and
+/// returns once the child has called `execve` or exited. Much cheaper than
+/// `fork` (no page tables are copied).
 ///
 /// # Safety
 ///
-/// As for [`clone_fork`]: the caller must be single-threaded.
-pub unsafe fn fork() -> io::Result<Forked> {
-    // SAFETY: fork has no memory-safety preconditions of its own; the
-    // single-threaded requirement is forwarded to our caller.
-    let ret = unsafe { libc::fork() };
-    match cvt_int(ret)? {
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+/// The caller must be single-threaded, and `entry` may only make system
+/// calls on data that `arg` points to (no allocation, no locks, no unwinding)
+/// and must end in `execve` or `_exit`. `arg` must stay valid until this
+/// function returns.
+pub unsafe fn vfork_spawn(
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<libc::pid_t> {
+    const STACK: usize = 256 * 1024;
+    // SAFETY: an anonymous private mapping; the result is checked.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the stack grows down from the end of the mapping, which is
+    // page-aligned; the child is done with it when clone returns (vfork
+    // semantics), so it is unmapped only then. The caller guarantees the
+    // contract of `entry` and `arg`.
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            stack.cast::<u8>().add(STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: unmapping exactly the mapping created above, no longer in use.
+    unsafe {
+        libc::munmap(stack, STACK);
+    }
+    if pid < 0 {
+        Err(err)
+    } else {
+        Ok(pid)
     }
 }
 
@@ -162,11 +200,6 @@ impl SigSet {
             SigSet(set)
         }
     }
-
-    /// The empty set.
-    pub fn empty() -> SigSet {
-        SigSet::of(&[])
-    }
 }
 
 /// Replaces the calling thread's signal mask; returns the previous one.
@@ -224,17 +257,6 @@ pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<Option<libc::c_int>> {
             return Err(e);
         }
         Ok(Some(info.ssi_signo as libc::c_int))
-    }
-}
-
-/// Restores SIGPIPE's default action, which the Rust runtime sets to
-/// "ignore" and which `execve` would otherwise pass on (handlers are reset by
-/// `execve` itself; other ignored signals are the caller's choice, as with
-/// `nohup`, and are kept, like `std::process::Command` does).
-pub fn reset_sigpipe() {
-    // SAFETY: installing SIG_DFL for SIGPIPE is always valid.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -371,21 +393,6 @@ pub fn seccomp_action_available(action: u32) -> io::Result<()> {
         )
     };
     cvt(ret).map(drop)
-}
-
-/// Replaces the process image (`execve`). Returns only on failure.
-pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
-    // SAFETY: all pointers refer to NUL-terminated strings owned by `argv`,
-    // `envp` and `path`, which outlive the call; both arrays are
-    // NULL-terminated.
-    unsafe {
-        libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
-    }
-    io::Error::last_os_error()
 }
 
 /// Gets a resource limit.

@@ -37,7 +37,8 @@ pub struct Request {
 pub struct Prepared {
     /// The effective profile.
     pub profile: Profile,
-    /// The record (status `running` once launched).
+    /// The record (saved with status `running` once the spec is handed to
+    /// the sandbox).
     pub record: Record,
     /// What the launcher executes.
     pub spec: SandboxSpec,
@@ -274,7 +275,6 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         applied_ms: None,
         warnings: Vec::new(),
     };
-    store.save(&record)?;
     Ok(Prepared {
         profile,
         record,
@@ -286,9 +286,14 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     })
 }
 
-/// Launches the sandbox, waits for the agent, and records the outcome.
+/// Launches the sandbox (whose namespaces `pre` has been creating while the
+/// session was prepared), waits for the agent, and records the outcome.
 /// `on_warning` hears degradations as they happen.
-pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome, Error> {
+pub fn execute(
+    p: Prepared,
+    pre: cordon_sandbox::Prelaunch,
+    on_warning: &mut dyn FnMut(&str),
+) -> Result<Outcome, Error> {
     let Prepared {
         mut record,
         spec,
@@ -296,9 +301,13 @@ pub fn execute(p: Prepared, on_warning: &mut dyn FnMut(&str)) -> Result<Outcome,
         store,
         ..
     } = p;
+    // The sandbox builds its root while the record is written; if the
+    // record cannot be written, dropping the launch kills the sandbox.
+    let launch = pre.hand_over(&spec)?;
+    store.save(&record)?;
     let mut started = None;
     let mut warnings = Vec::new();
-    let result = cordon_sandbox::run(&spec, &mut |ev| match ev {
+    let result = launch.supervise(&mut |ev| match ev {
         Event::Started { pid } => started = Some(pid),
         Event::Warning(w) => {
             on_warning(&w);

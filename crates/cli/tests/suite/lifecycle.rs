@@ -258,3 +258,22 @@ both!(profile_list_and_show, |env| {
         "{toml}"
     );
 });
+
+both!(a_hidden_working_directory_is_reported_not_entered, |env| {
+    // `.env*` is hidden by default: the directory is masked inside.
+    let dir = env.project.join(".env.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "x\n").unwrap();
+    let project = env.project.to_str().unwrap();
+    let o = env
+        .cordon(["run", "--no-tty", "--project", project, "--", "ls"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not available inside the sandbox"),
+        "{}",
+        stderr(&o)
+    );
+});
