@@ -6,15 +6,14 @@
 #   RUNS=200 bench/startup.sh   # more runs
 #
 # Needs: hyperfine, bubblewrap, git, GNU time (apt-get install -y hyperfine
-# bubblewrap git time). Builds cordon in release mode first.
+# bubblewrap git time). Builds cordon with scripts/build-release.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-100}
 for tool in hyperfine bwrap git /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install -y hyperfine bubblewrap git time)" >&2; exit 2; }
 done
-cargo build --release -q -p cordon-cli
-CORDON=$PWD/target/release/cordon
+CORDON=$(bash scripts/build-release.sh)
 
 work=$(mktemp -d /tmp/cordon-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT

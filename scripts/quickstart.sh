@@ -21,8 +21,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "quickstart: Rust is not installed; install it with rustup (https://rustup.rs), then rerun" >&2
   exit 2
 fi
-cargo build --release -p cordon-cli
-./target/release/cordon doctor
+cordon=$(bash scripts/build-release.sh)
+"$cordon" doctor
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || set -- bash
-exec ./target/release/cordon run -- "$@"
+exec "$cordon" run -- "$@"
