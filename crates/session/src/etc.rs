@@ -105,7 +105,14 @@ enum Entry {
 
 /// Selects the curated entries, finds (or makes) their cached copy, and
 /// returns the view. `hostname` goes into `/etc/hostname` and `/etc/hosts`.
-pub fn prepare(state: &Path, hostname: &str) -> Result<EtcView, Error> {
+/// `mountpoints` (relative to `/etc`, with whether each is a directory) are
+/// created empty in the copy, for grants mounted under `/etc`: the copy is
+/// read-only inside the sandbox, so they could not be created there.
+pub fn prepare(
+    state: &Path,
+    hostname: &str,
+    mountpoints: &[(PathBuf, bool)],
+) -> Result<EtcView, Error> {
     let host = Path::new("/etc");
     let mut names: Vec<OsString> = ETC_ENTRIES.iter().map(OsString::from).collect();
     if let Ok(rd) = std::fs::read_dir(host) {
@@ -123,6 +130,10 @@ pub fn prepare(state: &Path, hostname: &str) -> Result<EtcView, Error> {
     key.update([0]);
     key.update(hostname.as_bytes());
     key.update([0]);
+    for (rel, dir) in mountpoints {
+        key.update(rel.as_os_str().as_bytes());
+        key.update(if *dir { b"/\0" } else { b"\0\0" });
+    }
     let mut entries = Vec::new();
     for name in names {
         let path = host.join(&name);
@@ -193,7 +204,7 @@ pub fn prepare(state: &Path, hostname: &str) -> Result<EtcView, Error> {
         _ => {}
     }
     crate::dirs::create_private_dir(&root)?;
-    build(&root, &dir, host, &entries, hostname)?;
+    build(&root, &dir, host, &entries, hostname, mountpoints)?;
     prune(&root, &key);
     Ok(EtcView { dir, binds })
 }
@@ -204,6 +215,7 @@ fn build(
     host: &Path,
     entries: &[(OsString, Entry)],
     hostname: &str,
+    mountpoints: &[(PathBuf, bool)],
 ) -> Result<(), Error> {
     let tmp = root.join(format!(
         ".tmp-{}-{}",
@@ -241,6 +253,16 @@ fn build(
                 "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             ),
         )?;
+        // Best effort: a mountpoint under an entry bound from the host (say
+        // /etc/ssl/x) cannot be made here, and the mount reports it.
+        for (rel, dir) in mountpoints {
+            let at = tmp.join(rel);
+            if *dir {
+                let _ = std::fs::create_dir_all(&at);
+            } else if let Some(parent) = at.parent() {
+                let _ = std::fs::create_dir_all(parent).and_then(|()| std::fs::write(&at, b""));
+            }
+        }
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
             .map_err(io(format!("chmod {}", tmp.display())))
     };
@@ -326,8 +348,8 @@ mod tests {
     #[test]
     fn same_host_same_copy_and_a_change_makes_a_new_one() -> Result<(), Error> {
         let state = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
-        let a = prepare(state.path(), "cordon")?;
-        let b = prepare(state.path(), "cordon")?;
+        let a = prepare(state.path(), "cordon", &[])?;
+        let b = prepare(state.path(), "cordon", &[])?;
         assert_eq!(a, b);
         assert_eq!(
             std::fs::read_to_string(a.dir.join("hostname"))
@@ -338,7 +360,7 @@ mod tests {
         let passwd = std::fs::read(a.dir.join("passwd")).ok();
         assert_eq!(passwd, std::fs::read("/etc/passwd").ok());
         assert!(!a.dir.join("shadow").exists(), "shadow is never copied");
-        let c = prepare(state.path(), "other")?;
+        let c = prepare(state.path(), "other", &[])?;
         assert_ne!(a.dir, c.dir);
         assert!(a.binds.iter().all(|p| p.starts_with("/etc")));
         Ok(())

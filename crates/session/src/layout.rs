@@ -89,6 +89,43 @@ fn rw(src: &Path, dest: &Path) -> Mount {
     }
 }
 
+/// Mounts under `/etc` other than its own entries (grants, a project there)
+/// need mountpoints in the cached copy: make a copy that has them.
+fn etc_mountpoints(mounts: &mut [Mount], profile: &Profile, dirs: &Dirs) -> Result<(), Error> {
+    let etc = Path::new("/etc");
+    let Some(at) = mounts
+        .iter()
+        .position(|m| matches!(m, Mount::Bind { dest, .. } if dest == etc))
+    else {
+        return Ok(());
+    };
+    let own: Vec<PathBuf> = mounts[at..]
+        .iter()
+        .take_while(|m| m.dest().starts_with(etc))
+        .map(|m| m.dest().to_path_buf())
+        .collect();
+    let extra: Vec<(PathBuf, bool)> = mounts
+        .iter()
+        .filter_map(|m| {
+            let (dest, dir) = match m {
+                Mount::Bind { src, dest, .. } => (dest, src.is_dir()),
+                Mount::Overlay { dest, .. } | Mount::Tmpfs { dest, .. } => (dest, true),
+                _ => return None,
+            };
+            let rel = dest.strip_prefix(etc).ok()?;
+            (!own.contains(dest) && !rel.as_os_str().is_empty()).then(|| (rel.to_path_buf(), dir))
+        })
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let view = crate::etc::prepare(&dirs.state, &profile.sandbox.hostname, &extra)?;
+    if let Mount::Bind { src, .. } = &mut mounts[at] {
+        *src = view.dir;
+    }
+    Ok(())
+}
+
 /// The system part of the view (everything but home, project and grants).
 fn system_mounts(profile: &Profile, dirs: &Dirs) -> Result<Vec<Mount>, Error> {
     let mut m = Vec::new();
@@ -110,7 +147,7 @@ fn system_mounts(profile: &Profile, dirs: &Dirs) -> Result<Vec<Mount>, Error> {
             Err(_) => {}
         }
     }
-    let etc = crate::etc::prepare(&dirs.state, &profile.sandbox.hostname)?;
+    let etc = crate::etc::prepare(&dirs.state, &profile.sandbox.hostname, &[])?;
     m.push(Mount::Bind {
         src: etc.dir,
         dest: "/etc".into(),
@@ -529,6 +566,7 @@ pub fn build(input: &Input<'_>) -> Result<Layout, Error> {
         write,
         devices: vec!["/dev".into()],
     };
+    etc_mountpoints(&mut mounts, p, input.dirs)?;
     Ok(Layout {
         mounts,
         landlock,

@@ -120,3 +120,23 @@ both!(profile_grants_reach_the_fake_home, |env| {
     let out = ok(&env.sh(&["--profile", "dev"], "cat ~/.agent/state"));
     assert_eq!(out, "kept\n");
 });
+
+both!(a_grant_under_etc_gets_its_mountpoint, |env| {
+    // /etc itself is a read-only cached copy: the grant's mountpoint must be
+    // in the copy.
+    let granted = ["/etc/apt", "/etc/systemd", "/etc/default"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_dir());
+    let Some(dir) = granted else {
+        crate::suite::harness::skip(
+            "a_grant_under_etc_gets_its_mountpoint",
+            "no /etc/apt, /etc/systemd or /etc/default on this host",
+        );
+        return;
+    };
+    let o = env
+        .cordon(["run", "--no-tty", "--allow-read", dir, "--", "ls", dir])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+});
