@@ -298,7 +298,8 @@ fn tree(leaves: &[(u32, Vec<libc::sock_filter>)]) -> Vec<libc::sock_filter> {
 }
 
 /// A forward jump distance; cBPF offsets are 8 bits. The tree's halves stay
-/// far below that (checked by the tests for every spec).
+/// far below that; a distance that does not fit saturates to 255, which
+/// `install` refuses.
 fn offset(n: usize) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
 }
@@ -306,6 +307,14 @@ fn offset(n: usize) -> u8 {
 /// Installs the filter on the calling thread (requires `no_new_privs`).
 pub fn install(spec: &SeccompSpec, errno: i32) -> io::Result<()> {
     let prog = compile(spec, errno);
+    // A saturated offset (see `offset`) would jump to the wrong place: fail
+    // closed rather than install it.
+    if prog
+        .iter()
+        .any(|i| i.code & 0x07 == 0x05 && (i.jt == u8::MAX || i.jf == u8::MAX))
+    {
+        return Err(io::Error::other("seccomp program too large for 8-bit jumps"));
+    }
     crate::sys::seccomp_set_filter(&prog, 0).map(drop)
 }
 
