@@ -313,7 +313,9 @@ pub fn install(spec: &SeccompSpec, errno: i32) -> io::Result<()> {
         .iter()
         .any(|i| i.code & 0x07 == 0x05 && (i.jt == u8::MAX || i.jf == u8::MAX))
     {
-        return Err(io::Error::other("seccomp program too large for 8-bit jumps"));
+        return Err(io::Error::other(
+            "seccomp program too large for 8-bit jumps",
+        ));
     }
     crate::sys::seccomp_set_filter(&prog, 0).map(drop)
 }
