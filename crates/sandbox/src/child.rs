@@ -499,20 +499,23 @@ fn init_loop(agent: libc::pid_t, signals: &SigSet, chan: BorrowedFd<'_>) -> i32 
 /// Kills and reaps every other process in the pid namespace (all of them
 /// are init's descendants, and orphans are re-parented to init), so that
 /// the supervisor can report the exit without waiting for the kernel to
-/// tear the namespaces down. `false` if some process could not be signalled
-/// (the kernel still kills it when init exits).
+/// tear the namespaces down. `false` if something is still there after
+/// half a second (a process that cannot be signalled, or stuck in the
+/// kernel): then init just exits, and the kernel's own kill of the pid
+/// namespace, which the supervisor waits for, finishes the job.
 fn end_everything_else() -> bool {
-    match sys::kill(-1, libc::SIGKILL) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return true,
-        Err(_) => return false,
-    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let sigchld = SigSet::of(&[libc::SIGCHLD]);
     loop {
-        match sys::waitpid(-1, false) {
-            Ok(Some(_)) => {}
-            // ECHILD: nothing left.
-            Ok(None) => return true,
-            Err(_) => return false,
+        let _ = sys::kill(-1, libc::SIGKILL);
+        while let Ok(Some(_)) = sys::waitpid(-1, true) {}
+        // ESRCH: nothing left that could be signalled, zombies included.
+        if sys::kill(-1, 0).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH)) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || !matches!(sys::sigtimedwait(&sigchld, left), Ok(Some(_))) {
+            return false;
         }
     }
 }

@@ -99,8 +99,10 @@ pub struct Launch {
 }
 
 impl Prelaunch {
-    /// Starts creating a sandbox. Must be called from a single-threaded
-    /// process; the caller may start threads afterwards.
+    /// Starts creating a sandbox. The calling process must be
+    /// single-threaded, and stay so until [`Launch::supervise`] returns: the
+    /// relayed signals are blocked in the calling thread only, and the
+    /// sandbox's death signal follows the thread that created it.
     pub fn start() -> Result<Prelaunch, LaunchError> {
         let threads = sys::thread_count()?;
         if threads != 1 {
@@ -140,27 +142,19 @@ impl Prelaunch {
 
     /// Hands `spec` to the sandbox, which sets itself up and starts the
     /// agent; supervise it with [`Launch::supervise`].
+    /// On error `self` is dropped, which kills the sandbox.
     pub fn hand_over(mut self, spec: &SandboxSpec) -> Result<Launch, LaunchError> {
-        let Some(chan) = self.chan.take() else {
-            return Err(io::Error::other("sandbox already launched").into());
-        };
+        check(spec)?;
+        let chan = self
+            .chan
+            .take()
+            .ok_or_else(|| io::Error::other("sandbox already launched"))?;
         let launch = Launch {
             sup: Some(Supervisor::new(self.pid, chan)),
         };
-        check(spec)?;
-        if let Some(sup) = &launch.sup {
-            send_spec(sup.chan.as_fd(), spec)?;
-        }
+        // On error, dropping `launch` kills the sandbox.
+        send_spec(launch.chan()?, spec)?;
         Ok(launch)
-    }
-
-    /// Hands `spec` over and runs the agent to completion.
-    pub fn run(
-        self,
-        spec: &SandboxSpec,
-        on_event: &mut dyn FnMut(Event),
-    ) -> Result<Exit, LaunchError> {
-        self.hand_over(spec)?.supervise(on_event)
     }
 }
 
@@ -173,6 +167,13 @@ impl Drop for Prelaunch {
 }
 
 impl Launch {
+    fn chan(&self) -> Result<BorrowedFd<'_>, LaunchError> {
+        self.sup
+            .as_ref()
+            .map(|s| s.chan.as_fd())
+            .ok_or_else(|| io::Error::other("sandbox already supervised").into())
+    }
+
     /// Relays signals and the terminal until the agent exits; returns how it
     /// ended.
     pub fn supervise(mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
@@ -262,9 +263,9 @@ fn send_spec(chan: BorrowedFd<'_>, spec: &SandboxSpec) -> Result<(), LaunchError
 
 /// Starts the sandbox described by `spec`, runs the agent to completion and
 /// returns how it ended. Must be called from a single-threaded process.
-/// Equivalent to `Prelaunch::start()?.run(spec, on_event)`.
+/// Equivalent to `Prelaunch::start()?.hand_over(spec)?.supervise(on_event)`.
 pub fn run(spec: &SandboxSpec, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
-    Prelaunch::start()?.run(spec, on_event)
+    Prelaunch::start()?.hand_over(spec)?.supervise(on_event)
 }
 
 struct Supervisor {

@@ -229,6 +229,23 @@ pub fn sigwait(set: &SigSet) -> io::Result<libc::c_int> {
     }
 }
 
+/// Like [`sigwait`], giving up after `timeout`: `Ok(None)` then.
+pub fn sigtimedwait(set: &SigSet, timeout: std::time::Duration) -> io::Result<Option<libc::c_int>> {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `set` and `ts` are initialised and outlive the call; a null
+    // siginfo pointer is allowed.
+    let ret = unsafe { libc::sigtimedwait(&set.0, std::ptr::null_mut(), &ts) };
+    match cvt_int(ret) {
+        Ok(sig) => Ok(Some(sig)),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates a signalfd for `set` (the signals must be blocked by the caller).
 pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
     // SAFETY: `set` is initialised; -1 asks for a new fd, which we own.

@@ -99,7 +99,10 @@ pub struct EtcView {
 enum Entry {
     Dir,
     Link(PathBuf),
-    File { len: u64 },
+    /// A small regular file; its permission bits.
+    File {
+        mode: u32,
+    },
     Big,
 }
 
@@ -149,7 +152,7 @@ pub fn prepare(
                 Err(_) => continue,
             }
         } else if ft.is_file() && md.len() <= MAX_COPY {
-            Entry::File { len: md.len() }
+            Entry::File { mode: md.mode() }
         } else if ft.is_file() {
             Entry::Big
         } else {
@@ -239,7 +242,7 @@ fn build(
                 Entry::Big => {
                     std::fs::write(&dest, b"").map_err(io(format!("create {}", dest.display())))?
                 }
-                Entry::File { len } => copy(&host.join(name), &dest, *len)?,
+                Entry::File { mode } => copy(&host.join(name), &dest, *mode)?,
             }
         }
         let write = |name: &str, text: String| {
@@ -281,26 +284,32 @@ fn build(
     result
 }
 
-/// Copies a host file (at most [`MAX_COPY`] bytes, read once) with its
-/// permission bits, minus any set-id or write bits for others.
-fn copy(src: &Path, dest: &Path, len: u64) -> Result<(), Error> {
-    let data = std::fs::read(src).map_err(|e| Error::io(format!("read {}", src.display()), e))?;
-    if data.len() as u64 > MAX_COPY.max(len) {
-        return Err(Error::io(
-            format!("read {}", src.display()),
-            std::io::Error::other("file grew while being copied"),
-        ));
+/// Copies a host file (at most [`MAX_COPY`] bytes) with the permission
+/// bits it had when its identity went into the key, minus set-id bits and
+/// write bits for others. Never follows a symlink swapped in meanwhile.
+fn copy(src: &Path, dest: &Path, mode: u32) -> Result<(), Error> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |e| Error::io(format!("read {}", src.display()), e);
+    let mut data = Vec::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(src)
+        .and_then(|f| f.take(MAX_COPY + 1).read_to_end(&mut data))
+        .map_err(read_err)?;
+    if data.len() as u64 > MAX_COPY {
+        return Err(read_err(std::io::Error::other(
+            "file grew past 1 MiB while being copied",
+        )));
     }
-    let mode = std::fs::metadata(src)
-        .map(|m| m.permissions().mode() & 0o755)
-        .unwrap_or(0o644);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dest)
         .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
     f.write_all(&data)
-        .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode & 0o755)))
         .map_err(|e| Error::io(format!("write {}", dest.display()), e))
 }
 

@@ -37,8 +37,8 @@ pub struct Request {
 pub struct Prepared {
     /// The effective profile.
     pub profile: Profile,
-    /// The record (saved with status `running` once the spec is handed to
-    /// the sandbox).
+    /// The record (saved with status `running` just before the spec is
+    /// handed to the sandbox).
     pub record: Record,
     /// What the launcher executes.
     pub spec: SandboxSpec,
@@ -301,18 +301,20 @@ pub fn execute(
         store,
         ..
     } = p;
-    // The sandbox builds its root while the record is written; if the
-    // record cannot be written, dropping the launch kills the sandbox.
-    let launch = pre.hand_over(&spec)?;
+    // Before the hand-over: once init has the spec, the agent may start
+    // before this process runs again (on one CPU, init preempts it). An
+    // error here drops `pre`, which kills the waiting sandbox.
     store.save(&record)?;
     let mut started = None;
     let mut warnings = Vec::new();
-    let result = launch.supervise(&mut |ev| match ev {
-        Event::Started { pid } => started = Some(pid),
-        Event::Warning(w) => {
-            on_warning(&w);
-            warnings.push(w);
-        }
+    let result = pre.hand_over(&spec).and_then(|launch| {
+        launch.supervise(&mut |ev| match ev {
+            Event::Started { pid } => started = Some(pid),
+            Event::Warning(w) => {
+                on_warning(&w);
+                warnings.push(w);
+            }
+        })
     });
     record.sandbox_pid = started;
     record.warnings = warnings;
