@@ -232,7 +232,7 @@ pub fn sigwait(set: &SigSet) -> io::Result<libc::c_int> {
 /// Like [`sigwait`], giving up after `timeout`: `Ok(None)` then.
 pub fn sigtimedwait(set: &SigSet, timeout: std::time::Duration) -> io::Result<Option<libc::c_int>> {
     let ts = libc::timespec {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX as _),
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
     };
     // SAFETY: `set` and `ts` are initialised and outlive the call; a null
@@ -360,9 +360,13 @@ pub fn loopback_up() -> io::Result<()> {
         for (i, b) in b"lo\0".iter().enumerate() {
             req.ifr_name[i] = *b as libc::c_char;
         }
-        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        cvt_int(libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS as _,
+            &mut req,
+        ))?;
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
+        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req))?;
     }
     Ok(())
 }
@@ -412,8 +416,17 @@ pub fn seccomp_action_available(action: u32) -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
+/// The C type of a resource name (`RLIMIT_*`), which differs between glibc
+/// and musl.
+#[cfg(target_env = "gnu")]
+pub type RlimitResource = libc::__rlimit_resource_t;
+/// The C type of a resource name (`RLIMIT_*`), which differs between glibc
+/// and musl.
+#[cfg(not(target_env = "gnu"))]
+pub type RlimitResource = libc::c_int;
+
 /// Gets a resource limit.
-pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+pub fn getrlimit(resource: RlimitResource) -> io::Result<(u64, u64)> {
     // SAFETY: `lim` is a valid out-pointer.
     unsafe {
         let mut lim = std::mem::zeroed::<libc::rlimit>();
@@ -423,7 +436,7 @@ pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> 
 }
 
 /// Sets a resource limit.
-pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
+pub fn setrlimit(resource: RlimitResource, soft: u64, hard: u64) -> io::Result<()> {
     let lim = libc::rlimit {
         rlim_cur: soft,
         rlim_max: hard,
