@@ -220,15 +220,16 @@ impl Store {
 }
 
 impl Store {
-    /// Takes the session's lock, held by the supervisor for as long as the
-    /// session runs (released by the kernel when it exits, however it dies).
+    /// Takes the session's lock (a `flock` on its directory), held by the
+    /// supervisor for as long as the session runs (released by the kernel
+    /// when it exits, however it dies).
     pub fn lock(&self, id: &SessionId) -> Result<std::os::fd::OwnedFd, Error> {
         use rustix::fs::{FlockOperation, Mode, OFlags};
-        let path = self.dir(id).join("lock");
+        let path = self.dir(id);
         let fd = rustix::fs::open(
             &path,
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o600),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
         )
         .map_err(|e| Error::io(format!("open {}", path.display()), e.into()))?;
         rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
