@@ -31,10 +31,7 @@ fn valid_name(name: &str) -> bool {
 
 fn read(path: &Path) -> Result<Option<SourceText>, ProfileError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(SourceText {
-            origin: path.display().to_string(),
-            text,
-        })),
+        Ok(text) => Ok(Some(SourceText::new(path.display().to_string(), text))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ProfileError::Io {
             origin: path.display().to_string(),
