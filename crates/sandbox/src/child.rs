@@ -23,6 +23,41 @@ pub(crate) struct StartArgs {
     pub gid: u32,
     /// The signals init waits for; blocked from its first instruction on.
     pub signals: SigSet,
+    pub cpus: CpuPlacement,
+}
+
+/// Where init runs while it creates its namespaces. The scheduler starts a
+/// new process on its parent's CPU, and often leaves it queued there behind
+/// the parent (or runs it ahead of the parent) while the other CPUs idle: the
+/// namespace work, meant to overlap the supervisor's, would then delay it.
+/// So init is moved to the other CPUs until the spec arrives — by the
+/// supervisor right after `clone`, or by itself if it runs first — and then
+/// takes back the supervisor's mask, which the agent inherits.
+pub(crate) struct CpuPlacement {
+    /// The CPU the supervisor ran on at `clone`.
+    pub parent_cpu: usize,
+    /// The supervisor's affinity mask.
+    pub mask: Option<rustix::thread::CpuSet>,
+    /// `mask` without `parent_cpu`; `None` when that leaves nothing.
+    pub away: Option<rustix::thread::CpuSet>,
+}
+
+impl CpuPlacement {
+    /// The placement for a child of the calling thread.
+    pub fn here() -> CpuPlacement {
+        let parent_cpu = rustix::thread::sched_getcpu();
+        let mask = rustix::thread::sched_getaffinity(None).ok();
+        let away = mask.as_ref().and_then(|m| {
+            let mut away = *m;
+            away.unset(parent_cpu);
+            (away.count() > 0).then_some(away)
+        });
+        CpuPlacement {
+            parent_cpu,
+            mask,
+            away,
+        }
+    }
 }
 
 /// Init (PID 1 of the new pid namespace). Never returns.
@@ -57,6 +92,15 @@ fn init(a: StartArgs) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
+    // The supervisor moved us (if at all) before it sent the spec: from here
+    // on the mask the agent inherits is the one cordon was started with.
+    if let (Some(_), Some(mask)) = (&a.cpus.away, &a.cpus.mask) {
+        if let Err(e) = rustix::thread::sched_setaffinity(None, mask) {
+            let e = StageError::new("cpus", "restore the CPU affinity", e.into());
+            let _ = protocol::send(a.chan.as_fd(), &Msg::SetupFailed(e));
+            return EXIT_SETUP_FAILED;
+        }
+    }
     let args = match InitArgs::new(spec, a) {
         Ok(a) => a,
         Err((chan, e)) => {
@@ -73,6 +117,13 @@ fn enter(a: &StartArgs) -> Result<(), StageError> {
     // One open directory fd to $HOME would bypass every mount rule.
     sys::close_fds_except(&[a.chan.as_raw_fd()])
         .map_err(|e| StageError::new("fds", "close inherited descriptors", e))?;
+    // Started on the supervisor's CPU, ahead of it: step aside (see
+    // `CpuPlacement`).
+    if let Some(away) = &a.cpus.away {
+        if rustix::thread::sched_getcpu() == a.cpus.parent_cpu {
+            let _ = rustix::thread::sched_setaffinity(None, away);
+        }
+    }
     confine::map_ids(a.uid, a.gid)?;
     // The network namespace is the expensive one (about half a millisecond):
     // created here rather than in `clone`, it overlaps the supervisor's work.
@@ -203,6 +254,13 @@ fn run(args: InitArgs) -> i32 {
     };
     if protocol::send(chan, &Msg::Ready).is_err() {
         return EXIT_SETUP_FAILED;
+    }
+    // The supervisor records the session while the sandbox sets up; the
+    // agent starts only once that record exists.
+    let mut buf = [0u8; 64];
+    match protocol::recv_blocking::<Order>(chan, &mut buf) {
+        Ok(Some((Order::Go, None))) => {}
+        _ => return EXIT_SETUP_FAILED,
     }
     let agent = match spawn_agent(&args, &program, pty_slave.as_ref()) {
         Ok(pid) => pid,

@@ -52,6 +52,9 @@ pub enum Msg {
 pub(crate) enum Order {
     /// The sandbox spec, as JSON in the memfd sent with this message.
     Spec,
+    /// Start the agent (init has reported `Ready`, or will): the supervisor
+    /// has recorded the session.
+    Go,
 }
 
 const MAX_PACKET: usize = 64 * 1024;
@@ -111,6 +114,11 @@ pub(crate) fn recv<T: DeserializeOwned>(
             RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
         ) {
             Err(rustix::io::Errno::INTR) => continue,
+            // The peer exited without reading what we sent it (init after a
+            // failed setup, with the supervisor's `Go` queued). The kernel
+            // reports that once, ahead of the messages the peer sent before:
+            // read on, to them and then to the end of the channel.
+            Err(rustix::io::Errno::CONNRESET) => continue,
             Err(rustix::io::Errno::AGAIN) => {
                 return Err(io::Error::from(io::ErrorKind::WouldBlock))
             }
@@ -153,5 +161,31 @@ pub(crate) fn recv_blocking<T: DeserializeOwned>(
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+    #[test]
+    fn messages_sent_before_the_peer_exited_unread_still_arrive() {
+        let (sup, init) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        // The supervisor's `Go` waits in init's queue; init reports a
+        // failure and exits without reading it.
+        send(sup.as_fd(), &Order::Go).unwrap();
+        send(init.as_fd(), &Msg::Ready).unwrap();
+        drop(init);
+        let mut buf = buffer();
+        let got = recv::<Msg>(&sup, &mut buf).unwrap();
+        assert!(matches!(got, Some((Msg::Ready, None))), "{got:?}");
+        assert!(recv::<Msg>(&sup, &mut buf).unwrap().is_none());
     }
 }

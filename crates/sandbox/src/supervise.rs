@@ -120,6 +120,7 @@ impl Prelaunch {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             signals: SigSet::of(HANDLED),
+            cpus: child::CpuPlacement::here(),
         };
         // SAFETY: we verified above that this process is single-threaded, and
         // the child only runs `child::init_main`, which ends in `_exit`.
@@ -131,6 +132,13 @@ impl Prelaunch {
                 child::init_main(args)
             }
             sys::Forked::Parent(pid) => {
+                // Best effort: it only decides where init runs until the
+                // spec arrives (see `CpuPlacement`).
+                if let (Some(away), Some(child)) =
+                    (&args.cpus.away, rustix::process::Pid::from_raw(pid))
+                {
+                    let _ = rustix::thread::sched_setaffinity(Some(child), away);
+                }
                 drop(args);
                 Ok(Prelaunch {
                     pid,
@@ -140,9 +148,10 @@ impl Prelaunch {
         }
     }
 
-    /// Hands `spec` to the sandbox, which sets itself up and starts the
-    /// agent; supervise it with [`Launch::supervise`].
-    /// On error `self` is dropped, which kills the sandbox.
+    /// Hands `spec` to the sandbox, which sets itself up and then waits for
+    /// [`Launch::go`] before it starts the agent; supervise it with
+    /// [`Launch::supervise`]. On error `self` is dropped, which kills the
+    /// sandbox.
     pub fn hand_over(mut self, spec: &SandboxSpec) -> Result<Launch, LaunchError> {
         check(spec)?;
         let chan = self
@@ -174,8 +183,19 @@ impl Launch {
             .ok_or_else(|| io::Error::other("sandbox already supervised").into())
     }
 
+    /// Lets the sandbox start the agent once its setup is done. Work that must
+    /// happen before the agent runs, but need not delay the sandbox's setup
+    /// (writing the session record), goes between [`Prelaunch::hand_over`]
+    /// and this call.
+    pub fn go(&self) -> Result<(), LaunchError> {
+        // A failure means the sandbox side is already gone; `supervise`
+        // reports why.
+        let _ = protocol::send(self.chan()?, &Order::Go);
+        Ok(())
+    }
+
     /// Relays signals and the terminal until the agent exits; returns how it
-    /// ended.
+    /// ended. Without [`Launch::go`] the agent never starts.
     pub fn supervise(mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
         let Some(mut sup) = self.sup.take() else {
             return Err(io::Error::other("sandbox already supervised").into());
@@ -263,9 +283,12 @@ fn send_spec(chan: BorrowedFd<'_>, spec: &SandboxSpec) -> Result<(), LaunchError
 
 /// Starts the sandbox described by `spec`, runs the agent to completion and
 /// returns how it ended. Must be called from a single-threaded process.
-/// Equivalent to `Prelaunch::start()?.hand_over(spec)?.supervise(on_event)`.
+/// Equivalent to [`Prelaunch::start`], [`Prelaunch::hand_over`],
+/// [`Launch::go`] and [`Launch::supervise`].
 pub fn run(spec: &SandboxSpec, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
-    Prelaunch::start()?.hand_over(spec)?.supervise(on_event)
+    let launch = Prelaunch::start()?.hand_over(spec)?;
+    launch.go()?;
+    launch.supervise(on_event)
 }
 
 struct Supervisor {

@@ -251,7 +251,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let record = Record {
         id,
         profile: profile.name.clone(),
-        profile_digest: profile.digest(),
+        profile_digest: String::new(),
         project,
         mode,
         command: req
@@ -299,23 +299,31 @@ pub fn execute(
         spec,
         layout,
         store,
+        profile,
         ..
     } = p;
-    // Before the hand-over: once init has the spec, the agent may start
-    // before this process runs again (on one CPU, init preempts it). An
-    // error here drops `pre`, which kills the waiting sandbox.
-    store.save(&record)?;
     let mut started = None;
     let mut warnings = Vec::new();
-    let result = pre.hand_over(&spec).and_then(|launch| {
-        launch.supervise(&mut |ev| match ev {
-            Event::Started { pid } => started = Some(pid),
-            Event::Warning(w) => {
-                on_warning(&w);
-                warnings.push(w);
-            }
-        })
-    });
+    let launch = pre.hand_over(&spec);
+    // While the sandbox builds its root: the record, which must exist before
+    // the agent starts. An error here drops `launch`, which kills the
+    // sandbox before the agent ever runs.
+    record.profile_digest = profile.digest();
+    let result = match launch {
+        Ok(launch) => {
+            store.save(&record)?;
+            launch.go().and_then(|()| {
+                launch.supervise(&mut |ev| match ev {
+                    Event::Started { pid } => started = Some(pid),
+                    Event::Warning(w) => {
+                        on_warning(&w);
+                        warnings.push(w);
+                    }
+                })
+            })
+        }
+        Err(e) => Err(e),
+    };
     record.sandbox_pid = started;
     record.warnings = warnings;
     record.ended_ms = Some(now_ms());

@@ -277,3 +277,37 @@ both!(a_hidden_working_directory_is_reported_not_entered, |env| {
         stderr(&o)
     );
 });
+
+both!(the_agent_keeps_the_cpus_cordon_was_given, |env| {
+    // Init works on other CPUs than the supervisor's while it creates its
+    // namespaces; the agent must still get the caller's mask, whole.
+    let allowed = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mine = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let o = env.sh(&[], "cat /proc/self/status");
+    ok(&o);
+    assert_eq!(allowed(&stdout(&o)), mine);
+    let o = env
+        .command(
+            "taskset",
+            [
+                "-c",
+                "0",
+                crate::suite::harness::cordon_bin(),
+                "run",
+                "--no-tty",
+                "--",
+                "cat",
+                "/proc/self/status",
+            ],
+        )
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(allowed(&stdout(&o)), "0");
+});
