@@ -923,6 +923,37 @@ mod tests {
         );
     }
 
+    /// A wide and deep project: every hidden file is found, and the cap on
+    /// hidden paths holds.
+    #[test]
+    fn a_big_project_is_walked_without_missing_anything() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        let mut expected = Vec::new();
+        for i in 0..300 {
+            let d = format!("pkg{i}/src/deep{}", i % 7);
+            std::fs::create_dir_all(p.join(&d)).unwrap();
+            std::fs::write(p.join(&d).join("lib.rs"), "x").unwrap();
+            if i % 3 == 0 {
+                std::fs::write(p.join(&d).join(".env.local"), "k").unwrap();
+                expected.push(PathBuf::from(format!("{d}/.env.local")));
+            }
+        }
+        expected.sort();
+        let rules = vec![PathRule::new(Glob::parse(".env*").unwrap())];
+        let m = HideMatcher::new(&rules, &[]);
+        let canon = std::fs::canonicalize(p).unwrap();
+        assert_eq!(find_hidden(&canon, &m, false).unwrap(), expected);
+        for i in 0..=MAX_HIDDEN {
+            let d = p.join(format!("pkg{}", i % 300));
+            std::fs::write(d.join(format!("k{i}.pem")), "k").unwrap();
+        }
+        let rules = vec![PathRule::new(Glob::parse("*.pem").unwrap())];
+        let m = HideMatcher::new(&rules, &[]);
+        let e = find_hidden(&canon, &m, false).unwrap_err().to_string();
+        assert!(e.contains("more than 4096"), "{e}");
+    }
+
     #[test]
     fn home_and_root_cannot_be_granted() {
         let home = Path::new("/home/u");
