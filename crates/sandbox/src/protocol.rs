@@ -182,10 +182,14 @@ mod tests {
         // failure and exits without reading it.
         send(sup.as_fd(), &Order::Go).unwrap();
         send(init.as_fd(), &Msg::Ready).unwrap();
+        // Blocking reads: a process another test forks meanwhile holds a
+        // copy of `init` until it execs, delaying the end of the channel.
         drop(init);
         let mut buf = buffer();
-        let got = recv::<Msg>(&sup, &mut buf).unwrap();
+        let got = recv_blocking::<Msg>(sup.as_fd(), &mut buf).unwrap();
         assert!(matches!(got, Some((Msg::Ready, None))), "{got:?}");
-        assert!(recv::<Msg>(&sup, &mut buf).unwrap().is_none());
+        assert!(recv_blocking::<Msg>(sup.as_fd(), &mut buf)
+            .unwrap()
+            .is_none());
     }
 }
