@@ -3,8 +3,9 @@
 //! A profile is TOML ([`profile`]); profiles can `extends` another one; the
 //! result of resolution is an effective [`Profile`] with every rule's `reason`
 //! kept, and a digest that identifies it in session records. This crate also
-//! decides which environment variables reach the agent ([`env`]) and which
-//! project files are hidden ([`hide`]).
+//! decides which environment variables reach the agent ([`env`]), which
+//! project files are hidden ([`hide`]) and which hosts and addresses the
+//! agent's traffic may reach ([`network`]).
 //!
 //! Non-goals: no IO. Profile text is handed in through a [`ProfileSource`];
 //! the session layer reads files. Nothing here touches the kernel.
@@ -15,6 +16,7 @@
 pub mod env;
 pub mod glob;
 pub mod hide;
+pub mod network;
 pub mod profile;
 mod values;
 

@@ -22,6 +22,17 @@ pub enum ReasonCode {
     PathProtected,
     /// A path matches a `hide` rule and is unreadable inside the sandbox.
     PathHidden,
+    /// A network destination name is malformed.
+    NetBadName,
+    /// A `deny` rule matches the destination host.
+    NetHostDenied,
+    /// No `allow` rule matches the destination host.
+    NetHostNotAllowed,
+    /// A connection to an IP address that no `allow_cidr` rule covers.
+    NetIpLiteral,
+    /// The destination address is loopback, private, link-local (cloud
+    /// metadata) or otherwise not public, and the profile does not name it.
+    NetAddressBlocked,
 }
 
 impl ReasonCode {
@@ -34,6 +45,11 @@ impl ReasonCode {
             ReasonCode::EnvCredentialDropped => "env_credential_dropped",
             ReasonCode::PathProtected => "path_protected",
             ReasonCode::PathHidden => "path_hidden",
+            ReasonCode::NetBadName => "net_bad_name",
+            ReasonCode::NetHostDenied => "net_host_denied",
+            ReasonCode::NetHostNotAllowed => "net_host_not_allowed",
+            ReasonCode::NetIpLiteral => "net_ip_literal",
+            ReasonCode::NetAddressBlocked => "net_address_blocked",
         }
     }
 }
@@ -57,6 +73,11 @@ mod tests {
             ReasonCode::EnvCredentialDropped,
             ReasonCode::PathProtected,
             ReasonCode::PathHidden,
+            ReasonCode::NetBadName,
+            ReasonCode::NetHostDenied,
+            ReasonCode::NetHostNotAllowed,
+            ReasonCode::NetIpLiteral,
+            ReasonCode::NetAddressBlocked,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
