@@ -76,8 +76,14 @@ pub fn normalize_name(s: &str) -> Result<String, String> {
             ));
         }
     }
-    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(format!("{s:?} is not a valid host name (numeric top-level label)"));
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{s:?} is not a valid host name (numeric top-level label)"
+        ));
     }
     Ok(name)
 }
@@ -85,7 +91,9 @@ pub fn normalize_name(s: &str) -> Result<String, String> {
 fn parse_port(s: &str, whole: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("{whole:?}: port {s:?} is not a number from 1 to 65535")),
+        _ => Err(format!(
+            "{whole:?}: port {s:?} is not a number from 1 to 65535"
+        )),
     }
 }
 
@@ -556,9 +564,7 @@ impl NetworkPolicy {
             };
         }
         match self.allow.iter().find(|r| r.value.matches(&name, port)) {
-            Some(a) => Verdict::Allow {
-                rule: rule_text(a),
-            },
+            Some(a) => Verdict::Allow { rule: rule_text(a) },
             None => Verdict::Deny {
                 code: ReasonCode::NetHostNotAllowed,
                 message: format!("{name}:{port} is not in the profile's network allowlist"),
@@ -577,9 +583,7 @@ impl NetworkPolicy {
             return Verdict::Allow { rule: l };
         }
         match self.allow_cidr.iter().find(|r| r.value.contains(ip)) {
-            Some(c) if classify(ip) == AddrClass::Public => Verdict::Allow {
-                rule: rule_text(c),
-            },
+            Some(c) if classify(ip) == AddrClass::Public => Verdict::Allow { rule: rule_text(c) },
             Some(c) => Verdict::Deny {
                 code: ReasonCode::NetAddressBlocked,
                 message: format!(
@@ -646,7 +650,9 @@ mod tests {
     use super::*;
 
     fn rules<T: RuleValue>(v: &[&str]) -> Vec<PathRule<T>> {
-        v.iter().map(|s| PathRule::new(T::parse(s).unwrap())).collect()
+        v.iter()
+            .map(|s| PathRule::new(T::parse(s).unwrap()))
+            .collect()
     }
 
     #[test]
@@ -662,8 +668,21 @@ mod tests {
         assert!(p.matches("example.com", 1));
         assert!(!p.matches("www.example.com", 443));
         for bad in [
-            "*", "*.com", "a*.b.com", "b.*.com", "1.2.3.4", "::1", "ex ample.com", "-a.com",
-            "a.com:0", "a.com:99999", "a.com:", "", "bücher.de", "a..com", "a.123",
+            "*",
+            "*.com",
+            "a*.b.com",
+            "b.*.com",
+            "1.2.3.4",
+            "::1",
+            "ex ample.com",
+            "-a.com",
+            "a.com:0",
+            "a.com:99999",
+            "a.com:",
+            "",
+            "bücher.de",
+            "a..com",
+            "a.123",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -700,7 +719,9 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
-        assert!(!NetworkPolicy::default().check_name("github.com", 443).is_allowed());
+        assert!(!NetworkPolicy::default()
+            .check_name("github.com", 443)
+            .is_allowed());
     }
 
     #[test]
@@ -739,8 +760,10 @@ mod tests {
             allow_local: rules(&["127.0.0.1:5432"]),
             ..Default::default()
         };
-        n.resolve
-            .insert("api.internal.test".into(), "127.0.0.1:8443".parse().unwrap());
+        n.resolve.insert(
+            "api.internal.test".into(),
+            "127.0.0.1:8443".parse().unwrap(),
+        );
         let up = |h: &str, a: &str| n.check_upstream(h, a.parse().unwrap());
         assert!(up("example.com", "93.184.215.14:443").is_allowed());
         assert!(!up("example.com", "169.254.169.254:80").is_allowed());
@@ -771,7 +794,9 @@ mod tests {
             Verdict::Deny { code, .. } => assert_eq!(code, ReasonCode::NetIpLiteral),
             v => panic!("{v:?}"),
         }
-        assert!(Cidr::parse("203.0.113.1/24").unwrap_err().contains("203.0.113.0/24"));
+        assert!(Cidr::parse("203.0.113.1/24")
+            .unwrap_err()
+            .contains("203.0.113.0/24"));
         assert!(Cidr::parse("0.0.0.0/0").is_err());
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("2001:db8::/32").is_ok());

@@ -81,18 +81,65 @@ impl Dirs {
         self.config.join("profiles")
     }
 
-    /// Creates the state directory (0700) if needed.
+    /// Creates the state directory (0700) if needed; refuses one that
+    /// another user owns or can write to.
     pub fn ensure_state(&self) -> Result<(), Error> {
+        create_private_dir(&self.state)?;
         create_private_dir(&self.sessions())
     }
 }
 
-/// `mkdir -p` with mode 0700 on every directory created.
+/// `mkdir -p` with mode 0700 on every directory created; the directory
+/// itself (new or not) must then pass [`check_trusted`]: what cordon keeps
+/// there (session records, overlays that `apply` writes back, the sandbox's
+/// `/etc`) must not be writable by anyone else.
 pub fn create_private_dir(path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|e| Error::io(format!("create {}", path.display()), e))
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    let md = std::fs::symlink_metadata(path)
+        .map_err(|e| Error::io(format!("inspect {}", path.display()), e))?;
+    if !md.is_dir() {
+        return Err(Error::Refused {
+            message: format!("{} is not a directory (a symlink?)", path.display()),
+            hint: "remove it; cordon creates its own directories".into(),
+        });
+    }
+    check_trusted(path, &md)
+}
+
+/// Refuses a file or directory that another user owns or can write to (root
+/// may own it: a system-wide file). Modelled on ssh's `StrictModes`.
+pub fn check_trusted(path: &Path, md: &std::fs::Metadata) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if md.uid() != me && md.uid() != 0 {
+        return Err(Error::Refused {
+            message: format!(
+                "{} belongs to uid {}, not to you (uid {me}): whoever owns it could change \
+                 what cordon reads from it",
+                path.display(),
+                md.uid()
+            ),
+            hint: format!(
+                "move it away; cordon will create its own ({})",
+                path.display()
+            ),
+        });
+    }
+    if md.mode() & 0o022 != 0 && !md.file_type().is_symlink() {
+        return Err(Error::Refused {
+            message: format!(
+                "{} is writable by other users (mode {:o}): they could change what cordon \
+                 reads from it",
+                path.display(),
+                md.mode() & 0o7777
+            ),
+            hint: format!("chmod go-w {}", path.display()),
+        });
+    }
+    Ok(())
 }

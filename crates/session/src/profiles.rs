@@ -29,15 +29,40 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+/// Reads a profile file. It, and the directory holding it, must be the
+/// caller's (or root's) and writable by nobody else: another user who could
+/// edit a profile could open the sandbox.
 fn read(path: &Path) -> Result<Option<SourceText>, ProfileError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(SourceText::new(path.display().to_string(), text))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ProfileError::Io {
-            origin: path.display().to_string(),
-            message: e.to_string(),
-        }),
+    use std::io::Read;
+    let io = |e: std::io::Error| ProfileError::Io {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let untrusted = |e: crate::Error| ProfileError::Invalid {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let md = file.metadata().map_err(io)?;
+    crate::dirs::check_trusted(path, &md).map_err(untrusted)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let pmd = std::fs::metadata(parent).map_err(io)?;
+    // A shared sticky directory (/tmp) is fine: others cannot replace files
+    // they do not own there.
+    use std::os::unix::fs::MetadataExt;
+    if pmd.mode() & 0o1000 == 0 {
+        crate::dirs::check_trusted(parent, &pmd).map_err(untrusted)?;
     }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io)?;
+    Ok(Some(SourceText::new(path.display().to_string(), text)))
 }
 
 impl ProfileSource for FileSource {

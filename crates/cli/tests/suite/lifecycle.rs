@@ -311,3 +311,24 @@ both!(the_agent_keeps_the_cpus_cordon_was_given, |env| {
     ok(&o);
     assert_eq!(allowed(&stdout(&o)), "0");
 });
+
+both!(files_other_users_could_change_are_refused, |env| {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let p = env.profile("loose", "description = \"x\"\n");
+    mode(&p, 0o666);
+    env.refused(&["--profile", "loose"], "is writable by other users");
+    mode(&p, 0o644);
+    mode(p.parent().unwrap(), 0o777);
+    env.refused(&["--profile", "loose"], "is writable by other users");
+    mode(p.parent().unwrap(), 0o755);
+    ok(&env.sh(&["--profile", "loose"], "true"));
+    // cordon's state directory: session records and overlays live there.
+    let state = env.state.join("cordon");
+    mode(&state, 0o777);
+    env.refused(&[], "is writable by other users");
+    mode(&state, 0o700);
+    ok(&env.sh(&[], "true"));
+});
