@@ -196,7 +196,28 @@ impl Launch {
 
     /// Relays signals and the terminal until the agent exits; returns how it
     /// ended. Without [`Launch::go`] the agent never starts.
-    pub fn supervise(mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
+    ///
+    /// Returns as soon as init has reported that the agent exited and every
+    /// other process of the sandbox is gone; init itself may still be
+    /// exiting (the kernel tearing down its namespaces), and then stays a
+    /// zombie child of the caller until the caller's process exits. That
+    /// suits a process that exits next (cordon's CLI); a long-running caller
+    /// uses [`Launch::supervise_and_reap`].
+    pub fn supervise(self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
+        self.supervise_inner(on_event, false)
+    }
+
+    /// Like [`Launch::supervise`], and also waits for init to exit and reaps
+    /// it, so that nothing of the sandbox is left behind.
+    pub fn supervise_and_reap(self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
+        self.supervise_inner(on_event, true)
+    }
+
+    fn supervise_inner(
+        mut self,
+        on_event: &mut dyn FnMut(Event),
+        reap: bool,
+    ) -> Result<Exit, LaunchError> {
         let Some(mut sup) = self.sup.take() else {
             return Err(io::Error::other("sandbox already supervised").into());
         };
@@ -211,7 +232,7 @@ impl Launch {
         let result = match sys::signalfd(&signals) {
             Ok(fd) => {
                 sup.sigfd = Some(fd);
-                sup.run(on_event)
+                sup.run(on_event, reap)
             }
             Err(e) => {
                 kill_and_reap(sup.pid);
@@ -284,11 +305,12 @@ fn send_spec(chan: BorrowedFd<'_>, spec: &SandboxSpec) -> Result<(), LaunchError
 /// Starts the sandbox described by `spec`, runs the agent to completion and
 /// returns how it ended. Must be called from a single-threaded process.
 /// Equivalent to [`Prelaunch::start`], [`Prelaunch::hand_over`],
-/// [`Launch::go`] and [`Launch::supervise`].
+/// [`Launch::go`] and [`Launch::supervise_and_reap`]: nothing of the sandbox
+/// is left when it returns.
 pub fn run(spec: &SandboxSpec, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
     let launch = Prelaunch::start()?.hand_over(spec)?;
     launch.go()?;
-    launch.supervise(on_event)
+    launch.supervise_and_reap(on_event)
 }
 
 struct Supervisor {
@@ -332,7 +354,7 @@ impl Supervisor {
         self.child_status.is_some() || self.alone
     }
 
-    fn run(mut self, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
+    fn run(mut self, on_event: &mut dyn FnMut(Event), reap: bool) -> Result<Exit, LaunchError> {
         let pid = self.pid;
         // Init may have exited before SIGCHLD was blocked (then the signal
         // was discarded): look once.
@@ -341,10 +363,10 @@ impl Supervisor {
         }
         let result = self.supervise(on_event);
         if self.child_status.is_none() {
-            // Init is exiting (it reported with nothing else left); reap it
-            // if it already has, otherwise the kernel finishes the teardown
-            // on its own.
-            let _ = sys::waitpid(pid, true);
+            // Init is exiting (it reported with nothing else left): reap it
+            // if it already has, or wait for it when asked to; otherwise the
+            // kernel finishes the teardown on its own.
+            let _ = sys::waitpid(pid, !reap);
         }
         result
     }

@@ -75,6 +75,10 @@ pub unsafe fn vfork_spawn(
     arg: *mut libc::c_void,
 ) -> io::Result<libc::pid_t> {
     const STACK: usize = 256 * 1024;
+    // The lowest 64 KiB stay inaccessible: an overflow faults instead of
+    // writing into whatever the parent (whose memory the child shares)
+    // has mapped below.
+    const GUARD: usize = 64 * 1024;
     // SAFETY: an anonymous private mapping; the result is checked.
     let stack = unsafe {
         libc::mmap(
@@ -88,6 +92,16 @@ pub unsafe fn vfork_spawn(
     };
     if stack == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the first GUARD bytes of the mapping just created (GUARD is a
+    // multiple of every page size Linux uses on x86_64 and aarch64).
+    if unsafe { libc::mprotect(stack, GUARD, libc::PROT_NONE) } != 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: unmapping exactly the mapping created above.
+        unsafe {
+            libc::munmap(stack, STACK);
+        }
+        return Err(err);
     }
     // SAFETY: the stack grows down from the end of the mapping, which is
     // page-aligned; the child is done with it when clone returns (vfork
