@@ -21,4 +21,4 @@ pub mod profile;
 mod values;
 
 pub use profile::{builtin_names, resolve, Profile, ProfileError, ProfileSource, SourceText};
-pub use values::{ByteSize, EnvName, Glob, HomePath, HostPath, PathRule, RuleValue};
+pub use values::{Bare, ByteSize, EnvName, Glob, HomePath, HostPath, PathRule, RuleValue};

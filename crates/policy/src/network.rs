@@ -284,6 +284,84 @@ impl RuleValue for Endpoint {
     }
 }
 
+/// A host name used as a key (`resolve`): validated and normalised like
+/// [`normalize_name`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostName(pub String);
+
+impl<'de> serde::Deserialize<'de> for HostName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        normalize_name(&s)
+            .map(HostName)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An enterprise HTTP proxy that allowed traffic is sent through:
+/// `http://host:port`. Only plain-HTTP proxies (CONNECT for TLS) exist so
+/// far; credentials are not accepted in the URL, where they would sit in a
+/// profile file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProxyUrl {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl RuleValue for ProxyUrl {
+    const KEY: &'static str = "url";
+    fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("upstream proxy {s:?} must look like http://host:port"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('@') {
+            return Err(format!(
+                "upstream proxy {s:?}: credentials do not belong in a profile file"
+            ));
+        }
+        if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+            return Err(format!(
+                "upstream proxy {s:?}: no path, only http://host:port"
+            ));
+        }
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(v6) => {
+                let (h, p) = v6
+                    .split_once("]:")
+                    .ok_or_else(|| format!("upstream proxy {s:?} needs a port"))?;
+                let ip: Ipv6Addr = h
+                    .parse()
+                    .map_err(|_| format!("upstream proxy {s:?}: bad IPv6 address"))?;
+                (ip.to_string(), p)
+            }
+            None => {
+                let (h, p) = rest
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("upstream proxy {s:?} needs a port"))?;
+                let host = match h.parse::<Ipv4Addr>() {
+                    Ok(ip) => ip.to_string(),
+                    Err(_) => normalize_name(h).map_err(|e| format!("upstream proxy: {e}"))?,
+                };
+                (host, p)
+            }
+        };
+        Ok(ProxyUrl {
+            host,
+            port: parse_port(port, s)?,
+        })
+    }
+    fn render(&self) -> String {
+        if self.host.contains(':') {
+            format!("http://[{}]:{}", self.host, self.port)
+        } else {
+            format!("http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// What kind of address an IP is, for the upstream check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddrClass {
@@ -497,7 +575,7 @@ pub struct NetworkPolicy {
     /// Fixed addresses for names, like `curl --resolve`.
     pub resolve: std::collections::BTreeMap<String, SocketAddr>,
     /// An HTTP proxy to send allowed traffic through (`http://host:port`).
-    pub upstream_proxy: Option<String>,
+    pub upstream_proxy: Option<crate::values::Bare<ProxyUrl>>,
 }
 
 /// A decision, with the reason code and a sentence for humans and agents.

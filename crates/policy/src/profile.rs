@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::hide::HideMatcher;
-use crate::values::{ByteSize, EnvName, Glob, HomePath, HostPath, PathRule};
+use crate::network::{preset_hosts, Cidr, Endpoint, HostEntry, HostName, NetworkPolicy, ProxyUrl};
+use crate::values::{Bare, ByteSize, EnvName, Glob, HomePath, HostPath, PathRule, RuleValue};
 
 /// Paths inside the project that stay read-only in every mode, also when they
 /// do not exist yet: they run code on the user's side later (git hooks, direnv,
@@ -195,6 +196,8 @@ struct ProfileFile {
     limits: LimitsFile,
     #[serde(default)]
     sandbox: SandboxFile,
+    #[serde(default)]
+    network: NetworkFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +271,39 @@ struct SandboxFile {
     hostname: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    #[serde(default)]
+    allow: Vec<PathRule<HostEntry>>,
+    #[serde(default)]
+    deny: Vec<PathRule<HostEntry>>,
+    #[serde(default)]
+    allow_cidr: Vec<PathRule<Cidr>>,
+    #[serde(default)]
+    allow_local: Vec<PathRule<Endpoint>>,
+    #[serde(default)]
+    resolve: BTreeMap<HostName, Bare<Endpoint>>,
+    /// `""` removes an inherited proxy.
+    upstream_proxy: Option<OptionalProxy>,
+}
+
+/// `upstream_proxy`: a URL, or `""` for none.
+#[derive(Debug)]
+struct OptionalProxy(Option<Bare<ProxyUrl>>);
+
+impl<'de> Deserialize<'de> for OptionalProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(OptionalProxy(None));
+        }
+        ProxyUrl::parse(&s)
+            .map(|u| OptionalProxy(Some(Bare(u))))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 // ---------------------------------------------------------- effective profile
 
 /// How strictly Landlock must be enforced.
@@ -303,6 +339,8 @@ pub struct Profile {
     pub limits: LimitsPolicy,
     /// Sandbox layers.
     pub sandbox: SandboxPolicy,
+    /// Egress: which hosts the agent may reach (presets expanded).
+    pub network: NetworkPolicy,
     /// The compiled hide matcher, built once on first use.
     #[serde(skip)]
     matcher: CompiledHide,
@@ -413,11 +451,12 @@ impl Profile {
                 allow_ptrace: false,
                 hostname: "cordon".into(),
             },
+            network: NetworkPolicy::default(),
             matcher: CompiledHide::default(),
         }
     }
 
-    fn apply(&mut self, f: ProfileFile, origin: &str) {
+    fn apply(&mut self, f: ProfileFile, origin: &str) -> Result<(), ProfileError> {
         fn extend<T: PartialEq>(dst: &mut Vec<T>, src: Vec<T>) {
             for v in src {
                 if !dst.contains(&v) {
@@ -453,6 +492,39 @@ impl Profile {
         if let Some(h) = s.hostname {
             self.sandbox.hostname = h;
         }
+        let n = f.network;
+        let expand = |entries: Vec<PathRule<HostEntry>>| -> Result<Vec<_>, ProfileError> {
+            let mut out = Vec::new();
+            for e in entries {
+                match e.value {
+                    HostEntry::Host(h) => out.push(PathRule {
+                        value: h,
+                        reason: e.reason,
+                        optional: e.optional,
+                    }),
+                    HostEntry::Preset(name) => {
+                        let (_, hosts) =
+                            preset_hosts(&name).map_err(|message| ProfileError::Invalid {
+                                origin: origin.to_owned(),
+                                message,
+                            })?;
+                        out.extend(hosts);
+                    }
+                }
+            }
+            Ok(out)
+        };
+        extend(&mut self.network.allow, expand(n.allow)?);
+        extend(&mut self.network.deny, expand(n.deny)?);
+        extend(&mut self.network.allow_cidr, n.allow_cidr);
+        extend(&mut self.network.allow_local, n.allow_local);
+        self.network
+            .resolve
+            .extend(n.resolve.into_iter().map(|(k, v)| (k.0, v.0 .0)));
+        if let Some(p) = n.upstream_proxy {
+            self.network.upstream_proxy = p.0;
+        }
+        Ok(())
     }
 
     /// Every protected project path: the built-in ones plus the profile's.
@@ -618,7 +690,7 @@ pub fn resolve_text(
         if let Some(ex) = &file.project.examples {
             examples.push((ex.clone(), src.origin.clone()));
         }
-        profile.apply(file, &src.origin);
+        profile.apply(file, &src.origin)?;
     }
     for (ex, origin) in &examples {
         check_examples(&profile, ex, origin)?;
@@ -806,6 +878,34 @@ mod tests {
                 2,
                 "unknown field `why`",
             ),
+            (
+                "[network]\nallow = [\"ok.example\",\n  \"*\"]\n",
+                3,
+                "would allow every host",
+            ),
+            ("[network]\nallow = [\"@nmp\"]\n", 2, "unknown preset"),
+            ("[network]\nallow_cidr = [\"10.0.0.1/8\"]\n", 2, "host bits"),
+            (
+                "[network]\nallow_local = [\"localhost:5432\"]\n",
+                2,
+                "address",
+            ),
+            (
+                "[network]\nresolve = { \"a b\" = \"127.0.0.1:1\" }\n",
+                2,
+                "not a valid host name",
+            ),
+            (
+                "[network]\nresolve = { \"x.test\" = \"127.0.0.1\" }\n",
+                2,
+                "with a port",
+            ),
+            (
+                "[network]\nupstream_proxy = \"http://u:p@proxy:3128\"\n",
+                2,
+                "credentials",
+            ),
+            ("[network]\nallw = []\n", 2, "unknown field `allw`"),
         ];
         for (text, want_line, want_msg) in cases {
             let src = Mem(vec![("bad", text)]);
@@ -856,6 +956,76 @@ mod tests {
         b.limits.nproc += 1;
         assert_ne!(a.digest(), b.digest());
         assert!(a.digest().starts_with("sha256:") && a.digest().len() == 71);
+    }
+
+    #[test]
+    fn network_rules_expand_presets_and_inherit() {
+        let src = Mem(vec![
+            (
+                "base",
+                "[network]\nallow = [\"@github\", { host = \"api.internal.test:8443\", \
+                 reason = \"our API\" }]\nresolve = { \"API.internal.test\" = \
+                 \"127.0.0.1:8443\" }\nupstream_proxy = \"http://proxy.corp.test:3128\"\n",
+            ),
+            (
+                "child",
+                "extends = \"base\"\n[network]\nallow = [\"pypi.org\"]\ndeny = \
+                 [\"codeload.github.com\"]\nallow_local = [\"127.0.0.1:5432\"]\n\
+                 upstream_proxy = \"\"\n",
+            ),
+        ]);
+        let base = resolve("base", &src).unwrap();
+        let n = &base.network;
+        assert!(n.check_name("api.github.com", 443).is_allowed());
+        assert!(!n.check_name("api.github.com", 80).is_allowed());
+        let rule = n
+            .allow
+            .iter()
+            .find(|r| r.value.name == "api.github.com")
+            .unwrap();
+        assert!(rule.reason.as_deref().unwrap().starts_with("@github: "));
+        assert_eq!(
+            n.resolve.get("api.internal.test"),
+            Some(&"127.0.0.1:8443".parse().unwrap())
+        );
+        assert_eq!(
+            n.upstream_proxy.as_ref().unwrap().0.render(),
+            "http://proxy.corp.test:3128"
+        );
+        let child = resolve("child", &src).unwrap();
+        let n = &child.network;
+        assert!(n.check_name("pypi.org", 443).is_allowed());
+        assert!(n.check_name("api.internal.test", 8443).is_allowed());
+        assert!(!n.check_name("codeload.github.com", 443).is_allowed());
+        assert!(n.upstream_proxy.is_none());
+        assert_eq!(n.allow_local.len(), 1);
+        assert_ne!(base.digest(), child.digest());
+        let shown = child.to_toml();
+        assert!(shown.contains("pypi.org"), "{shown}");
+        assert!(shown.contains("@github: "), "{shown}");
+        assert!(resolve("default", &src).unwrap().network.allow.is_empty());
+    }
+
+    #[test]
+    fn proxy_urls_parse() {
+        let ok = |s: &str| ProxyUrl::parse(s).unwrap().render();
+        assert_eq!(
+            ok("http://Proxy.Corp.test:3128/"),
+            "http://proxy.corp.test:3128"
+        );
+        assert_eq!(ok("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(ok("http://[::1]:8080"), "http://[::1]:8080");
+        for bad in [
+            "https://proxy:3128",
+            "proxy:3128",
+            "http://proxy",
+            "http://proxy:0",
+            "http://proxy:3128/path",
+            "http://user@proxy:3128",
+            "http://[::1]",
+        ] {
+            assert!(ProxyUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

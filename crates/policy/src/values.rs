@@ -104,6 +104,24 @@ impl<T: RuleValue> Serialize for PathRule<T> {
     }
 }
 
+/// A [`RuleValue`] written as a bare string, without the rule table form
+/// (map values, single settings).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Bare<T>(pub T);
+
+impl<'de, T: RuleValue> Deserialize<'de> for Bare<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        T::parse(&s).map(Bare).map_err(de::Error::custom)
+    }
+}
+
+impl<T: RuleValue> Serialize for Bare<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.render())
+    }
+}
+
 fn plain_relative(p: &Path) -> bool {
     !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
