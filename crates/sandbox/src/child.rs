@@ -291,6 +291,13 @@ fn setup(a: &InitArgs, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<String>, S
         *pty_slave = Some(pty.slave);
     }
     sys::loopback_up().map_err(|e| StageError::new("network", "bring up loopback", e))?;
+    if let Some(port) = a.spec.proxy_port {
+        let listener = proxy_listener(port)
+            .map_err(|e| StageError::new("network", format!("listen on 127.0.0.1:{port}"), e))?;
+        protocol::send_fd(a.chan.as_fd(), &Msg::ProxyListener, listener.as_fd()).map_err(|e| {
+            StageError::new("network", "hand the proxy socket to the supervisor", e)
+        })?;
+    }
     rustix::system::sethostname(a.spec.hostname.as_bytes())
         .map_err(|e| StageError::new("uts", "set the hostname", e.into()))?;
     sys::join_new_session_keyring()
@@ -319,6 +326,22 @@ fn setup(a: &InitArgs, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<String>, S
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| StageError::new("dumpable", "make init non-dumpable", e.into()))?;
     Ok(warnings)
+}
+
+/// The egress proxy's listening socket on the sandbox's loopback. Init
+/// closes its copy once the supervisor has it; the agent never holds it.
+fn proxy_listener(port: u16) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+    rustix::net::bind(&sock, &addr)?;
+    rustix::net::listen(&sock, 4096)?;
+    Ok(sock)
 }
 
 fn display(s: &CStr) -> String {

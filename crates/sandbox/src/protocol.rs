@@ -21,6 +21,10 @@ pub enum Msg {
     /// The master side of the agent's pty travels with this message
     /// (SCM_RIGHTS); the slave lives in the sandbox's own devpts.
     Pty,
+    /// The listening socket of the egress proxy travels with this message
+    /// (SCM_RIGHTS): bound to 127.0.0.1 inside the sandbox's network
+    /// namespace, accepted on by the supervisor.
+    ProxyListener,
     /// Every stage succeeded; the agent is about to be executed.
     Ready,
     /// A setup stage failed; the sandbox exits without running the agent.

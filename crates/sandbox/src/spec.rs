@@ -41,6 +41,12 @@ pub struct SandboxSpec {
     pub limits: Limits,
     /// Terminal handling.
     pub terminal: Terminal,
+    /// A TCP port on the sandbox's 127.0.0.1 where init listens for the
+    /// supervisor's egress proxy: the listening socket is handed out
+    /// (`Event::ProxyListener`), so connections made inside are accepted
+    /// outside. `None`: loopback only, no way out.
+    #[serde(default)]
+    pub proxy_port: Option<u16>,
 }
 
 /// One mount operation. Applied in order; a mount whose `dest` lies under an
@@ -357,6 +363,7 @@ mod tests {
             seccomp: SeccompSpec { allow_ptrace: true },
             limits: Limits::default(),
             terminal: Terminal::Pty,
+            proxy_port: None,
         };
         let json = serde_json::to_vec(&spec).expect("serialize");
         let back: SandboxSpec = serde_json::from_slice(&json).expect("deserialize");

@@ -15,8 +15,13 @@ use crate::sys::{self, SigSet};
 use crate::StageError;
 
 /// Something the caller may want to record while the sandbox runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Event {
+    /// The listening socket of the egress proxy (see
+    /// [`SandboxSpec::proxy_port`]), delivered before `Started`. The caller
+    /// accepts the sandbox's connections on it; if it drops it, they are
+    /// refused.
+    ProxyListener(OwnedFd),
     /// Every layer is in place; the agent is being executed. `pid` is init's
     /// pid in the caller's pid namespace.
     Started {
@@ -503,6 +508,12 @@ impl Supervisor {
                     self.master = Some(master);
                 }
                 Msg::Warning { message } => on_event(Event::Warning(message)),
+                Msg::ProxyListener => {
+                    let Some(listener) = fd else {
+                        return Err(io::Error::other("proxy message without a descriptor").into());
+                    };
+                    on_event(Event::ProxyListener(listener));
+                }
                 Msg::Ready => {
                     self.ready = true;
                     on_event(Event::Started { pid: self.pid });

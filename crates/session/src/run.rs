@@ -245,6 +245,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             nofile: profile.limits.nofile,
         },
         terminal: req.terminal,
+        proxy_port: None,
     };
     let mut env_withheld = plan.withheld_credentials.clone();
     env_withheld.extend(plan.withheld_other.iter().cloned());
@@ -315,6 +316,7 @@ pub fn execute(
             launch.go().and_then(|()| {
                 launch.supervise(&mut |ev| match ev {
                     Event::Started { pid } => started = Some(pid),
+                    Event::ProxyListener(_) => {}
                     Event::Warning(w) => {
                         on_warning(&w);
                         warnings.push(w);

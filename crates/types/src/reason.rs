@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The string form (`as_str`) is part of cordon's interface: it appears in CLI
 /// errors, in `x-cordon-reason` headers and in audit events, and must never
 /// change meaning once released. Add new codes; do not rename old ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     /// A layer the profile requires is not available on this host.
@@ -33,6 +33,14 @@ pub enum ReasonCode {
     /// The destination address is loopback, private, link-local (cloud
     /// metadata) or otherwise not public, and the profile does not name it.
     NetAddressBlocked,
+    /// The name inside the connection (TLS SNI or HTTP `Host`) is not the
+    /// name the connection was allowed for (domain fronting).
+    NetNameMismatch,
+    /// The agent's proxy request or first bytes could not be understood.
+    NetBadRequest,
+    /// The destination was allowed but could not be reached (resolution or
+    /// connection failed, or the upstream proxy refused).
+    NetUpstreamFailed,
 }
 
 impl ReasonCode {
@@ -50,6 +58,9 @@ impl ReasonCode {
             ReasonCode::NetHostNotAllowed => "net_host_not_allowed",
             ReasonCode::NetIpLiteral => "net_ip_literal",
             ReasonCode::NetAddressBlocked => "net_address_blocked",
+            ReasonCode::NetNameMismatch => "net_name_mismatch",
+            ReasonCode::NetBadRequest => "net_bad_request",
+            ReasonCode::NetUpstreamFailed => "net_upstream_failed",
         }
     }
 }
@@ -78,6 +89,9 @@ mod tests {
             ReasonCode::NetHostNotAllowed,
             ReasonCode::NetIpLiteral,
             ReasonCode::NetAddressBlocked,
+            ReasonCode::NetNameMismatch,
+            ReasonCode::NetBadRequest,
+            ReasonCode::NetUpstreamFailed,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

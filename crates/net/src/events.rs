@@ -1,0 +1,231 @@
+//! The egress events of a session: one JSON object per line in the
+//! session's `net.jsonl`, and a summary of what was blocked for the user.
+//! The audit layer turns these into OCSF records later; the field names here
+//! are the contract it reads.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cordon_types::ReasonCode;
+use serde::Serialize;
+
+/// One decision or the end of an allowed flow.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NetEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `flow.allowed`, `flow.denied` or `flow.closed`.
+    pub kind: &'static str,
+    /// How the traffic reached cordon: `proxy` (explicit proxy).
+    pub via: &'static str,
+    /// Flow number within the session (allowed/closed pairs share it).
+    pub flow: u64,
+    /// The destination as the agent named it: a host name or an IP address.
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+    /// The proxy request's method (`CONNECT`, `GET`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The TLS server name the client sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// The HTTP `Host` the client sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_host: Option<String>,
+    /// The address cordon connected to (after its own resolution and check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    /// The rule that allowed the flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why it was denied or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ReasonCode>,
+    /// The explanation given to the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Bytes from the agent to the destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
+    /// Bytes from the destination to the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_down: Option<u64>,
+    /// How long the flow lasted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// What the user hears when the agent exits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Flows that were allowed.
+    pub allowed: u64,
+    /// Denied attempts per `(destination, reason code)`.
+    pub denied: BTreeMap<(String, ReasonCode), u64>,
+    /// Events that could not be written to the log.
+    pub lost_events: u64,
+}
+
+impl Summary {
+    /// Number of denied attempts.
+    pub fn denied_total(&self) -> u64 {
+        self.denied.values().sum()
+    }
+
+    /// One line, e.g. `blocked 3 connection attempts: evil.test:443 x2
+    /// (net_host_not_allowed), 10.0.0.1:80 (net_ip_literal)`; `None` when
+    /// nothing was blocked.
+    pub fn blocked_line(&self) -> Option<String> {
+        let total = self.denied_total();
+        if total == 0 {
+            return None;
+        }
+        let mut by_count: Vec<_> = self.denied.iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let shown: Vec<String> = by_count
+            .iter()
+            .take(5)
+            .map(|((dest, code), n)| {
+                if **n > 1 {
+                    format!("{dest} x{n} ({code})")
+                } else {
+                    format!("{dest} ({code})")
+                }
+            })
+            .collect();
+        let more = by_count.len().saturating_sub(5);
+        let tail = if more > 0 {
+            format!(", and {more} more destination(s)")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "blocked {total} connection attempt(s): {}{tail}",
+            shown.join(", ")
+        ))
+    }
+}
+
+/// The session's event log (append-only) and running summary.
+#[derive(Debug)]
+pub struct EventLog {
+    file: Mutex<File>,
+    summary: Mutex<Summary>,
+}
+
+impl EventLog {
+    /// Creates (or appends to) the log at `path`, private to the user.
+    pub fn create(path: &Path) -> io::Result<EventLog> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            // Never written through a planted symlink.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(EventLog {
+            file: Mutex::new(file),
+            summary: Mutex::new(Summary::default()),
+        })
+    }
+
+    /// Records `ev` (stamping its time) and counts it in the summary.
+    pub fn record(&self, mut ev: NetEvent) {
+        ev.time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+        line.push(b'\n');
+        let written = match self.file.lock() {
+            Ok(mut f) => f.write_all(&line).is_ok(),
+            Err(_) => false,
+        };
+        if let Ok(mut s) = self.summary.lock() {
+            if !written {
+                s.lost_events += 1;
+            }
+            match ev.kind {
+                "flow.allowed" => s.allowed += 1,
+                "flow.denied" => {
+                    let dest = if ev.host.contains(':') {
+                        format!("[{}]:{}", ev.host, ev.port)
+                    } else {
+                        format!("{}:{}", ev.host, ev.port)
+                    };
+                    let code = ev.code.unwrap_or(ReasonCode::NetHostNotAllowed);
+                    *s.denied.entry((dest, code)).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> Summary {
+        self.summary.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_lines_and_the_summary_counts_denials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.jsonl");
+        let log = EventLog::create(&path).unwrap();
+        for host in ["evil.test", "evil.test", "10.0.0.1"] {
+            log.record(NetEvent {
+                kind: "flow.denied",
+                via: "proxy",
+                host: host.into(),
+                port: 443,
+                code: Some(ReasonCode::NetHostNotAllowed),
+                ..Default::default()
+            });
+        }
+        log.record(NetEvent {
+            kind: "flow.allowed",
+            via: "proxy",
+            host: "ok.test".into(),
+            port: 443,
+            ..Default::default()
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["code"], "net_host_not_allowed");
+        assert!(lines[0]["time_ms"].as_u64().unwrap() > 0);
+        assert!(lines[3].get("code").is_none());
+        let s = log.summary();
+        assert_eq!((s.allowed, s.denied_total()), (1, 3));
+        let line = s.blocked_line().unwrap();
+        assert!(
+            line.starts_with("blocked 3 connection attempt(s): evil.test:443 x2"),
+            "{line}"
+        );
+        assert_eq!(Summary::default().blocked_line(), None);
+    }
+
+    #[test]
+    fn the_log_is_not_written_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        let link = dir.path().join("net.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(EventLog::create(&link).is_err());
+        assert!(!target.exists());
+    }
+}

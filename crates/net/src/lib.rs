@@ -1,0 +1,172 @@
+//! cordon's egress: the only way out of the sandbox's network namespace.
+//!
+//! The sandbox has loopback and nothing else; the agent's traffic reaches
+//! the outside only through this engine, which runs in the supervisor (on a
+//! tokio runtime of its own) and decides every connection with the profile's
+//! [`NetworkPolicy`]:
+//!
+//! * **explicit proxy** ([`Engine::serve_proxy`]): init listens on
+//!   `127.0.0.1:3128` inside the sandbox and hands the listening socket to
+//!   the supervisor; `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` point there.
+//!   `CONNECT host:port` and absolute-form `http://` requests are decided by
+//!   name (or IP literal), connected by cordon after its own resolution and
+//!   address check ([`upstream`]), and the first bytes through a tunnel must
+//!   name the same host ([`peek`]). Refusals are HTTP 403s whose body and
+//!   `x-cordon-reason` header explain them.
+//! * every decision and every allowed flow's end is a JSON line in the
+//!   session's `net.jsonl` ([`events`]).
+//!
+//! Non-goals (so far): transparent capture (a TUN device and a userspace
+//! TCP/IP stack) and the DNS filter; TLS inspection. Without inspection, the
+//! `Host` header *inside* TLS is not visible: the SNI check stops fronting
+//! at the TLS layer only.
+//!
+//! Threat notes: everything the sandbox sends is untrusted input (request
+//! heads are bounded and time-limited). The engine never connects to an
+//! address the policy did not allow, and never resolves a name the policy
+//! did not allow.
+
+pub mod events;
+pub mod peek;
+mod proxy;
+mod upstream;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cordon_policy::network::NetworkPolicy;
+
+pub use events::{EventLog, NetEvent, Summary};
+
+/// The port the explicit proxy listens on inside the sandbox.
+pub const PROXY_PORT: u16 = 3128;
+
+/// What the engine enforces and where it writes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The profile's egress policy.
+    pub policy: NetworkPolicy,
+    /// The session's event log (`net.jsonl`).
+    pub log: PathBuf,
+}
+
+/// State shared by the engine's tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub policy: NetworkPolicy,
+    pub log: EventLog,
+    next_flow: AtomicU64,
+    pub flows_open: AtomicUsize,
+    pub flow_ended: tokio::sync::Notify,
+    pub finishing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn next_flow(&self) -> u64 {
+        self.next_flow.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// The running egress engine of one session.
+#[derive(Debug)]
+pub struct Engine {
+    rt: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// Opens the event log and starts the runtime. The caller decides which
+    /// signals the runtime's threads block (they inherit the calling
+    /// thread's mask): cordon's supervisor blocks the ones it relays.
+    pub fn start(config: Config) -> io::Result<Engine> {
+        let log = EventLog::create(&config.log)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(16)
+            .thread_name("cordon-net")
+            .enable_all()
+            .build()?;
+        let (finishing, _) = tokio::sync::watch::channel(false);
+        Ok(Engine {
+            rt: Some(rt),
+            shared: Arc::new(Shared {
+                policy: config.policy,
+                log,
+                next_flow: AtomicU64::new(0),
+                flows_open: AtomicUsize::new(0),
+                flow_ended: tokio::sync::Notify::new(),
+                finishing,
+            }),
+        })
+    }
+
+    /// Serves the explicit proxy on `listener`, a listening TCP socket (the
+    /// one init made inside the sandbox).
+    pub fn serve_proxy(&self, listener: OwnedFd) -> io::Result<()> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| io::Error::other("engine stopped"))?;
+        let std_listener = std::net::TcpListener::from(listener);
+        std_listener.set_nonblocking(true)?;
+        let listener = {
+            let _ctx = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let shared = Arc::clone(&self.shared);
+        rt.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(proxy::serve(Arc::clone(&shared), stream));
+                    }
+                    // Out of descriptors or memory: back off instead of
+                    // spinning; the client's connection waits in the backlog.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> Summary {
+        self.shared.log.summary()
+    }
+
+    /// Stops the engine after the agent has exited: flows whose client side
+    /// has closed end now, others get up to `grace` to finish; every open
+    /// flow is recorded as closed. Returns the session's summary.
+    pub fn finish(mut self, grace: Duration) -> Summary {
+        let shared = Arc::clone(&self.shared);
+        if let Some(rt) = self.rt.take() {
+            let _ = shared.finishing.send(true);
+            rt.block_on(async {
+                let idle = async {
+                    while shared.flows_open.load(Ordering::SeqCst) > 0 {
+                        let ended = shared.flow_ended.notified();
+                        if shared.flows_open.load(Ordering::SeqCst) == 0 {
+                            break;
+                        }
+                        ended.await;
+                    }
+                };
+                let _ = tokio::time::timeout(grace, idle).await;
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        }
+        shared.log.summary()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}

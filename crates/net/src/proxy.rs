@@ -1,0 +1,503 @@
+//! The explicit proxy: HTTP `CONNECT host:port` and absolute-form requests
+//! (`GET http://host/path`), as sent by clients that honour `HTTPS_PROXY`
+//! and `HTTP_PROXY`. Each request is decided by the profile's policy; an
+//! allowed one is connected by [`crate::upstream`], and the first bytes the
+//! client sends through it must name the same host (TLS SNI or HTTP `Host`):
+//! no domain fronting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cordon_types::ReasonCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::events::NetEvent;
+use crate::peek::{self, Peek};
+use crate::upstream::{self, Dest, Refusal, Target, Upstream};
+use crate::Shared;
+
+/// The longest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send its request head, or to finish the
+/// first bytes through a tunnel once it has started them.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Relay buffer per direction.
+const RELAY_BUF: usize = 32 * 1024;
+
+/// A parsed proxy request head.
+#[derive(Debug)]
+struct Head {
+    method: String,
+    target: String,
+    minor_version: u8,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Serves one client connection of the sandbox.
+pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream) {
+    let _ = client.set_nodelay(true);
+    let mut buf = Vec::with_capacity(4096);
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client, &mut buf)).await {
+        Ok(Ok(Some(h))) => h,
+        // Closed before a request: nothing to record.
+        Ok(Ok(None)) => return,
+        Ok(Err(why)) => {
+            let r = Refusal {
+                status: 400,
+                code: ReasonCode::NetBadRequest,
+                message: format!("cordon's egress proxy could not read the request: {why}"),
+                hint: String::new(),
+            };
+            let _ = client.write_all(&refusal_response(&r)).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let (head, rest) = head;
+    if head.method.eq_ignore_ascii_case("CONNECT") {
+        connect_flow(&shared, client, head, rest).await;
+    } else {
+        http_flow(&shared, client, head, rest).await;
+    }
+}
+
+/// Reads up to the end of the request head; returns it and the bytes after.
+async fn read_head(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(Head, Vec<u8>)>, String> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 96];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let head = Head {
+                    method: req.method.unwrap_or_default().to_owned(),
+                    target: req.path.unwrap_or_default().to_owned(),
+                    minor_version: req.version.unwrap_or(1),
+                    headers: req
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                        .collect(),
+                };
+                return Ok(Some((head, buf[n..].to_vec())));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err("request head longer than 16 KiB".into());
+        }
+        match client.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Ok(None),
+            Ok(0) => return Err("connection closed inside the request head".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The 403/400/502 reply: the same explanation for a person reading curl's
+/// output and for an agent reading the body.
+fn refusal_response(r: &Refusal) -> Vec<u8> {
+    let reason = match r.status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        _ => "Bad Gateway",
+    };
+    let mut body = format!(
+        "cordon blocked this request: {}\nreason: {}\n",
+        r.message,
+        r.code.as_str()
+    );
+    if !r.hint.is_empty() {
+        body.push_str(&format!("to allow it: {}\n", r.hint));
+    }
+    format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         x-cordon-reason: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        r.status,
+        r.code.as_str(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn decide(shared: &Shared, t: &Target) -> Result<String, Refusal> {
+    let v = match &t.dest {
+        Dest::Name(n) => shared.policy.check_name(n, t.port),
+        Dest::Ip(ip) => shared.policy.check_ip(*ip, t.port),
+    };
+    match v {
+        cordon_policy::network::Verdict::Allow { rule } => Ok(rule),
+        deny => Err(Refusal::from_verdict(deny).unwrap_or_else(|| Refusal {
+            status: 403,
+            code: ReasonCode::NetHostNotAllowed,
+            message: String::new(),
+            hint: String::new(),
+        })),
+    }
+}
+
+fn base_event(shared: &Shared, flow: u64, t: &Target, method: &str) -> NetEvent {
+    let _ = shared;
+    NetEvent {
+        via: "proxy",
+        flow,
+        host: t.host(),
+        port: t.port,
+        method: Some(method.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn denied(shared: &Shared, mut ev: NetEvent, r: &Refusal) {
+    ev.kind = "flow.denied";
+    ev.code = Some(r.code);
+    ev.message = Some(r.message.clone());
+    shared.log.record(ev);
+}
+
+async fn refuse(shared: &Shared, client: &mut TcpStream, ev: NetEvent, r: Refusal) {
+    denied(shared, ev, &r);
+    let _ = client.write_all(&refusal_response(&r)).await;
+    let _ = client.shutdown().await;
+}
+
+async fn connect_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec<u8>) {
+    let flow = shared.next_flow();
+    let t = match Target::parse(&head.target, None) {
+        Ok(t) => t,
+        Err(why) => {
+            let ev = NetEvent {
+                via: "proxy",
+                flow,
+                host: head.target.clone(),
+                method: Some(head.method.clone()),
+                ..Default::default()
+            };
+            let r = Refusal {
+                status: 400,
+                code: ReasonCode::NetBadRequest,
+                message: format!("CONNECT needs host:port: {why}"),
+                hint: String::new(),
+            };
+            return refuse(shared, &mut client, ev, r).await;
+        }
+    };
+    let mut ev = base_event(shared, flow, &t, &head.method);
+    let rule = match decide(shared, &t) {
+        Ok(rule) => rule,
+        Err(r) => return refuse(shared, &mut client, ev, r).await,
+    };
+    let up = match upstream::connect(shared, &t, true).await {
+        Ok(up) => up,
+        Err(r) => return refuse(shared, &mut client, ev, r).await,
+    };
+    ev.addr = Some(up.addr);
+    ev.rule = Some(rule);
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Upstream { stream: mut up, .. } = up;
+    // The client's first bytes must name the host it was allowed for; bytes
+    // the server sends first (SSH, SMTP banners) flow meanwhile.
+    let mut first = rest;
+    let mut down_early = 0u64;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut sbuf = vec![0u8; 16 * 1024];
+    let verdict = loop {
+        match peek::peek(&first) {
+            Peek::NeedMore => {}
+            decided => break decided,
+        }
+        if !first.is_empty() && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + HEAD_TIMEOUT);
+        }
+        let wait = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = client.read_buf(&mut first) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            r = up.read(&mut sbuf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if client.write_all(&sbuf[..n]).await.is_err() {
+                        return;
+                    }
+                    down_early += n as u64;
+                }
+            },
+            () = wait => break Peek::Malformed("the first bytes did not arrive in time"),
+        }
+    };
+    drop(sbuf);
+    let expected = t.host();
+    let mismatch = |what: &str, got: &str| Refusal {
+        status: 403,
+        code: ReasonCode::NetNameMismatch,
+        message: format!(
+            "the connection was allowed for {expected} but its {what} names {got} (domain \
+             fronting is refused)"
+        ),
+        hint: format!("connect to {got} directly, if the profile allows it"),
+    };
+    let refusal = match &verdict {
+        Peek::Tls { sni } => {
+            ev.sni = sni.clone();
+            match sni {
+                Some(s) if *s != expected => Some(mismatch("TLS server name", s)),
+                _ => None,
+            }
+        }
+        Peek::Http { host } => {
+            ev.http_host = host.clone();
+            match host {
+                Some(h) if *h != expected => Some(mismatch("HTTP Host header", h)),
+                _ => None,
+            }
+        }
+        Peek::Malformed(why) => Some(Refusal {
+            status: 403,
+            code: ReasonCode::NetBadRequest,
+            message: format!("the first bytes through the tunnel to {expected}: {why}"),
+            hint: String::new(),
+        }),
+        Peek::Other | Peek::NeedMore => None,
+    };
+    if let Some(r) = refusal {
+        // Inside an established tunnel there is no HTTP reply to give: the
+        // connection is closed cleanly and the event explains.
+        denied(shared, ev, &r);
+        let _ = client.shutdown().await;
+        return;
+    }
+    if up.write_all(&first).await.is_err() {
+        return;
+    }
+    let guard = FlowGuard::open(shared, ev, first.len() as u64, down_early);
+    relay(client, up, &guard).await;
+}
+
+async fn http_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec<u8>) {
+    let flow = shared.next_flow();
+    let bad = |message: String| Refusal {
+        status: 400,
+        code: ReasonCode::NetBadRequest,
+        message,
+        hint: String::new(),
+    };
+    let unparsed = NetEvent {
+        via: "proxy",
+        flow,
+        host: head.target.clone(),
+        method: Some(head.method.clone()),
+        ..Default::default()
+    };
+    let lower = head.target.to_ascii_lowercase();
+    let Some(after) = lower.strip_prefix("http://").map(|_| &head.target[7..]) else {
+        let why = if head.target.starts_with('/') {
+            "this is cordon's egress proxy: send requests through it (HTTP_PROXY), not to it"
+                .to_owned()
+        } else {
+            format!(
+                "only http:// URLs and CONNECT are proxied, not {:?}",
+                head.target
+            )
+        };
+        return refuse(shared, &mut client, unparsed, bad(why)).await;
+    };
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, path) = after.split_at(end);
+    if authority.contains('@') {
+        let r = bad("credentials in a proxied URL are refused".into());
+        return refuse(shared, &mut client, unparsed, r).await;
+    }
+    let t = match Target::parse(authority, Some(80)) {
+        Ok(t) => t,
+        Err(why) => return refuse(shared, &mut client, unparsed, bad(why)).await,
+    };
+    let path = match path {
+        "" => "/".to_owned(),
+        p if p.starts_with('/') => p.to_owned(),
+        p => format!("/{p}"),
+    };
+    let mut ev = base_event(shared, flow, &t, &head.method);
+    let hosts: Vec<&[u8]> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    if hosts.len() > 1 {
+        let r = bad("several Host headers".into());
+        return refuse(shared, &mut client, ev, r).await;
+    }
+    if let Some(h) = head.header("host") {
+        let h = peek::normalize(peek::host_of(String::from_utf8_lossy(h).trim()));
+        ev.http_host = Some(h.clone());
+        if h != t.host() {
+            let r = Refusal {
+                status: 403,
+                code: ReasonCode::NetNameMismatch,
+                message: format!(
+                    "the request goes to {} but its Host header names {h} (domain fronting \
+                     is refused)",
+                    t.host()
+                ),
+                hint: String::new(),
+            };
+            return refuse(shared, &mut client, ev, r).await;
+        }
+    }
+    let rule = match decide(shared, &t) {
+        Ok(rule) => rule,
+        Err(r) => return refuse(shared, &mut client, ev, r).await,
+    };
+    let up = match upstream::connect(shared, &t, false).await {
+        Ok(up) => up,
+        Err(r) => return refuse(shared, &mut client, ev, r).await,
+    };
+    ev.addr = Some(up.addr);
+    ev.rule = Some(rule);
+    // One request per upstream connection: `connection: close` makes the
+    // server answer this request only (RFC 9112 §9.6), so a second request
+    // on the same connection cannot reach another host behind it.
+    let target = if up.via_proxy {
+        format!("http://{}{path}", t.authority())
+    } else {
+        path
+    };
+    let mut out =
+        format!("{} {target} HTTP/1.{}\r\n", head.method, head.minor_version).into_bytes();
+    let hop_by_hop = [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    ];
+    for (name, value) in &head.headers {
+        if hop_by_hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if hosts.is_empty() {
+        out.extend_from_slice(format!("host: {}\r\n", t.authority()).as_bytes());
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    let up_bytes = (out.len() + rest.len()) as u64;
+    out.extend_from_slice(&rest);
+    let mut stream = up.stream;
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    let guard = FlowGuard::open(shared, ev, up_bytes, 0);
+    relay(client, stream, &guard).await;
+}
+
+/// An allowed flow: recorded as `flow.allowed` when opened and as
+/// `flow.closed` with its byte counts when dropped (also when the engine
+/// shuts down with the flow still open).
+struct FlowGuard<'a> {
+    shared: &'a Shared,
+    ev: NetEvent,
+    start: Instant,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl<'a> FlowGuard<'a> {
+    fn open(shared: &'a Shared, mut ev: NetEvent, up: u64, down: u64) -> FlowGuard<'a> {
+        ev.kind = "flow.allowed";
+        shared.log.record(ev.clone());
+        shared.flows_open.fetch_add(1, Ordering::SeqCst);
+        FlowGuard {
+            shared,
+            ev,
+            start: Instant::now(),
+            up: AtomicU64::new(up),
+            down: AtomicU64::new(down),
+        }
+    }
+}
+
+impl Drop for FlowGuard<'_> {
+    fn drop(&mut self) {
+        let mut ev = std::mem::take(&mut self.ev);
+        ev.kind = "flow.closed";
+        ev.bytes_up = Some(self.up.load(Ordering::Relaxed));
+        ev.bytes_down = Some(self.down.load(Ordering::Relaxed));
+        ev.duration_ms = Some(self.start.elapsed().as_millis() as u64);
+        self.shared.log.record(ev);
+        self.shared.flows_open.fetch_sub(1, Ordering::SeqCst);
+        self.shared.flow_ended.notify_waiters();
+    }
+}
+
+/// Copies both ways until both sides are done; a side that ends its
+/// sending half has that half-close passed on. Once the engine is finishing
+/// (the agent has exited), a flow whose client side is closed ends without
+/// waiting for the server.
+async fn relay(mut client: TcpStream, mut up: TcpStream, guard: &FlowGuard<'_>) {
+    let mut finishing = guard.shared.finishing.subscribe();
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = up.split();
+    let upward = copy(&mut cr, &mut uw, &guard.up);
+    let downward = copy(&mut ur, &mut cw, &guard.down);
+    tokio::pin!(upward, downward);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        tokio::select! {
+            () = &mut upward, if !up_done => up_done = true,
+            () = &mut downward, if !down_done => down_done = true,
+            _ = finishing.wait_for(|f| *f), if up_done => break,
+        }
+    }
+}
+
+async fn copy<R, W>(r: &mut R, w: &mut W, count: &AtomicU64)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; RELAY_BUF];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,328 @@
+//! The explicit proxy against real sockets on loopback: a stand-in for the
+//! sandbox's listener, real upstream servers, raw clients (the e2e suite
+//! drives it with curl, git, python and node from inside real sandboxes).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cordon_net::{Config, Engine};
+use cordon_policy::network::{HostPattern, NetworkPolicy};
+use cordon_policy::PathRule;
+
+struct Setup {
+    engine: Engine,
+    proxy: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(policy: NetworkPolicy) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("net.jsonl");
+    let engine = Engine::start(Config {
+        policy,
+        log: log.clone(),
+    })
+    .unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = l.local_addr().unwrap();
+    engine.serve_proxy(OwnedFd::from(l)).unwrap();
+    Setup {
+        engine,
+        proxy,
+        log,
+        _dir: dir,
+    }
+}
+
+fn allow(hosts: &[&str]) -> Vec<PathRule<HostPattern>> {
+    hosts
+        .iter()
+        .map(|h| PathRule::new(HostPattern::parse(h).unwrap()))
+        .collect()
+}
+
+/// A server that answers each connection with what it received (up to the
+/// end of an HTTP head, or the first read), prefixed by `greeting`.
+fn server(greeting: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let _ = s.write_all(greeting);
+                let mut got = Vec::new();
+                let mut buf = [0u8; 65536];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    if got.starts_with(b"\x16")
+                        || got.starts_with(b"SSH-")
+                        || got.windows(4).any(|w| w == b"\r\n\r\n")
+                    {
+                        break;
+                    }
+                }
+                let _ = s.write_all(b"ECHO ");
+                let _ = s.write_all(&got);
+            });
+        }
+    });
+    addr
+}
+
+fn request(proxy: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    s
+}
+
+/// Reads a response head; returns it.
+fn head(s: &mut TcpStream) -> String {
+    let mut r = BufReader::new(s);
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            return out;
+        }
+        out.push_str(&line);
+    }
+}
+
+fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
+
+fn events(log: &PathBuf) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn with_resolve(mut p: NetworkPolicy, name: &str, addr: SocketAddr) -> NetworkPolicy {
+    p.resolve.insert(name.into(), addr);
+    p
+}
+
+#[test]
+fn connect_to_an_allowed_name_tunnels_and_is_recorded() {
+    let srv = server(b"");
+    let policy = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["api.example.test"]),
+            ..Default::default()
+        },
+        "api.example.test",
+        srv,
+    );
+    let s = setup(policy);
+    let mut c = request(
+        s.proxy,
+        b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n",
+    );
+    let h = head(&mut c);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+        .unwrap();
+    let body = read_all(&mut c);
+    assert!(body.starts_with(b"ECHO GET / HTTP/1.1"), "{body:?}");
+    drop(c);
+    let summary = s.engine.finish(Duration::from_secs(2));
+    assert_eq!(summary.allowed, 1);
+    assert_eq!(summary.denied_total(), 0);
+    let ev = events(&s.log);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["flow.allowed", "flow.closed"]);
+    assert_eq!(ev[0]["host"], "api.example.test");
+    assert_eq!(ev[0]["http_host"], "api.example.test");
+    assert_eq!(ev[0]["addr"], srv.to_string());
+    assert!(ev[1]["bytes_down"].as_u64().unwrap() > 20, "{:?}", ev[1]);
+}
+
+#[test]
+fn names_outside_the_allowlist_get_a_403_that_explains() {
+    let s = setup(NetworkPolicy {
+        allow: allow(&["api.example.test"]),
+        ..Default::default()
+    });
+    let mut c = request(s.proxy, b"CONNECT evil.example.test:443 HTTP/1.1\r\n\r\n");
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 403 Forbidden"), "{resp}");
+    assert!(
+        resp.contains("x-cordon-reason: net_host_not_allowed"),
+        "{resp}"
+    );
+    assert!(resp.contains("--allow-host evil.example.test"), "{resp}");
+    let mut c = request(s.proxy, b"CONNECT 192.0.2.1:443 HTTP/1.1\r\n\r\n");
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.contains("x-cordon-reason: net_ip_literal"), "{resp}");
+    let summary = s.engine.finish(Duration::from_secs(1));
+    assert_eq!(summary.denied_total(), 2);
+    let line = summary.blocked_line().unwrap();
+    assert!(line.contains("evil.example.test:443"), "{line}");
+    let ev = events(&s.log);
+    assert_eq!(ev[0]["kind"], "flow.denied");
+    assert_eq!(ev[0]["code"], "net_host_not_allowed");
+}
+
+#[test]
+fn an_allowed_name_that_resolves_to_loopback_is_refused() {
+    // `localhost` resolves (through /etc/hosts) to 127.0.0.1 and ::1.
+    let s = setup(NetworkPolicy {
+        allow: allow(&["localhost"]),
+        ..Default::default()
+    });
+    let srv = server(b"");
+    let req = format!("CONNECT localhost:{} HTTP/1.1\r\n\r\n", srv.port());
+    let mut c = request(s.proxy, req.as_bytes());
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(
+        resp.contains("x-cordon-reason: net_address_blocked"),
+        "{resp}"
+    );
+    assert!(resp.contains("allow_local"), "{resp}");
+}
+
+#[test]
+fn a_tls_server_name_other_than_the_connect_host_is_cut() {
+    let srv = server(b"");
+    let policy = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["good.test"]),
+            ..Default::default()
+        },
+        "good.test",
+        srv,
+    );
+    let s = setup(policy);
+    let mut c = request(s.proxy, b"CONNECT good.test:443 HTTP/1.1\r\n\r\n");
+    assert!(head(&mut c).starts_with("HTTP/1.1 200"));
+    c.write_all(&client_hello("evil.test")).unwrap();
+    let rest = read_all(&mut c);
+    assert!(rest.is_empty(), "the server was reached: {rest:?}");
+    // The same tunnel with the right name passes.
+    let mut c = request(s.proxy, b"CONNECT good.test:443 HTTP/1.1\r\n\r\n");
+    assert!(head(&mut c).starts_with("HTTP/1.1 200"));
+    c.write_all(&client_hello("GOOD.test")).unwrap();
+    assert!(read_all(&mut c).starts_with(b"ECHO \x16"));
+    drop(c);
+    s.engine.finish(Duration::from_secs(1));
+    let ev = events(&s.log);
+    let denied: Vec<_> = ev.iter().filter(|e| e["kind"] == "flow.denied").collect();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["code"], "net_name_mismatch");
+    assert_eq!(denied[0]["sni"], "evil.test");
+}
+
+#[test]
+fn server_first_protocols_pass_their_banner_before_the_client_speaks() {
+    let srv = server(b"SSH-2.0-test\r\n");
+    let policy = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["git.test:22"]),
+            ..Default::default()
+        },
+        "git.test",
+        srv,
+    );
+    let s = setup(policy);
+    let mut c = request(s.proxy, b"CONNECT git.test:22 HTTP/1.1\r\n\r\n");
+    assert!(head(&mut c).starts_with("HTTP/1.1 200"));
+    let mut banner = [0u8; 14];
+    c.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-test\r\n");
+    c.write_all(b"SSH-2.0-client\r\n").unwrap();
+    assert_eq!(read_all(&mut c), b"ECHO SSH-2.0-client\r\n");
+}
+
+#[test]
+fn plain_http_is_forwarded_in_origin_form_with_connection_close() {
+    let srv = server(b"");
+    let policy = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["web.test"]),
+            ..Default::default()
+        },
+        "web.test",
+        srv,
+    );
+    let s = setup(policy);
+    let mut c = request(
+        s.proxy,
+        b"GET http://web.test/a?b=1 HTTP/1.1\r\nHost: web.test\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
+    );
+    let got = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(got.starts_with("ECHO GET /a?b=1 HTTP/1.1\r\n"), "{got}");
+    assert!(got.contains("Host: web.test\r\n"), "{got}");
+    assert!(got.contains("connection: close\r\n"), "{got}");
+    assert!(!got.to_ascii_lowercase().contains("proxy-"), "{got}");
+    // A Host header naming another site is fronting.
+    let mut c = request(
+        s.proxy,
+        b"GET http://web.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    );
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(
+        resp.contains("x-cordon-reason: net_name_mismatch"),
+        "{resp}"
+    );
+    // Requests to the proxy itself, and https:// in absolute form, are
+    // explained.
+    let mut c = request(s.proxy, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("not to it"), "{resp}");
+    let mut c = request(s.proxy, b"garbage\r\n\r\n");
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.contains("x-cordon-reason: net_bad_request"), "{resp}");
+}
+
+#[test]
+fn deny_wins_over_allow() {
+    let s = setup(NetworkPolicy {
+        allow: allow(&["*.example.test"]),
+        deny: allow(&["gist.example.test"]),
+        ..Default::default()
+    });
+    let mut c = request(s.proxy, b"CONNECT gist.example.test:443 HTTP/1.1\r\n\r\n");
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.contains("x-cordon-reason: net_host_denied"), "{resp}");
+}
+
+/// A ClientHello record with one SNI (see peek.rs for the layout).
+fn client_hello(sni: &str) -> Vec<u8> {
+    let mut entry = vec![0u8];
+    entry.extend((sni.len() as u16).to_be_bytes());
+    entry.extend(sni.as_bytes());
+    let mut list = (entry.len() as u16).to_be_bytes().to_vec();
+    list.extend(entry);
+    let mut exts = 0u16.to_be_bytes().to_vec();
+    exts.extend((list.len() as u16).to_be_bytes());
+    exts.extend(list);
+    let mut body = vec![3, 3];
+    body.extend([1u8; 32]);
+    body.push(0);
+    body.extend([0, 2, 0x13, 0x01, 1, 0]);
+    body.extend((exts.len() as u16).to_be_bytes());
+    body.extend(exts);
+    let mut hs = vec![1];
+    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend(body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
