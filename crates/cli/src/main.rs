@@ -96,6 +96,12 @@ struct RunArgs {
     /// repeatable. Needed for anything that looks like a credential.
     #[arg(long, short = 'e', value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// Let the agent reach this host for this run (repeatable):
+    /// `api.example.com`, `*.example.com` (names below it), with an optional
+    /// `:PORT`. Traffic goes through cordon's egress proxy, which checks the
+    /// name, resolves it itself and refuses private and metadata addresses.
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+    allow_host: Vec<String>,
     /// Pass cordon's stdin, stdout and stderr through unchanged, even when
     /// they are terminals (by default the agent gets its own pty in place of
     /// every terminal, and never holds yours).
@@ -244,6 +250,7 @@ fn cmd_run(
         allow_read: a.allow_read,
         allow_write: a.allow_write,
         env: a.env,
+        allow_host: a.allow_host,
         command: a.command,
         terminal,
     };

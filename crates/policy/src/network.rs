@@ -622,6 +622,12 @@ impl RuleValue for HostPattern {
 }
 
 impl NetworkPolicy {
+    /// Whether nothing at all may be reached (no allow rule of any kind):
+    /// the sandbox then gets loopback only and no proxy.
+    pub fn is_closed(&self) -> bool {
+        self.allow.is_empty() && self.allow_cidr.is_empty() && self.allow_local.is_empty()
+    }
+
     /// May the agent reach the name `host` on `port`?
     pub fn check_name(&self, host: &str, port: u16) -> Verdict {
         let name = match normalize_name(host) {

@@ -51,7 +51,9 @@ use serde::{Deserialize, Serialize};
 
 pub use protocol::Msg;
 pub use spec::{LandlockMode, LandlockSpec, Limits, Mount, SandboxSpec, SeccompSpec, Terminal};
-pub use supervise::{run, Event, Exit, Launch, LaunchError, Prelaunch};
+pub use supervise::{
+    run, with_relayed_signals_blocked, Event, Exit, Launch, LaunchError, Prelaunch,
+};
 
 /// A setup stage that failed, with the error and, when known, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

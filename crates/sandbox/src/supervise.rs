@@ -105,9 +105,11 @@ pub struct Launch {
 
 impl Prelaunch {
     /// Starts creating a sandbox. The calling process must be
-    /// single-threaded, and stay so until [`Launch::supervise`] returns: the
-    /// relayed signals are blocked in the calling thread only, and the
-    /// sandbox's death signal follows the thread that created it.
+    /// single-threaded here. Until [`Launch::supervise`] returns, it may only
+    /// start threads inside [`with_relayed_signals_blocked`] (the relayed
+    /// signals are read from a signalfd by the calling thread, and another
+    /// thread must not take them), and the calling thread must stay (the
+    /// sandbox's death signal follows the thread that created it).
     pub fn start() -> Result<Prelaunch, LaunchError> {
         let threads = sys::thread_count()?;
         if threads != 1 {
@@ -305,6 +307,18 @@ fn send_spec(chan: BorrowedFd<'_>, spec: &SandboxSpec) -> Result<(), LaunchError
     // exit status) says why.
     let _ = protocol::send_fd(chan, &Order::Spec, fd.as_fd());
     Ok(())
+}
+
+/// Runs `f` with the signals the supervisor relays blocked in the calling
+/// thread. Threads started inside `f` inherit the mask and keep those
+/// signals blocked for good, so a supervisor may run helper threads (the
+/// egress engine's runtime) without one of them catching a SIGINT meant for
+/// the sandbox and its default action ending cordon.
+pub fn with_relayed_signals_blocked<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    let old = sys::set_sigmask(libc::SIG_BLOCK, &SigSet::of(HANDLED))?;
+    let out = f();
+    sys::set_sigmask(libc::SIG_SETMASK, &old)?;
+    Ok(out)
 }
 
 /// Starts the sandbox described by `spec`, runs the agent to completion and

@@ -3,13 +3,27 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use cordon_policy::{EnvName, Profile, RuleValue};
+use cordon_policy::network::HostPattern;
+use cordon_policy::{EnvName, PathRule, Profile, RuleValue};
 use cordon_sandbox::{Event, Exit, SandboxSpec, SeccompSpec, Terminal};
 use cordon_types::ProjectMode;
 
 use crate::layout::{self, Layout};
 use crate::record::{now_ms, Record, Status, Store};
 use crate::{Dirs, Error};
+
+/// The proxy variables cordon sets when the profile allows any destination
+/// (both spellings: tools disagree on which they read).
+const PROXY_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +40,8 @@ pub struct Request {
     pub allow_write: Vec<PathBuf>,
     /// `NAME` (pass from the host) or `NAME=VALUE`.
     pub env: Vec<String>,
+    /// Extra hosts the agent may reach (`api.example.com`, `*.example.com:443`).
+    pub allow_host: Vec<String>,
     /// The command.
     pub command: Vec<OsString>,
     /// Terminal handling.
@@ -46,6 +62,9 @@ pub struct Prepared {
     pub layout: Layout,
     /// Things the user should know before the agent starts.
     pub notices: Vec<String>,
+    /// The egress engine's configuration, when the profile allows any
+    /// destination (otherwise the sandbox has loopback only).
+    pub net: Option<cordon_net::Config>,
     store: Store,
     /// Held until the run is recorded: marks the session live.
     _lock: std::os::fd::OwnedFd,
@@ -89,7 +108,16 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             "no command given: cordon run [OPTIONS] -- COMMAND [ARGS...]".into(),
         ));
     }
-    let profile = crate::profiles::load(&req.profile, dirs)?;
+    let mut profile = crate::profiles::load(&req.profile, dirs)?;
+    for h in &req.allow_host {
+        let pattern =
+            HostPattern::parse(h).map_err(|e| Error::Usage(format!("--allow-host {h}: {e}")))?;
+        profile.network.allow.push(PathRule {
+            value: pattern,
+            reason: Some("--allow-host on the command line".into()),
+            optional: false,
+        });
+    }
     let mode = req.mode.unwrap_or(profile.project.mode);
 
     let cwd = std::env::current_dir().map_err(|e| Error::io("read the current directory", e))?;
@@ -162,7 +190,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
                         "--env {e}: {k:?} is not a variable name (letters, digits and _)"
                     )));
                 }
-                if ["HOME", "TMPDIR", "CORDON_SESSION", "CORDON_PROFILE"].contains(&k) {
+                if ["HOME", "TMPDIR", "CORDON_SESSION", "CORDON_PROFILE"].contains(&k)
+                    || PROXY_VARS.contains(&k)
+                {
                     return Err(Error::Usage(format!(
                         "--env {e}: cordon sets {k} itself inside the sandbox"
                     )));
@@ -178,12 +208,25 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     dirs.ensure_state()?;
     let store = Store::new(dirs.sessions());
     let id = store.create()?;
-    for (k, v) in [
+    let mut fixed: Vec<(&str, OsString)> = vec![
         ("HOME", home.as_os_str().to_owned()),
         ("TMPDIR", "/tmp".into()),
         ("CORDON_SESSION", id.as_str().into()),
         ("CORDON_PROFILE", profile.name.clone().into()),
-    ] {
+    ];
+    let networked = !profile.network.is_closed();
+    if networked {
+        let url = format!("http://127.0.0.1:{}", cordon_net::PROXY_PORT);
+        for k in PROXY_VARS {
+            let v = if k.eq_ignore_ascii_case("no_proxy") {
+                "localhost,127.0.0.1,::1".to_owned()
+            } else {
+                url.clone()
+            };
+            fixed.push((k, v.into()));
+        }
+    }
+    for (k, v) in fixed {
         set.retain(|(s, _)| s != k);
         set.push((k.to_owned(), v));
     }
@@ -245,8 +288,12 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             nofile: profile.limits.nofile,
         },
         terminal: req.terminal,
-        proxy_port: None,
+        proxy_port: networked.then_some(cordon_net::PROXY_PORT),
     };
+    let net = networked.then(|| cordon_net::Config {
+        policy: profile.network.clone(),
+        log: session_dir.join("net.jsonl"),
+    });
     let mut env_withheld = plan.withheld_credentials.clone();
     env_withheld.extend(plan.withheld_other.iter().cloned());
     let record = Record {
@@ -282,6 +329,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         spec,
         layout,
         notices,
+        net,
         store,
         _lock: lock,
     })
@@ -301,22 +349,62 @@ pub fn execute(
         layout,
         store,
         profile,
+        net,
         ..
     } = p;
     let mut started = None;
     let mut warnings = Vec::new();
     let launch = pre.hand_over(&spec);
+    // The egress engine starts while the sandbox builds its root; the
+    // listening socket arrives during supervision. Without it the agent has
+    // no way out (loopback only): a failure here is reported, never a bypass.
+    let mut engine_error = None;
+    let engine = match net {
+        Some(config) => {
+            let log = config.log.clone();
+            match cordon_sandbox::with_relayed_signals_blocked(|| cordon_net::Engine::start(config))
+                .and_then(|r| r)
+            {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    engine_error = Some(std::io::Error::other(format!(
+                        "cannot start the egress proxy (event log {}): {e}",
+                        log.display()
+                    )));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     // While the sandbox builds its root: the record, which must exist before
     // the agent starts. An error here drops `launch`, which kills the
     // sandbox before the agent ever runs.
     record.profile_digest = profile.digest();
     let result = match launch {
+        // Dropping the launch kills the sandbox before the agent runs.
+        Ok(_) if engine_error.is_some() => Err(cordon_sandbox::LaunchError::Io(
+            engine_error.unwrap_or_else(|| std::io::Error::other("egress proxy")),
+        )),
         Ok(launch) => {
             store.save(&record)?;
             launch.go().and_then(|()| {
                 launch.supervise(&mut |ev| match ev {
                     Event::Started { pid } => started = Some(pid),
-                    Event::ProxyListener(_) => {}
+                    Event::ProxyListener(fd) => {
+                        let served = match &engine {
+                            Some(e) => e.serve_proxy(fd),
+                            None => Err(std::io::Error::other("no egress engine")),
+                        };
+                        if let Err(e) = served {
+                            let w = format!(
+                                "the egress proxy could not start ({e}): the agent has no \
+                                 network"
+                            );
+                            on_warning(&w);
+                            warnings.push(w);
+                        }
+                    }
                     Event::Warning(w) => {
                         on_warning(&w);
                         warnings.push(w);
@@ -326,6 +414,9 @@ pub fn execute(
         }
         Err(e) => Err(e),
     };
+    // The agent and everything it started are gone: flows still open end
+    // now (their client side is closed) or within the grace period.
+    let egress = engine.map(|e| e.finish(std::time::Duration::from_millis(500)));
     record.sandbox_pid = started;
     record.warnings = warnings;
     record.ended_ms = Some(now_ms());
@@ -346,6 +437,12 @@ pub fn execute(
     record.exit_code = Some(exit.code);
     record.signal = exit.signal;
     let mut notices = Vec::new();
+    if let Some(line) = egress.as_ref().and_then(|s| s.blocked_line()) {
+        notices.push(format!(
+            "{line}; every decision is in {}",
+            store.dir(&record.id).join("net.jsonl").display()
+        ));
+    }
     match record.mode {
         ProjectMode::Overlay => {
             let upper = store.dir(&record.id).join("upper");

@@ -1,5 +1,6 @@
 mod harness;
 
+mod egress;
 mod escape;
 mod filesystem;
 mod lifecycle;

@@ -1,0 +1,404 @@
+//! Controlled egress with real clients inside real sandboxes (curl, git,
+//! python, node) against a real HTTPS server on the host's loopback, reached
+//! only through cordon's explicit proxy. Names map to the server with the
+//! profile's `resolve` table; the test CA is handed to each client with
+//! `--env` (SSL_CERT_FILE, GIT_SSL_CAINFO, curl's --cacert).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::both;
+use crate::suite::harness::{ok, stderr, stdout, Env};
+
+/// A test CA and a server certificate for api.test, git.test and
+/// evil.test, made once per test run with the openssl CLI.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cordon test CA",
+        ]);
+        openssl(&ca, d);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=api.test",
+        ]);
+        openssl(&csr, d);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:api.test,DNS:git.test,DNS:evil.test\n\
+             basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "srv.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "srv.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+            d,
+        );
+        Pki {
+            ca: d.join("ca.crt"),
+            cert: d.join("srv.crt"),
+            key: d.join("srv.key"),
+            _dir: dir,
+        }
+    })
+}
+
+/// The HTTPS test server (crates/cli/tests/fixtures/https_server.py) on
+/// 127.0.0.1; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(git_root: Option<&Path>) -> Server {
+        let pki = pki();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/https_server.py"
+        );
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(script).arg(&pki.cert).arg(&pki.key);
+        if let Some(g) = git_root {
+            c.arg(g);
+        }
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap();
+        Server { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A profile allowing api.test and git.test (mapped to `srv`), and the CA
+/// copied into the project as `ca.crt` (`*.pem` files are hidden).
+fn setup(env: &Env, srv: &Server, extra: &str) -> String {
+    std::fs::copy(&pki().ca, env.project.join("ca.crt")).unwrap();
+    env.profile(
+        "net",
+        &format!(
+            "extends = \"default\"\n[network]\nallow = [\"api.test\", \"git.test\"]\n\
+             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\", \"git.test\" = \"127.0.0.1:{p}\", \
+             \"evil.test\" = \"127.0.0.1:{p}\" }}\n{extra}",
+            p = srv.port
+        ),
+    );
+    env.project.join("ca.crt").display().to_string()
+}
+
+fn net_events(env: &Env) -> Vec<serde_json::Value> {
+    let log = env.last_session().join("net.jsonl");
+    std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+both!(curl_reaches_an_allowed_host_and_nothing_else, |env| {
+    let srv = Server::start(None);
+    let ca = setup(env, &srv, "");
+    let script = format!(
+        "curl -sS --cacert {ca} https://api.test/hello; \
+         curl -sS --cacert {ca} -o /dev/null https://evil.test/hello 2>&1; echo \"evil=$?\"; \
+         env -u NO_PROXY -u no_proxy curl -sS --cacert {ca} -o /dev/null \
+         https://127.0.0.1:{p}/hello 2>&1; echo \"ip=$?\"; \
+         curl -s http://evil.test/ -D - -o /dev/null | tr -d '\\r' | grep -i '^x-cordon-reason'; \
+         unset HTTPS_PROXY https_proxy ALL_PROXY all_proxy; \
+         curl -sS --cacert {ca} https://api.test/hello 2>&1; echo \"unset=$?\"; \
+         curl -sS --noproxy '*' --cacert {ca} https://127.0.0.1:{p}/hello 2>&1; echo \"direct=$?\"",
+        p = srv.port
+    );
+    let o = env.sh(&["--profile", "net"], &script);
+    let out = ok(&o);
+    assert!(
+        out.contains("hello over TLS, Host=api.test"),
+        "allowed request failed:\n{out}\n{}",
+        stderr(&o)
+    );
+    // curl reports the proxy's 403 to CONNECT as exit 56.
+    assert!(out.contains("evil=56"), "{out}");
+    assert!(out.contains("ip=56"), "{out}");
+    assert!(
+        out.contains("x-cordon-reason: net_host_not_allowed"),
+        "{out}"
+    );
+    // Without the proxy there is no way out: no resolver, no route.
+    assert!(!out.contains("unset=0"), "{out}");
+    assert!(out.contains("unset=6"), "{out}");
+    assert!(!out.contains("direct=0"), "{out}");
+    let err = stderr(&o);
+    assert!(err.contains("blocked 3 connection attempt(s)"), "{err}");
+    let ev = net_events(env);
+    let denied: Vec<(String, String)> = ev
+        .iter()
+        .filter(|e| e["kind"] == "flow.denied")
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_owned(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        denied.contains(&("evil.test".into(), "net_host_not_allowed".into())),
+        "{denied:?}"
+    );
+    assert!(
+        denied.contains(&("127.0.0.1".into(), "net_ip_literal".into())),
+        "{denied:?}"
+    );
+    let closed = ev
+        .iter()
+        .find(|e| e["kind"] == "flow.closed" && e["host"] == "api.test")
+        .expect("a closed flow to api.test");
+    assert!(closed["bytes_down"].as_u64().unwrap() > 100, "{closed}");
+});
+
+both!(python_and_git_go_through_the_proxy, |env| {
+    let repos = tempfile::tempdir().unwrap();
+    let bare = repos.path().join("demo.git");
+    let git = |args: &[&str], dir: &Path| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {o:?}");
+    };
+    let work = repos.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    git(&["init", "-q", "-b", "main"], &work);
+    std::fs::write(work.join("file.txt"), "from the test server\n").unwrap();
+    git(&["add", "file.txt"], &work);
+    git(
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "one",
+        ],
+        &work,
+    );
+    git(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+        repos.path(),
+    );
+    let srv = Server::start(Some(repos.path()));
+    let ca = setup(env, &srv, "");
+    let script = "set -e; \
+        python3 -c 'import urllib.request; print(urllib.request.urlopen(\"https://api.test/hello\").read().decode().strip())'; \
+        cd /tmp && git clone -q https://git.test/git/demo.git && cat demo/file.txt; \
+        python3 -c 'import urllib.request; urllib.request.urlopen(\"https://evil.test/hello\")' 2>&1 | tail -1 || true";
+    let o = env.sh(
+        &[
+            "--profile",
+            "net",
+            "--env",
+            &format!("SSL_CERT_FILE={ca}"),
+            "--env",
+            &format!("GIT_SSL_CAINFO={ca}"),
+        ],
+        script,
+    );
+    let out = ok(&o);
+    assert!(out.contains("hello over TLS, Host=api.test"), "{out}");
+    assert!(out.contains("from the test server"), "{out}");
+    assert!(
+        out.contains("403"),
+        "python should see the proxy's 403: {out}"
+    );
+});
+
+both!(node_without_proxy_support_cannot_get_out, |env| {
+    // Node 20's fetch ignores HTTPS_PROXY: in explicit-proxy mode it has no
+    // way out at all (no resolver, no route), rather than a way around.
+    let srv = Server::start(None);
+    let _ = setup(env, &srv, "");
+    let o = env.sh(
+        &["--profile", "net"],
+        "node -e 'fetch(\"https://api.test/hello\").then(()=>console.log(\"REACHED\"),e=>console.log(\"failed:\",e.cause&&e.cause.code))'",
+    );
+    let out = ok(&o);
+    assert!(!out.contains("REACHED"), "{out}");
+    assert!(out.contains("failed:"), "{out}");
+});
+
+both!(
+    names_that_resolve_to_private_addresses_and_fronting_are_refused,
+    |env| {
+        let srv = Server::start(None);
+        let ca = setup(env, &srv, "");
+        // `localhost` is allowed by name but resolves (on the host) to loopback.
+        let fronting = r#"
+import socket, ssl
+s = socket.create_connection(('127.0.0.1', 3128))
+s.sendall(b'CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n')
+print(s.recv(100).split(b'\r\n')[0].decode())
+ctx = ssl.create_default_context(cafile='CA')
+try:
+    t = ctx.wrap_socket(s, server_hostname='evil.test')
+    print('FRONTED', t.version())
+except (ssl.SSLError, OSError) as e:
+    print('cut:', type(e).__name__)
+"#
+        .replace("CA", &ca);
+        let o = env.sh(
+            &["--profile", "net", "--allow-host", "localhost"],
+            &format!(
+                "env -u NO_PROXY -u no_proxy curl -s -o /dev/null -D - --cacert {ca} \
+             http://localhost:{p}/hello | tr -d '\\r' | grep -i '^x-cordon-reason'; \
+             python3 -c \"{fronting}\"",
+                p = srv.port
+            ),
+        );
+        let out = ok(&o);
+        assert!(
+            out.contains("x-cordon-reason: net_address_blocked"),
+            "{out}\n{}",
+            stderr(&o)
+        );
+        assert!(out.contains("HTTP/1.1 200"), "{out}");
+        assert!(!out.contains("FRONTED"), "{out}");
+        assert!(out.contains("cut:"), "{out}");
+        let ev = net_events(env);
+        assert!(
+            ev.iter()
+                .any(|e| e["code"] == "net_name_mismatch" && e["sni"] == "evil.test"),
+            "{ev:?}"
+        );
+    }
+);
+
+both!(udp_and_dns_have_no_way_out, |env| {
+    let srv = Server::start(None);
+    let _ = setup(env, &srv, "");
+    let probe = r#"
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.sendto(b'x', ('192.0.2.1', 53))
+    print('udp: sent')
+except OSError as e:
+    print('udp:', e.errno)
+try:
+    socket.getaddrinfo('api.test', 443)
+    print('dns: resolved')
+except OSError:
+    print('dns: failed')
+"#;
+    let o = env.sh(&["--profile", "net"], &format!("python3 -c \"{probe}\""));
+    let out = ok(&o);
+    // ENETUNREACH: the sandbox has loopback only.
+    assert!(out.contains("udp: 101"), "{out}");
+    assert!(out.contains("dns: failed"), "{out}");
+});
+
+both!(bad_allow_host_values_are_refused, |env| {
+    env.refused(&["--allow-host", "*"], "would allow every host");
+    env.refused(&["--allow-host", "10.0.0.1"], "IP address");
+    env.refused(&["--allow-host", "a.test:99999"], "port");
+});
+
+both!(profile_show_lists_the_effective_network_rules, |env| {
+    env.profile(
+        "web",
+        "extends = \"default\"\n[network]\nallow = [\"@pypi\", { host = \"api.test\", \
+         reason = \"our API\" }]\ndeny = [\"upload.pypi.org\"]\n",
+    );
+    let out = ok(&env.cordon(["profile", "show", "web"]).output().unwrap());
+    assert!(out.contains("[network]"), "{out}");
+    assert!(out.contains("pypi.org"), "{out}");
+    assert!(out.contains("@pypi: "), "{out}");
+    assert!(out.contains("our API"), "{out}");
+    let o = env.cordon(["profile", "show", "default"]).output().unwrap();
+    assert!(
+        stdout(&o).contains("allow = []"),
+        "the default profile reaches nothing: {}",
+        stdout(&o)
+    );
+});
