@@ -386,7 +386,11 @@ async fn http_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec
     // server answer this request only (RFC 9112 §9.6), so a second request
     // on the same connection cannot reach another host behind it.
     let target = if up.via_proxy {
-        format!("http://{}{path}", t.authority())
+        let authority = match (&t.dest, up.fixed) {
+            (Dest::Name(_), Some(addr)) => addr.to_string(),
+            _ => t.authority(),
+        };
+        format!("http://{authority}{path}")
     } else {
         path
     };

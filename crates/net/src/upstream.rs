@@ -128,6 +128,8 @@ pub(crate) struct Upstream {
     /// Whether this is a connection to the upstream proxy that still expects
     /// a proxy request (plain HTTP is sent in absolute form).
     pub via_proxy: bool,
+    /// The `resolve` address the upstream proxy is to use for the name.
+    pub fixed: Option<SocketAddr>,
 }
 
 /// Connects to `t` as policy allows. `tunnel` asks an upstream proxy for a
@@ -139,7 +141,16 @@ pub(crate) async fn connect(
     tunnel: bool,
 ) -> Result<Upstream, Refusal> {
     if let Some(proxy) = &shared.policy.upstream_proxy {
-        return via_proxy(&proxy.0, t, tunnel).await;
+        // A `resolve` entry still decides where the name goes; the proxy is
+        // then asked for that address.
+        let fixed = match &t.dest {
+            Dest::Name(n) => shared.policy.resolve.get(n).map(|a| Target {
+                dest: Dest::Ip(a.ip()),
+                port: a.port(),
+            }),
+            Dest::Ip(_) => None,
+        };
+        return via_proxy(&proxy.0, fixed.as_ref().unwrap_or(t), tunnel).await;
     }
     let candidates: Vec<SocketAddr> = match &t.dest {
         // check_ip has already limited literals to allowed, public or named
@@ -179,6 +190,7 @@ pub(crate) async fn connect(
                     stream,
                     addr,
                     via_proxy: false,
+                    fixed: None,
                 });
             }
             Ok(Err(e)) => last = Some(format!("{addr}: {e}")),
@@ -212,11 +224,16 @@ async fn via_proxy(proxy: &ProxyUrl, t: &Target, tunnel: bool) -> Result<Upstrea
     }
     let (mut stream, addr) = stream.ok_or_else(|| fail(last))?;
     let _ = stream.set_nodelay(true);
+    let fixed = match t.dest {
+        Dest::Ip(ip) => Some(SocketAddr::new(ip, t.port)),
+        Dest::Name(_) => None,
+    };
     if !tunnel {
         return Ok(Upstream {
             stream,
             addr,
             via_proxy: true,
+            fixed,
         });
     }
     let auth = t.authority();
@@ -255,6 +272,7 @@ async fn via_proxy(proxy: &ProxyUrl, t: &Target, tunnel: bool) -> Result<Upstrea
         stream,
         addr,
         via_proxy: false,
+        fixed,
     })
 }
 

@@ -402,3 +402,189 @@ both!(profile_show_lists_the_effective_network_rules, |env| {
         stdout(&o)
     );
 });
+
+/// tinyproxy (Debian) on 127.0.0.1 as an enterprise proxy; killed on drop.
+struct Tinyproxy {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    fn start() -> Tinyproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("tinyproxy.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Connect\n\
+                 MaxClients 50\nAllow 127.0.0.1\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy (apt-get install tinyproxy)");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Tinyproxy {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+both!(an_upstream_proxy_carries_the_allowed_traffic, |env| {
+    let srv = Server::start(None);
+    let tp = Tinyproxy::start();
+    let ca = setup(
+        env,
+        &srv,
+        &format!("upstream_proxy = \"http://127.0.0.1:{}\"\n", tp.port),
+    );
+    let o = env.sh(
+        &["--profile", "net"],
+        &format!(
+            "curl -sS --cacert {ca} https://api.test/hello; \
+             curl -sS -o /dev/null -w '%{{http_code}}\\n' https://evil.test/ 2>&1; true"
+        ),
+    );
+    let out = ok(&o);
+    assert!(
+        out.contains("hello over TLS, Host=api.test"),
+        "{out}\n{}",
+        stderr(&o)
+    );
+    let log = std::fs::read_to_string(&tp.log).unwrap_or_default();
+    assert!(
+        log.contains(&format!("CONNECT 127.0.0.1:{}", srv.port)),
+        "tinyproxy did not carry the tunnel:\n{log}"
+    );
+    assert!(
+        !log.contains("evil"),
+        "a denied host reached the proxy:\n{log}"
+    );
+    let ev = net_events(env);
+    let allowed = ev
+        .iter()
+        .find(|e| e["kind"] == "flow.allowed")
+        .expect("an allowed flow");
+    assert_eq!(allowed["addr"], format!("127.0.0.1:{}", tp.port));
+});
+
+both!(two_hundred_concurrent_tunnels_all_complete, |env| {
+    let srv = Server::start(None);
+    let ca = setup(env, &srv, "");
+    let probe = r#"
+import socket, ssl, threading
+ctx = ssl.create_default_context(cafile='CA')
+N = 200
+barrier = threading.Barrier(N)
+done = []
+errors = []
+def one(i):
+    try:
+        s = socket.create_connection(('127.0.0.1', 3128), timeout=60)
+        s.sendall(b'CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n')
+        head = b''
+        while not head.endswith(b'\r\n\r\n'):
+            head += s.recv(1)
+        assert head.startswith(b'HTTP/1.1 200'), head
+        t = ctx.wrap_socket(s, server_hostname='api.test')
+        barrier.wait(timeout=60)
+        t.sendall(b'GET /hello HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n')
+        data = b''
+        while True:
+            d = t.recv(4096)
+            if not d:
+                break
+            data += d
+        if b'hello over TLS' in data:
+            done.append(i)
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print('done', len(done), errors[:3])
+"#
+    .replace("CA", &ca);
+    let o = env.sh(&["--profile", "net"], &format!("python3 -c \"{probe}\""));
+    let out = ok(&o);
+    assert!(out.contains("done 200 []"), "{out}\n{}", stderr(&o));
+    let ev = net_events(env);
+    let closed = ev.iter().filter(|e| e["kind"] == "flow.closed").count();
+    assert_eq!(closed, 200, "every flow is recorded when it ends");
+});
+
+/// The bytes of `/bytes?n=N` on the test server: 0, 1, ..., 255, repeated.
+fn pattern_sha256(n: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let block: Vec<u8> = (0..=255u8).cycle().take(1 << 16).collect();
+    let mut h = Sha256::new();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(block.len());
+        h.update(&block[..k]);
+        left -= k;
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_gigabyte_download_arrives_intact_rootless() {
+    use crate::suite::harness::As;
+    crate::need!(As::Nobody);
+    let env = Env::new(As::Nobody);
+    let srv = Server::start(None);
+    let ca = setup(&env, &srv, "");
+    let n = 1usize << 30;
+    let o = env.sh(
+        &["--profile", "net"],
+        &format!("curl -sS --cacert {ca} 'https://api.test/bytes?n={n}' | sha256sum"),
+    );
+    let out = ok(&o);
+    assert_eq!(
+        out.split_whitespace().next().unwrap_or_default(),
+        pattern_sha256(n),
+        "{}",
+        stderr(&o)
+    );
+    let ev = net_events(&env);
+    let closed = ev
+        .iter()
+        .find(|e| e["kind"] == "flow.closed")
+        .expect("the flow's end");
+    assert!(
+        closed["bytes_down"].as_u64().unwrap() > n as u64,
+        "{closed}"
+    );
+}
