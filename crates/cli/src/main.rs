@@ -311,7 +311,10 @@ fn cmd_doctor(as_json: bool) -> Result<u8, Fail> {
                 s.push_str(&format!("    hint: {h}\n"));
             }
         }
-        s.push_str(&format!("\nlimits: {}\n\nprofiles:\n", report.limits));
+        s.push_str(&format!(
+            "\nlimits: {}\n\negress: {}\n\nprofiles:\n",
+            report.limits, report.egress
+        ));
         for p in &report.profiles {
             if p.runnable {
                 s.push_str(&format!("  {:<14} can run\n", p.name));

@@ -27,6 +27,8 @@ pub struct Report {
     pub profiles: Vec<ProfileStatus>,
     /// How process and memory limits are enforced here.
     pub limits: String,
+    /// How profiles that allow network destinations reach them here.
+    pub egress: String,
     /// Whether the default profile can run (the exit status of `doctor`).
     pub default_runs: bool,
 }
@@ -97,11 +99,23 @@ pub fn run(dirs: &Dirs) -> Report {
          RLIMIT_AS would break node and java); /tmp and $HOME: tmpfs size caps"
             .to_owned()
     };
+    let tun = if ok(&probes, "tun") {
+        "/dev/net/tun is usable, but transparent capture is not built yet"
+    } else {
+        "/dev/net/tun is not usable here, so transparent capture could not run"
+    };
+    let egress = format!(
+        "explicit-proxy mode: profiles with [network] allow rules get cordon's policy proxy at \
+         127.0.0.1:{} inside the sandbox, and HTTP(S)_PROXY/ALL_PROXY point to it; tools that \
+         ignore proxy variables have no way out (loopback only). {tun}.",
+        cordon_net::PROXY_PORT
+    );
     let default_runs = profiles.iter().any(|p| p.name == "default" && p.runnable);
     Report {
         probes,
         profiles,
         limits,
+        egress,
         default_runs,
     }
 }

@@ -212,6 +212,13 @@ both!(doctor_reports_this_host, |env| {
         .status
         .success();
     assert_eq!(probe("tun")["ok"], can_open, "{}", probe("tun"));
+    let egress = v["egress"].as_str().unwrap();
+    assert!(egress.starts_with("explicit-proxy mode"), "{egress}");
+    assert_eq!(
+        egress.contains("/dev/net/tun is usable"),
+        can_open,
+        "{egress}"
+    );
     assert_eq!(v["default_runs"], true);
     let default = v["profiles"]
         .as_array()
