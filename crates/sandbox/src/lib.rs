@@ -15,8 +15,9 @@
 //! 3. **Root filesystem** ([`mounts`]): tmpfs root built from recursive
 //!    read-only binds, fresh `/proc`, minimal `/dev`, tmpfs `/tmp` and fake
 //!    home, the project (ro, overlay or rw), protected and hidden paths.
-//! 4. **Namespaced setup**: loopback up (no other interface exists), hostname,
-//!    a fresh session keyring.
+//! 4. **Namespaced setup**: loopback up (no other interface exists), the
+//!    egress proxy's listening socket on `127.0.0.1` handed to the supervisor
+//!    when the spec asks for one, hostname, a fresh session keyring.
 //! 5. **Lockdown** ([`confine`]): nested user namespace (locks the mounts),
 //!    rlimits, every capability dropped, `no_new_privs`, Landlock, and the
 //!    seccomp filter last ([`seccomp`]). Init becomes non-dumpable.
@@ -30,7 +31,8 @@
 //!
 //! Non-goals: this crate does not decide *what* to allow (that is the policy
 //! and session layers) and does not filter network traffic (the sandbox's
-//! network namespace has only loopback). Threat notes: the supervisor runs
+//! network namespace has only loopback; the supervisor's egress engine in
+//! `cordon-net` serves the listening socket). Threat notes: the supervisor runs
 //! outside the sandbox with the user's privileges; the sandbox can only talk
 //! to it through the socketpair, whose messages are parsed as untrusted JSON.
 
