@@ -1,0 +1,166 @@
+//! A small HTTP/1.1 load generator for bench/egress.sh: the same client for
+//! every path being compared (direct, squid, tinyproxy, pasta, cordon), so
+//! that only the path differs.
+//!
+//! ```text
+//! loadgen rps     TARGET [--proxy ADDR] [--conns 32] [--secs 5] [--path /]
+//! loadgen connect TARGET [--proxy ADDR] [--n 2000] [--path /]
+//! ```
+//!
+//! TARGET is `host:port`, sent as the `Host` header (and as the CONNECT
+//! authority through a proxy); it is connected to directly unless `--proxy`
+//! names an HTTP proxy, which is then asked to `CONNECT` to it. `rps` keeps
+//! `--conns` connections busy with back-to-back GETs and prints requests per
+//! second; `connect` opens `--n` new connections one after another (proxy
+//! handshake, one GET, close) and prints the p50/p99 time of each.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Opts {
+    mode: String,
+    target: String,
+    proxy: Option<String>,
+    conns: usize,
+    secs: u64,
+    n: usize,
+    path: String,
+}
+
+fn opts() -> Opts {
+    let mut a = std::env::args().skip(1);
+    let mode = a.next().expect("mode: rps or connect");
+    let target = a.next().expect("TARGET host:port");
+    let mut o = Opts {
+        mode,
+        target,
+        proxy: None,
+        conns: 32,
+        secs: 5,
+        n: 2000,
+        path: "/".into(),
+    };
+    while let Some(k) = a.next() {
+        let v = a.next().expect("a value");
+        match k.as_str() {
+            "--proxy" => o.proxy = Some(v),
+            "--conns" => o.conns = v.parse().unwrap(),
+            "--secs" => o.secs = v.parse().unwrap(),
+            "--n" => o.n = v.parse().unwrap(),
+            "--path" => o.path = v,
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+/// A connection to the target, through the proxy if there is one.
+async fn open(o: &Opts) -> TcpStream {
+    match &o.proxy {
+        None => {
+            let s = TcpStream::connect(&o.target).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        }
+        Some(p) => {
+            let mut s = TcpStream::connect(p).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let req = format!(
+                "CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n",
+                t = o.target
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(s.read_u8().await.unwrap());
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
+                "proxy refused: {}",
+                String::from_utf8_lossy(&head)
+            );
+            s
+        }
+    }
+}
+
+/// Sends one GET and reads the whole response (Content-Length framing).
+async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) {
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+        o.path,
+        o.target,
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    buf.clear();
+    let mut chunk = [0u8; 16384];
+    let (head_end, len) = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("content-length");
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed inside a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let o = std::sync::Arc::new(opts());
+    match o.mode.as_str() {
+        "rps" => {
+            let deadline = Instant::now() + Duration::from_secs(o.secs);
+            let mut tasks = Vec::new();
+            for _ in 0..o.conns {
+                let o = o.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut s = open(&o).await;
+                    let mut buf = Vec::new();
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        get(&mut s, &o, &mut buf, false).await;
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+            let start = Instant::now();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!("{:.0}", total as f64 / secs);
+        }
+        "connect" => {
+            let mut times = Vec::with_capacity(o.n);
+            let mut buf = Vec::new();
+            for _ in 0..o.n {
+                let t = Instant::now();
+                let mut s = open(&o).await;
+                get(&mut s, &o, &mut buf, true).await;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            let p = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+            println!("{:.3} {:.3}", p(0.5), p(0.99));
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}
