@@ -68,10 +68,7 @@ async fn open(o: &Opts) -> TcpStream {
         Some(p) => {
             let mut s = TcpStream::connect(p).await.unwrap();
             s.set_nodelay(true).unwrap();
-            let req = format!(
-                "CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n",
-                t = o.target
-            );
+            let req = format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n", t = o.target);
             s.write_all(req.as_bytes()).await.unwrap();
             let mut head = Vec::new();
             while !head.ends_with(b"\r\n\r\n") {

@@ -84,6 +84,7 @@ impl Engine {
     /// thread's mask): cordon's supervisor blocks the ones it relays.
     pub fn start(config: Config) -> io::Result<Engine> {
         let log = EventLog::create(&config.log)?;
+        raise_nofile();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(16)
@@ -160,6 +161,19 @@ impl Engine {
             rt.shutdown_timeout(Duration::from_millis(100));
         }
         shared.log.summary()
+    }
+}
+
+/// Each flow holds six descriptors (two sockets, two pipes); the usual soft
+/// limit of 1024 would refuse connections long before memory runs short.
+/// Raises the supervisor's soft limit to its hard limit (the sandbox sets
+/// its own).
+fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
     }
 }
 
