@@ -19,9 +19,11 @@ use serde::Serialize;
 pub struct NetEvent {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
-    /// `flow.allowed`, `flow.denied` or `flow.closed`.
+    /// `flow.allowed`, `flow.denied`, `flow.closed`, `dns.allowed`,
+    /// `dns.denied` or `dns.burst`.
     pub kind: &'static str,
-    /// How the traffic reached cordon: `proxy` (explicit proxy).
+    /// How the traffic reached cordon: `proxy` (explicit proxy) or `tun`
+    /// (transparent capture).
     pub via: &'static str,
     /// Flow number within the session (allowed/closed pairs share it).
     pub flow: u64,
@@ -154,6 +156,12 @@ impl EventLog {
             }
             match ev.kind {
                 "flow.allowed" => s.allowed += 1,
+                // A refused name is asked for twice (A and AAAA): count it once.
+                "dns.denied" if ev.method.as_deref() != Some("AAAA") => {
+                    let code = ev.code.unwrap_or(ReasonCode::NetHostNotAllowed);
+                    let dest = format!("{} (lookup)", ev.host);
+                    *s.denied.entry((dest, code)).or_default() += 1;
+                }
                 "flow.denied" => {
                     let dest = if ev.host.contains(':') {
                         format!("[{}]:{}", ev.host, ev.port)

@@ -26,9 +26,11 @@
 //! address the policy did not allow, and never resolves a name the policy
 //! did not allow.
 
+pub mod dns;
 pub mod events;
 pub mod peek;
 mod proxy;
+mod transparent;
 mod upstream;
 
 use std::io;
@@ -44,6 +46,8 @@ pub use events::{EventLog, NetEvent, Summary};
 
 /// The port the explicit proxy listens on inside the sandbox.
 pub const PROXY_PORT: u16 = 3128;
+/// The MTU of the sandbox's TUN device.
+pub const TUN_MTU: u16 = transparent::MTU;
 
 /// What the engine enforces and where it writes.
 #[derive(Debug, Clone)]
@@ -63,6 +67,9 @@ pub(crate) struct Shared {
     pub flows_open: AtomicUsize,
     pub flow_ended: tokio::sync::Notify,
     pub finishing: tokio::sync::watch::Sender<bool>,
+    pub fake: std::sync::Mutex<dns::FakeIps>,
+    pub udp_dropped: std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
+    pub dns_state: std::sync::Mutex<transparent::DnsState>,
 }
 
 impl Shared {
@@ -101,6 +108,9 @@ impl Engine {
                 flows_open: AtomicUsize::new(0),
                 flow_ended: tokio::sync::Notify::new(),
                 finishing,
+                fake: Default::default(),
+                udp_dropped: Default::default(),
+                dns_state: Default::default(),
             }),
         })
     }
@@ -132,6 +142,18 @@ impl Engine {
             }
         });
         Ok(())
+    }
+
+    /// Serves transparent capture on `tun`, the sandbox's TUN device: a
+    /// userspace TCP/IP stack, cordon's DNS at [`dns::GATEWAY`], every TCP
+    /// flow decided like a CONNECT.
+    pub fn serve_tun(&self, tun: OwnedFd) -> io::Result<()> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| io::Error::other("engine stopped"))?;
+        let _ctx = rt.enter();
+        transparent::spawn(Arc::clone(&self.shared), tun)
     }
 
     /// The summary so far.

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::events::NetEvent;
 use crate::peek::{self, Peek};
-use crate::upstream::{self, Dest, Refusal, Target, Upstream};
+use crate::upstream::{self, Dest, Refusal, Target};
 use crate::Shared;
 
 /// The longest request head accepted.
@@ -114,7 +114,7 @@ async fn read_head(
 
 /// The 403/400/502 reply: the same explanation for a person reading curl's
 /// output and for an agent reading the body.
-fn refusal_response(r: &Refusal) -> Vec<u8> {
+pub(crate) fn refusal_response(r: &Refusal) -> Vec<u8> {
     let reason = match r.status {
         400 => "Bad Request",
         403 => "Forbidden",
@@ -138,7 +138,7 @@ fn refusal_response(r: &Refusal) -> Vec<u8> {
     .into_bytes()
 }
 
-fn decide(shared: &Shared, t: &Target) -> Result<String, Refusal> {
+pub(crate) fn decide(shared: &Shared, t: &Target) -> Result<String, Refusal> {
     let v = match &t.dest {
         Dest::Name(n) => shared.policy.check_name(n, t.port),
         Dest::Ip(ip) => shared.policy.check_ip(*ip, t.port),
@@ -166,7 +166,7 @@ fn base_event(shared: &Shared, flow: u64, t: &Target, method: &str) -> NetEvent 
     }
 }
 
-fn denied(shared: &Shared, mut ev: NetEvent, r: &Refusal) {
+pub(crate) fn denied(shared: &Shared, mut ev: NetEvent, r: &Refusal) {
     ev.kind = "flow.denied";
     ev.code = Some(r.code);
     ev.message = Some(r.message.clone());
@@ -218,10 +218,24 @@ async fn connect_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: 
     {
         return;
     }
-    let Upstream { stream: mut up, .. } = up;
-    // The client's first bytes must name the host it was allowed for; bytes
-    // the server sends first (SSH, SMTP banners) flow meanwhile.
-    let mut first = rest;
+    through(shared, client, rest, up.stream, &t, ev).await;
+}
+
+/// The rest of an allowed tunnel (explicit CONNECT or a transparently
+/// captured connection): the client's first bytes must name the host it was
+/// allowed for (bytes the server sends first, SSH or SMTP banners, flow
+/// meanwhile); then the flow is recorded and relayed.
+pub(crate) async fn through<C>(
+    shared: &Shared,
+    mut client: C,
+    first: Vec<u8>,
+    mut up: TcpStream,
+    t: &Target,
+    mut ev: NetEvent,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut first = first;
     let mut down_early = 0u64;
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut sbuf = vec![0u8; 16 * 1024];
@@ -473,9 +487,12 @@ impl Drop for FlowGuard<'_> {
 /// sending half has that half-close passed on. Once the engine is finishing
 /// (the agent has exited), a flow whose client side is closed ends without
 /// waiting for the server.
-async fn relay(mut client: TcpStream, mut up: TcpStream, guard: &FlowGuard<'_>) {
+async fn relay<C>(client: C, mut up: TcpStream, guard: &FlowGuard<'_>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let mut finishing = guard.shared.finishing.subscribe();
-    let (mut cr, mut cw) = client.split();
+    let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = up.split();
     let upward = copy(&mut cr, &mut uw, &guard.up);
     let downward = copy(&mut ur, &mut cw, &guard.down);

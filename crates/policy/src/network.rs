@@ -576,6 +576,24 @@ pub struct NetworkPolicy {
     pub resolve: std::collections::BTreeMap<String, SocketAddr>,
     /// An HTTP proxy to send allowed traffic through (`http://host:port`).
     pub upstream_proxy: Option<crate::values::Bare<ProxyUrl>>,
+    /// How the sandbox's traffic reaches the policy.
+    pub mode: EgressMode,
+}
+
+/// How the sandbox's traffic reaches cordon's egress policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressMode {
+    /// Transparent where the host allows it (`/dev/net/tun` usable), else
+    /// the explicit proxy.
+    #[default]
+    Auto,
+    /// Every tool's traffic, captured by a TUN device, with cordon's DNS;
+    /// refuse to start where it cannot be set up.
+    Transparent,
+    /// Only an HTTP proxy at 127.0.0.1:3128 (`HTTPS_PROXY`): tools that
+    /// ignore proxy variables have no network.
+    Proxy,
 }
 
 /// A decision, with the reason code and a sentence for humans and agents.
@@ -652,6 +670,59 @@ impl NetworkPolicy {
             None => Verdict::Deny {
                 code: ReasonCode::NetHostNotAllowed,
                 message: format!("{name}:{port} is not in the profile's network allowlist"),
+                hint: format!(
+                    "add \"{name}\" to [network] allow in the profile, or run with \
+                     --allow-host {name}"
+                ),
+            },
+        }
+    }
+
+    /// May the agent look `host` up (any port)? Allowed when some allow rule
+    /// matches the name on some port and no deny rule for every port does;
+    /// the port is checked when it connects. The rule named in `Allow`
+    /// starts with `*.` when only a wildcard matched.
+    pub fn check_dns_name(&self, host: &str) -> Verdict {
+        let name = match normalize_name(host) {
+            Ok(n) => n,
+            Err(e) => {
+                return Verdict::Deny {
+                    code: ReasonCode::NetBadName,
+                    message: e,
+                    hint: String::new(),
+                }
+            }
+        };
+        let matches = |p: &HostPattern| {
+            if p.wildcard {
+                name.len() > p.name.len() + 1
+                    && name.ends_with(&p.name)
+                    && name.as_bytes()[name.len() - p.name.len() - 1] == b'.'
+            } else {
+                name == p.name
+            }
+        };
+        if let Some(d) = self
+            .deny
+            .iter()
+            .find(|r| r.value.port.is_none() && matches(&r.value))
+        {
+            return Verdict::Deny {
+                code: ReasonCode::NetHostDenied,
+                message: format!("{name} is denied by the rule {}", rule_text(d)),
+                hint: "remove the deny rule from the profile (deny wins over allow)".into(),
+            };
+        }
+        let mut hits = self.allow.iter().filter(|r| matches(&r.value));
+        let best = hits
+            .clone()
+            .find(|r| !r.value.wildcard)
+            .or_else(|| hits.next());
+        match best {
+            Some(a) => Verdict::Allow { rule: rule_text(a) },
+            None => Verdict::Deny {
+                code: ReasonCode::NetHostNotAllowed,
+                message: format!("{name} is not in the profile's network allowlist"),
                 hint: format!(
                     "add \"{name}\" to [network] allow in the profile, or run with \
                      --allow-host {name}"

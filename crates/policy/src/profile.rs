@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::hide::HideMatcher;
-use crate::network::{preset_hosts, Cidr, Endpoint, HostEntry, HostName, NetworkPolicy, ProxyUrl};
+use crate::network::{
+    preset_hosts, Cidr, EgressMode, Endpoint, HostEntry, HostName, NetworkPolicy, ProxyUrl,
+};
 use crate::values::{Bare, ByteSize, EnvName, Glob, HomePath, HostPath, PathRule, RuleValue};
 
 /// Paths inside the project that stay read-only in every mode, also when they
@@ -286,6 +288,7 @@ struct NetworkFile {
     resolve: BTreeMap<HostName, Bare<Endpoint>>,
     /// `""` removes an inherited proxy.
     upstream_proxy: Option<OptionalProxy>,
+    mode: Option<EgressMode>,
 }
 
 /// `upstream_proxy`: a URL, or `""` for none.
@@ -523,6 +526,9 @@ impl Profile {
             .extend(n.resolve.into_iter().map(|(k, v)| (k.0, v.0 .0)));
         if let Some(p) = n.upstream_proxy {
             self.network.upstream_proxy = p.0;
+        }
+        if let Some(m) = n.mode {
+            self.network.mode = m;
         }
         Ok(())
     }

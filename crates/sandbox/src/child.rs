@@ -279,6 +279,18 @@ fn run(args: InitArgs) -> i32 {
 
 /// Stages 4–6. Returns warnings to report.
 fn setup(a: &InitArgs, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<String>, StageError> {
+    // Before the new root hides the host's /dev/net/tun; the network
+    // namespace is already the sandbox's own.
+    if let Some(tun) = a.spec.tun {
+        let dev = sys::tun_create(TUN_NAME, tun.address, tun.mtu).map_err(|e| {
+            StageError::new("network", "create the TUN device", e).with_hint(
+                "transparent egress capture needs /dev/net/tun (`cordon doctor`); set \
+                 [network] mode = \"proxy\" to use the explicit proxy instead",
+            )
+        })?;
+        protocol::send_fd(a.chan.as_fd(), &Msg::Tun, dev.as_fd())
+            .map_err(|e| StageError::new("network", "hand the TUN device to the supervisor", e))?;
+    }
     mounts::build_root(&a.spec.mounts, a.spec.root_size)?;
     let want_pty = a.spec.terminal == Terminal::Pty;
     if let (true, Some(term)) = (want_pty, crate::pty::first_tty()) {
@@ -327,6 +339,9 @@ fn setup(a: &InitArgs, pty_slave: &mut Option<OwnedFd>) -> Result<Vec<String>, S
         .map_err(|e| StageError::new("dumpable", "make init non-dumpable", e.into()))?;
     Ok(warnings)
 }
+
+/// The sandbox's TUN device.
+const TUN_NAME: &str = "cordon0";
 
 /// The egress proxy's listening socket on the sandbox's loopback. Init
 /// closes its copy once the supervisor has it; the agent never holds it.

@@ -52,7 +52,9 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 pub use protocol::Msg;
-pub use spec::{LandlockMode, LandlockSpec, Limits, Mount, SandboxSpec, SeccompSpec, Terminal};
+pub use spec::{
+    LandlockMode, LandlockSpec, Limits, Mount, SandboxSpec, SeccompSpec, Terminal, TunSpec,
+};
 pub use supervise::{
     run, with_relayed_signals_blocked, Event, Exit, Launch, LaunchError, Prelaunch,
 };

@@ -25,6 +25,9 @@ pub enum Msg {
     /// (SCM_RIGHTS): bound to 127.0.0.1 inside the sandbox's network
     /// namespace, accepted on by the supervisor.
     ProxyListener,
+    /// The TUN device (transparent egress capture) travels with this
+    /// message (SCM_RIGHTS).
+    Tun,
     /// Every stage succeeded; the agent is about to be executed.
     Ready,
     /// A setup stage failed; the sandbox exits without running the agent.

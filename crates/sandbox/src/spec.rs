@@ -47,6 +47,21 @@ pub struct SandboxSpec {
     /// outside. `None`: loopback only, no way out.
     #[serde(default)]
     pub proxy_port: Option<u16>,
+    /// A TUN device for transparent egress capture: created inside the
+    /// sandbox's network namespace, given this address, made the route to
+    /// every IPv4 destination, and handed to the supervisor
+    /// (`Event::Tun`). `None`: no TUN.
+    #[serde(default)]
+    pub tun: Option<TunSpec>,
+}
+
+/// The sandbox's TUN device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunSpec {
+    /// The sandbox's own address on it.
+    pub address: std::net::Ipv4Addr,
+    /// Its MTU.
+    pub mtu: u32,
 }
 
 /// One mount operation. Applied in order; a mount whose `dest` lies under an
@@ -364,6 +379,7 @@ mod tests {
             limits: Limits::default(),
             terminal: Terminal::Pty,
             proxy_port: None,
+            tun: None,
         };
         let json = serde_json::to_vec(&spec).expect("serialize");
         let back: SandboxSpec = serde_json::from_slice(&json).expect("deserialize");

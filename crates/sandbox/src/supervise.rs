@@ -22,6 +22,10 @@ pub enum Event {
     /// accepts the sandbox's connections on it; if it drops it, they are
     /// refused.
     ProxyListener(OwnedFd),
+    /// The sandbox's TUN device (see [`SandboxSpec::tun`]), delivered before
+    /// `Started`: every IPv4 packet the sandbox sends off its loopback
+    /// arrives here, and the caller's userspace stack answers.
+    Tun(OwnedFd),
     /// Every layer is in place; the agent is being executed. `pid` is init's
     /// pid in the caller's pid namespace.
     Started {
@@ -527,6 +531,12 @@ impl Supervisor {
                         return Err(io::Error::other("proxy message without a descriptor").into());
                     };
                     on_event(Event::ProxyListener(listener));
+                }
+                Msg::Tun => {
+                    let Some(tun) = fd else {
+                        return Err(io::Error::other("tun message without a descriptor").into());
+                    };
+                    on_event(Event::Tun(tun));
                 }
                 Msg::Ready => {
                     self.ready = true;

@@ -385,6 +385,128 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Creates the TUN device `name` (IFF_TUN, no packet information) in the
+/// current network namespace, gives it `address`/15, sets its MTU, brings
+/// it up and makes it the default route. Returns the device's fd.
+pub fn tun_create(name: &str, address: std::net::Ipv4Addr, mtu: u32) -> io::Result<OwnedFd> {
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    let mtu = libc::c_int::try_from(mtu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU too large"))?;
+    let path = c"/dev/net/tun";
+    // SAFETY: `path` is a valid NUL-terminated string; we own the result.
+    let dev = cvt_int(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: `dev` is a fresh fd owned by nobody else.
+    let dev = unsafe { OwnedFd::from_raw_fd(dev) };
+    // SAFETY: socket has no memory preconditions; we own the returned fd.
+    let sock =
+        cvt_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `sock` is a fresh fd owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    let ifreq = || {
+        // SAFETY: ifreq is plain data; all-zero is a valid value.
+        let mut req = unsafe { std::mem::zeroed::<libc::ifreq>() };
+        for (i, b) in bytes.iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        req
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr| {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux
+        // (16 bytes); sockaddr is the generic view of the same bytes.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+    };
+    // SAFETY (for every ioctl below): each request is an ifreq that lives
+    // across the call, the name was copied within IFNAMSIZ with a NUL after
+    // it, and the kernel reads or writes only inside the struct.
+    unsafe {
+        let mut req = ifreq();
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        cvt_int(libc::ioctl(dev.as_raw_fd(), libc::TUNSETIFF as _, &req))?;
+        let mut req = ifreq();
+        req.ifr_ifru.ifru_addr = sockaddr(address);
+        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req))?;
+        let mut req = ifreq();
+        req.ifr_ifru.ifru_netmask = sockaddr(std::net::Ipv4Addr::new(255, 254, 0, 0));
+        cvt_int(libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFNETMASK as _,
+            &req,
+        ))?;
+        let mut req = ifreq();
+        req.ifr_ifru.ifru_mtu = mtu;
+        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU as _, &req))?;
+        let mut req = ifreq();
+        cvt_int(libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS as _,
+            &mut req,
+        ))?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req))?;
+    }
+    // The default route: every IPv4 destination off loopback goes to the
+    // device. (A netmask of 0.0.0.0 would not do: the kernel adds no prefix
+    // route for the zero network.)
+    let mut dev_name = bytes.to_vec();
+    dev_name.push(0);
+    let any = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
+    let route = RtEntry {
+        rt_pad1: 0,
+        rt_dst: any,
+        rt_gateway: any,
+        rt_genmask: any,
+        rt_flags: RTF_UP,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: dev_name.as_mut_ptr().cast(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    // SAFETY: `route` matches the kernel's `struct rtentry` and lives across
+    // the call; `rt_dev` points at a NUL-terminated name that outlives it.
+    cvt_int(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT as _, &route) })?;
+    Ok(dev)
+}
+
+/// The kernel's `struct rtentry` (SIOCADDRT), which the libc crate does not
+/// define for Linux.
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+/// `RTF_UP` from `<linux/route.h>`.
+const RTF_UP: libc::c_ushort = 0x0001;
+
 /// Installs a seccomp BPF filter on the calling thread. `no_new_privs` must
 /// already be set. Returns the listener fd when `flags` asks for one.
 pub fn seccomp_set_filter(

@@ -83,7 +83,7 @@ const MAX_COPY: u64 = 1 << 20;
 const KEEP_UNUSED: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Bumped whenever the layout of a cached copy changes.
-const FORMAT: &str = "cordon-etc-1";
+const FORMAT: &str = "cordon-etc-2";
 
 /// What the sandbox's `/etc` is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +250,15 @@ fn build(
             std::fs::write(&dest, text).map_err(io(format!("write {}", dest.display())))
         };
         write("hostname", format!("{hostname}\n"))?;
+        // cordon's DNS at the TUN's gateway (transparent egress); without
+        // it the address has no route and lookups fail at once.
+        write(
+            "resolv.conf",
+            format!(
+                "nameserver {}\noptions timeout:2 attempts:2\n",
+                cordon_net::dns::GATEWAY
+            ),
+        )?;
         write(
             "hosts",
             format!(

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use cordon_policy::network::HostPattern;
+use cordon_policy::network::{EgressMode, HostPattern};
 use cordon_policy::{EnvName, PathRule, Profile, RuleValue};
 use cordon_sandbox::{Event, Exit, SandboxSpec, SeccompSpec, Terminal};
 use cordon_types::ProjectMode;
@@ -24,6 +24,55 @@ const PROXY_VARS: &[&str] = &[
     "all_proxy",
     "no_proxy",
 ];
+
+/// How the sandbox reaches the egress policy, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Egress {
+    /// Loopback only.
+    None,
+    /// The explicit proxy at 127.0.0.1:3128.
+    Proxy,
+    /// A TUN device and cordon's DNS.
+    Transparent,
+}
+
+/// Picks the egress path for `mode` on this host: transparent capture needs
+/// a `/dev/net/tun` this user can open (the sandbox opens it with the same
+/// credentials).
+fn choose_egress(mode: EgressMode, notices: &mut Vec<String>) -> Result<Egress, Error> {
+    let tun = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .map(drop)
+    };
+    match mode {
+        EgressMode::Proxy => Ok(Egress::Proxy),
+        EgressMode::Transparent => match tun() {
+            Ok(()) => Ok(Egress::Transparent),
+            Err(e) => Err(Error::Refused {
+                message: format!(
+                    "the profile asks for transparent egress capture, which needs \
+                     /dev/net/tun: {e}"
+                ),
+                hint: "make /dev/net/tun usable (mode 0666 is the usual default), or set \
+                       [network] mode = \"proxy\" (tools must then honour HTTPS_PROXY)"
+                    .into(),
+            }),
+        },
+        EgressMode::Auto => match tun() {
+            Ok(()) => Ok(Egress::Transparent),
+            Err(e) => {
+                notices.push(format!(
+                    "egress: explicit-proxy mode (/dev/net/tun: {e}): tools that ignore \
+                     HTTPS_PROXY have no network; `cordon doctor` explains"
+                ));
+                Ok(Egress::Proxy)
+            }
+        },
+    }
+}
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +168,12 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         });
     }
     let mode = req.mode.unwrap_or(profile.project.mode);
+    let mut notices_early = Vec::new();
+    let egress = if profile.network.is_closed() {
+        Egress::None
+    } else {
+        choose_egress(profile.network.mode, &mut notices_early)?
+    };
 
     let cwd = std::env::current_dir().map_err(|e| Error::io("read the current directory", e))?;
     let project = canonical_dir(req.project.as_deref().unwrap_or(&cwd), "project")?;
@@ -214,8 +269,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         ("CORDON_SESSION", id.as_str().into()),
         ("CORDON_PROFILE", profile.name.clone().into()),
     ];
-    let networked = !profile.network.is_closed();
-    if networked {
+    if egress == Egress::Proxy {
         let url = format!("http://127.0.0.1:{}", cordon_net::PROXY_PORT);
         for k in PROXY_VARS {
             let v = if k.eq_ignore_ascii_case("no_proxy") {
@@ -236,7 +290,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         plan.vars
             .push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
     }
-    let mut notices = Vec::new();
+    let mut notices = notices_early;
     if !plan.withheld_credentials.is_empty() {
         notices.push(format!(
             "withheld {} credential-like environment variable(s): {} (pass one with --env NAME)",
@@ -288,9 +342,13 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             nofile: profile.limits.nofile,
         },
         terminal: req.terminal,
-        proxy_port: networked.then_some(cordon_net::PROXY_PORT),
+        proxy_port: (egress == Egress::Proxy).then_some(cordon_net::PROXY_PORT),
+        tun: (egress == Egress::Transparent).then_some(cordon_sandbox::TunSpec {
+            address: cordon_net::dns::SANDBOX_ADDR,
+            mtu: u32::from(cordon_net::TUN_MTU),
+        }),
     };
-    let net = networked.then(|| cordon_net::Config {
+    let net = (egress != Egress::None).then(|| cordon_net::Config {
         policy: profile.network.clone(),
         log: session_dir.join("net.jsonl"),
     });
@@ -391,6 +449,20 @@ pub fn execute(
             launch.go().and_then(|()| {
                 launch.supervise(&mut |ev| match ev {
                     Event::Started { pid } => started = Some(pid),
+                    Event::Tun(fd) => {
+                        let served = match &engine {
+                            Some(e) => e.serve_tun(fd),
+                            None => Err(std::io::Error::other("no egress engine")),
+                        };
+                        if let Err(e) = served {
+                            let w = format!(
+                                "transparent egress could not start ({e}): the agent has no \
+                                 network"
+                            );
+                            on_warning(&w);
+                            warnings.push(w);
+                        }
+                    }
                     Event::ProxyListener(fd) => {
                         let served = match &engine {
                             Some(e) => e.serve_proxy(fd),

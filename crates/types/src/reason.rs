@@ -41,6 +41,13 @@ pub enum ReasonCode {
     /// The destination was allowed but could not be reached (resolution or
     /// connection failed, or the upstream proxy refused).
     NetUpstreamFailed,
+    /// UDP other than DNS to cordon's resolver (QUIC included) is dropped.
+    NetUdpBlocked,
+    /// A DNS query type that is not answered (only A and AAAA are).
+    NetDnsRefused,
+    /// A name (or a burst of lookups) that looks like data smuggled out
+    /// through DNS.
+    NetDnsTunnel,
 }
 
 impl ReasonCode {
@@ -61,6 +68,9 @@ impl ReasonCode {
             ReasonCode::NetNameMismatch => "net_name_mismatch",
             ReasonCode::NetBadRequest => "net_bad_request",
             ReasonCode::NetUpstreamFailed => "net_upstream_failed",
+            ReasonCode::NetUdpBlocked => "net_udp_blocked",
+            ReasonCode::NetDnsRefused => "net_dns_refused",
+            ReasonCode::NetDnsTunnel => "net_dns_tunnel",
         }
     }
 }
@@ -92,6 +102,9 @@ mod tests {
             ReasonCode::NetNameMismatch,
             ReasonCode::NetBadRequest,
             ReasonCode::NetUpstreamFailed,
+            ReasonCode::NetUdpBlocked,
+            ReasonCode::NetDnsRefused,
+            ReasonCode::NetDnsTunnel,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -145,20 +145,45 @@ impl Drop for Server {
     }
 }
 
-/// A profile allowing api.test and git.test (mapped to `srv`), and the CA
-/// copied into the project as `ca.crt` (`*.pem` files are hidden).
+/// A profile `net` allowing api.test and git.test (mapped to `srv`) in
+/// explicit-proxy mode, and the CA copied into the project as `ca.crt`
+/// (`*.pem` files are hidden).
 fn setup(env: &Env, srv: &Server, extra: &str) -> String {
+    setup_mode(env, srv, "proxy", extra)
+}
+
+fn setup_mode(env: &Env, srv: &Server, mode: &str, extra: &str) -> String {
     std::fs::copy(&pki().ca, env.project.join("ca.crt")).unwrap();
     env.profile(
         "net",
         &format!(
-            "extends = \"default\"\n[network]\nallow = [\"api.test\", \"git.test\"]\n\
+            "extends = \"default\"\n[network]\nmode = \"{mode}\"\n\
+             allow = [\"api.test\", \"git.test\"]\n\
              resolve = {{ \"api.test\" = \"127.0.0.1:{p}\", \"git.test\" = \"127.0.0.1:{p}\", \
              \"evil.test\" = \"127.0.0.1:{p}\" }}\n{extra}",
             p = srv.port
         ),
     );
     env.project.join("ca.crt").display().to_string()
+}
+
+/// Whether the environment's uid can open /dev/net/tun (transparent
+/// capture); skips the test visibly when it cannot.
+fn tun_or_skip(env: &Env, test: &str) -> bool {
+    let ok = env
+        .command("sh", ["-c", "exec 3<>/dev/net/tun"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !ok {
+        crate::suite::harness::skip(
+            test,
+            "this uid cannot open /dev/net/tun (mode 0600 on this host): transparent \
+             capture is unavailable, explicit-proxy mode is covered by the other tests",
+        );
+    }
+    ok
 }
 
 fn net_events(env: &Env) -> Vec<serde_json::Value> {
@@ -588,3 +613,168 @@ fn a_gigabyte_download_arrives_intact_rootless() {
         "{closed}"
     );
 }
+
+both!(transparent_capture_serves_every_tool, |env| {
+    if !tun_or_skip(env, "egress::transparent_capture_serves_every_tool") {
+        return;
+    }
+    let repos = tempfile::tempdir().unwrap();
+    let work = repos.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    for args in [
+        vec!["init", "-q", "-b", "main"],
+        vec![
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "one",
+        ],
+        vec!["clone", "-q", "--bare", ".", "../demo.git"],
+    ] {
+        let o = Command::new("git")
+            .args(&args)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {o:?}");
+    }
+    let srv = Server::start(Some(repos.path()));
+    let ca = setup_mode(env, &srv, "transparent", "");
+    let script = format!(
+        "env | grep -ci _proxy; \
+         curl -sS --cacert {ca} https://api.test/hello; \
+         SSL_CERT_FILE={ca} python3 -c 'import urllib.request; print(urllib.request.urlopen(\"https://api.test/hello\").read().decode().strip())'; \
+         NODE_EXTRA_CA_CERTS={ca} node -e 'fetch(\"https://api.test/hello\").then(r=>r.text()).then(t=>console.log(\"node\",t.trim()))'; \
+         cd /tmp && GIT_SSL_CAINFO={ca} git clone -q https://git.test/git/demo.git && echo cloned; \
+         curl -sS --cacert {ca} https://evil.test/hello 2>&1; echo \"evil=$?\"; \
+         curl -s -m 5 -o /dev/null -w 'literal=%{{http_code}}\\n' http://192.0.2.1/"
+    );
+    let o = env.sh(&["--profile", "net"], &script);
+    let out = ok(&o);
+    assert!(
+        out.starts_with("0\n"),
+        "no proxy variables in transparent mode: {out}"
+    );
+    assert!(
+        out.contains("hello over TLS, Host=api.test\nhello over TLS, Host=api.test\nnode hello over TLS, Host=api.test"),
+        "{out}\n{}",
+        stderr(&o)
+    );
+    assert!(out.contains("cloned"), "{out}");
+    assert!(out.contains("evil=6"), "cordon's DNS says NXDOMAIN: {out}");
+    assert!(
+        out.contains("literal=403"),
+        "a readable refusal for plain HTTP: {out}"
+    );
+    let ev = net_events(env);
+    let has = |kind: &str, host: &str, code: Option<&str>| {
+        ev.iter().any(|e| {
+            e["kind"] == kind
+                && e["host"] == host
+                && e["via"] == "tun"
+                && code.is_none_or(|c| e["code"] == c)
+        })
+    };
+    assert!(has("dns.allowed", "api.test", None), "{ev:?}");
+    assert!(has("flow.closed", "api.test", None), "{ev:?}");
+    assert!(
+        has("dns.denied", "evil.test", Some("net_host_not_allowed")),
+        "{ev:?}"
+    );
+    assert!(
+        has("flow.denied", "192.0.2.1", Some("net_ip_literal")),
+        "{ev:?}"
+    );
+});
+
+both!(
+    transparent_capture_refuses_fronting_udp_and_dns_tunnels,
+    |env| {
+        if !tun_or_skip(
+            env,
+            "egress::transparent_capture_refuses_fronting_udp_and_dns_tunnels",
+        ) {
+            return;
+        }
+        let srv = Server::start(None);
+        let ca = setup_mode(env, &srv, "transparent", "");
+        env.profile(
+            "net",
+            &std::fs::read_to_string(env.config.join("cordon/profiles/net.toml"))
+                .unwrap()
+                .replace("allow = [", "allow = [\"*.tun.test\", "),
+        );
+        let probe = r#"
+import socket, ssl, struct
+ip = socket.gethostbyname('api.test')
+s = socket.create_connection((ip, 443), timeout=10)
+ctx = ssl.create_default_context(cafile='CA')
+try:
+    t = ctx.wrap_socket(s, server_hostname='evil.test')
+    print('FRONTED', t.version())
+except (ssl.SSLError, OSError) as e:
+    print('cut:', type(e).__name__)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b'quic?', ('192.0.2.7', 443))
+print('udp sent')
+def ask(name, qtype):
+    q = struct.pack('>HHHHHH', 7, 0x0100, 1, 0, 0, 0)
+    for label in name.split('.'):
+        q += bytes([len(label)]) + label.encode()
+    q += b'\0' + struct.pack('>HH', qtype, 1)
+    d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    d.settimeout(5)
+    d.sendto(q, ('198.18.0.1', 53))
+    r = d.recv(512)
+    return r[3] & 15, struct.unpack('>H', r[6:8])[0]
+print('plain', ask('docs.tun.test', 1))
+print('tunnel', ask('mzxw6ytboi2dqmbrgeztinjwg44dsmbrge.tun.test', 1))
+print('txt', ask('docs.tun.test', 16))
+print('aaaa', ask('api.test', 28))
+"#
+        .replace("CA", &ca);
+        let o = env.sh(&["--profile", "net"], &format!("python3 -c \"{probe}\""));
+        let out = ok(&o);
+        assert!(!out.contains("FRONTED"), "{out}");
+        assert!(out.contains("cut:"), "{out}");
+        assert!(out.contains("udp sent"), "{out}");
+        // NOERROR with one answer; NXDOMAIN; REFUSED; NOERROR without answers.
+        assert!(out.contains("plain (0, 1)"), "{out}");
+        assert!(out.contains("tunnel (3, 0)"), "{out}");
+        assert!(out.contains("txt (5, 0)"), "{out}");
+        assert!(out.contains("aaaa (0, 0)"), "{out}");
+        let ev = net_events(env);
+        let code = |c: &str| ev.iter().any(|e| e["code"] == c);
+        assert!(code("net_name_mismatch"), "{ev:?}");
+        assert!(code("net_udp_blocked"), "{ev:?}");
+        assert!(code("net_dns_tunnel"), "{ev:?}");
+        assert!(code("net_dns_refused"), "{ev:?}");
+    }
+);
+
+both!(transparent_mode_refuses_to_start_without_a_tun, |env| {
+    let srv = Server::start(None);
+    setup_mode(env, &srv, "transparent", "");
+    let can = env
+        .command("sh", ["-c", "exec 3<>/dev/net/tun"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let o = env
+        .cordon(["run", "--no-tty", "--profile", "net", "--", "true"])
+        .output()
+        .unwrap();
+    if can {
+        ok(&o);
+    } else {
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("/dev/net/tun"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("mode = \"proxy\""), "{}", stderr(&o));
+    }
+});

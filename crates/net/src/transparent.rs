@@ -1,0 +1,500 @@
+//! Transparent capture: the sandbox's TUN device carries every IPv4 packet it
+//! sends off loopback to a userspace TCP/IP stack here ([`Stack`], ipstack
+//! behind it). Each TCP connection is a flow: its destination is a fake IP
+//! (which names the host the agent looked up through cordon's DNS) or an IP
+//! literal; it is decided, connected and relayed like an explicit CONNECT,
+//! including the SNI/Host check. UDP carries DNS to the gateway only; every
+//! other datagram (QUIC included) is dropped, so clients fall back to TCP.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use cordon_types::ReasonCode;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::dns::{self, FakeIps};
+use crate::events::NetEvent;
+use crate::peek::{self, Peek};
+use crate::upstream::{self, Dest, Refusal, Target};
+use crate::Shared;
+
+/// The TUN's MTU: large packets mean fewer trips through the stack.
+pub const MTU: u16 = 16384;
+/// How long a denied connection may take to show whether it is HTTP (and
+/// so gets a readable 403) before it is simply closed.
+const DENY_PEEK: Duration = Duration::from_secs(2);
+/// An idle TCP flow is dropped after this long (the stack's own timer).
+const IDLE: Duration = Duration::from_secs(600);
+
+/// The TUN device as a packet stream: one `read` is one packet, one `write`
+/// one packet.
+struct TunDevice(AsyncFd<OwnedFd>);
+
+impl TunDevice {
+    fn new(fd: OwnedFd) -> io::Result<TunDevice> {
+        rustix::io::ioctl_fionbio(&fd, true)?;
+        // `AsyncFd::new` is deprecated because it accepts types that do not
+        // own their descriptor (a raw fd someone else may close and reuse);
+        // an `OwnedFd` owns it for the registration's whole life, which is
+        // the case the unsafe `register` asks its callers to promise.
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(fd)?;
+        Ok(TunDevice(fd))
+    }
+}
+
+impl AsyncRead for TunDevice {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| {
+                rustix::io::read(fd.get_ref(), &mut *unfilled).map_err(io::Error::from)
+            }) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TunDevice {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| rustix::io::write(fd.get_ref(), buf).map_err(io::Error::from)) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a userspace stack hands over: TCP connections and UDP datagram
+/// streams from the sandbox, each with source and destination. The one
+/// implementation is [`IpStackStack`]; the trait keeps the rest of the
+/// engine independent of it.
+pub(crate) trait Stack: Send {
+    /// The next connection or datagram stream; `None` when the device is
+    /// gone.
+    fn accept(
+        &mut self,
+    ) -> Pin<Box<dyn std::future::Future<Output = Option<Captured>> + Send + '_>>;
+}
+
+/// A captured stream.
+pub(crate) enum Captured {
+    /// A TCP connection (already accepted by the stack).
+    Tcp {
+        stream: Box<dyn Duplex>,
+        dst: SocketAddr,
+    },
+    /// UDP datagrams between one source and one destination.
+    Udp {
+        stream: Box<dyn Duplex>,
+        dst: SocketAddr,
+    },
+    /// Anything else (ICMP, other protocols): dropped.
+    Other,
+}
+
+/// A bidirectional byte (or datagram) stream.
+pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// ipstack on the TUN device.
+pub(crate) struct IpStackStack(ipstack::IpStack);
+
+impl IpStackStack {
+    fn new(tun: OwnedFd) -> io::Result<IpStackStack> {
+        let mut cfg = ipstack::IpStackConfig::default();
+        cfg.mtu(MTU).map_err(|e| io::Error::other(e.to_string()))?;
+        cfg.packet_information(false);
+        cfg.udp_timeout(Duration::from_secs(30));
+        let mut tcp = ipstack::TcpConfig::default();
+        tcp.timeout = IDLE;
+        cfg.with_tcp_config(tcp);
+        Ok(IpStackStack(ipstack::IpStack::new(
+            cfg,
+            TunDevice::new(tun)?,
+        )))
+    }
+}
+
+impl Stack for IpStackStack {
+    fn accept(
+        &mut self,
+    ) -> Pin<Box<dyn std::future::Future<Output = Option<Captured>> + Send + '_>> {
+        Box::pin(async move {
+            let s = self.0.accept().await.ok()?;
+            Some(match s {
+                ipstack::IpStackStream::Tcp(t) => {
+                    let dst = t.peer_addr();
+                    Captured::Tcp {
+                        stream: Box::new(t),
+                        dst,
+                    }
+                }
+                ipstack::IpStackStream::Udp(u) => {
+                    let dst = u.peer_addr();
+                    Captured::Udp {
+                        stream: Box::new(u),
+                        dst,
+                    }
+                }
+                _ => Captured::Other,
+            })
+        })
+    }
+}
+
+/// Serves the TUN device until it is gone.
+pub(crate) fn spawn(shared: Arc<Shared>, tun: OwnedFd) -> io::Result<()> {
+    let raw = tun.as_raw_fd();
+    let mut stack = IpStackStack::new(tun)
+        .map_err(|e| io::Error::other(format!("userspace stack on TUN fd {raw}: {e}")))?;
+    tokio::spawn(async move {
+        while let Some(c) = stack.accept().await {
+            let shared = Arc::clone(&shared);
+            match c {
+                Captured::Tcp { stream, dst } => {
+                    tokio::spawn(async move { tcp_flow(&shared, stream, dst).await });
+                }
+                Captured::Udp { stream, dst } => {
+                    tokio::spawn(async move { udp(&shared, stream, dst).await });
+                }
+                Captured::Other => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The target a captured connection stands for.
+fn target_of(shared: &Shared, dst: SocketAddr) -> Target {
+    if let IpAddr::V4(v4) = dst.ip() {
+        if let Some(name) = shared
+            .fake
+            .lock()
+            .ok()
+            .and_then(|f| f.name_of(v4).map(str::to_owned))
+        {
+            return Target {
+                dest: Dest::Name(name),
+                port: dst.port(),
+            };
+        }
+    }
+    Target {
+        dest: Dest::Ip(dst.ip()),
+        port: dst.port(),
+    }
+}
+
+async fn tcp_flow(shared: &Shared, mut client: Box<dyn Duplex>, dst: SocketAddr) {
+    let flow = shared.next_flow();
+    let t = target_of(shared, dst);
+    let mut ev = NetEvent {
+        via: "tun",
+        flow,
+        host: t.host(),
+        port: t.port,
+        ..Default::default()
+    };
+    let unassigned_fake =
+        matches!(dst.ip(), IpAddr::V4(v4) if FakeIps::in_pool(v4)) && matches!(t.dest, Dest::Ip(_));
+    let decision = if unassigned_fake {
+        Err(Refusal {
+            status: 403,
+            code: ReasonCode::NetIpLiteral,
+            message: format!("{dst} is not an address cordon's DNS gave out"),
+            hint: "look the host name up first".into(),
+        })
+    } else {
+        crate::proxy::decide(shared, &t)
+    };
+    let rule = match decision {
+        Ok(rule) => rule,
+        Err(r) => return refuse(shared, client, ev, r).await,
+    };
+    let up = match upstream::connect(shared, &t, true).await {
+        Ok(up) => up,
+        Err(r) => return refuse(shared, client, ev, r).await,
+    };
+    ev.addr = Some(up.addr);
+    ev.rule = Some(rule);
+    // Nothing has been read yet: `through` peeks the first bytes.
+    let first = Vec::new();
+    let _ = client.flush().await;
+    crate::proxy::through(shared, client, first, up.stream, &t, ev).await;
+}
+
+/// Records a denied captured connection; an HTTP client gets the 403
+/// explanation, anything else a close.
+async fn refuse(shared: &Shared, mut client: Box<dyn Duplex>, mut ev: NetEvent, r: Refusal) {
+    let mut first = Vec::new();
+    let deadline = tokio::time::Instant::now() + DENY_PEEK;
+    let mut http = false;
+    while first.len() < peek::MAX_PEEK {
+        match tokio::time::timeout_at(deadline, client.read_buf(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+        match peek::peek(&first) {
+            Peek::NeedMore => continue,
+            Peek::Http { host } => {
+                ev.http_host = host;
+                http = true;
+                break;
+            }
+            Peek::Tls { sni } => {
+                ev.sni = sni;
+                break;
+            }
+            _ => break,
+        }
+    }
+    crate::proxy::denied(shared, ev, &r);
+    if http {
+        let _ = client.write_all(&crate::proxy::refusal_response(&r)).await;
+    }
+    let _ = client.shutdown().await;
+}
+
+/// UDP from the sandbox: DNS to the gateway is answered; everything else is
+/// dropped and recorded (once per destination).
+async fn udp(shared: &Shared, mut stream: Box<dyn Duplex>, dst: SocketAddr) {
+    if dst != SocketAddr::from((dns::GATEWAY, 53)) {
+        let first_time = shared
+            .udp_dropped
+            .lock()
+            .map(|mut seen| seen.insert(dst))
+            .unwrap_or(false);
+        if first_time {
+            shared.log.record(NetEvent {
+                kind: "flow.denied",
+                via: "tun",
+                flow: shared.next_flow(),
+                host: dst.ip().to_string(),
+                port: dst.port(),
+                method: Some("UDP".into()),
+                code: Some(ReasonCode::NetUdpBlocked),
+                message: Some(
+                    "only DNS to cordon's resolver leaves the sandbox over UDP (QUIC and \
+                     other UDP are dropped; clients fall back to TCP)"
+                        .into(),
+                ),
+                ..Default::default()
+            });
+        }
+        return;
+    }
+    let mut buf = vec![0u8; 4096];
+    // Each read is one datagram; the stream ends after the stack's UDP idle
+    // timeout.
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        if let Some(reply) = answer(shared, &buf[..n]) {
+            if stream.write_all(&reply).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Answers one DNS query per the policy.
+pub(crate) fn answer(shared: &Shared, req: &[u8]) -> Option<Vec<u8>> {
+    let q = match dns::parse_query(req) {
+        Ok(q) => q,
+        Err(_) => return dns::format_error(req),
+    };
+    let mut ev = NetEvent {
+        kind: "dns.query",
+        via: "tun",
+        host: q.name.clone(),
+        method: Some(qtype_name(q.qtype)),
+        ..Default::default()
+    };
+    let (rcode, ip, code, message) = dns_decision(shared, &q);
+    ev.code = code;
+    ev.message = message;
+    if let Some(ip) = ip {
+        ev.addr = Some(SocketAddr::from((ip, 0)));
+    }
+    let denied = code.is_some();
+    ev.kind = if denied { "dns.denied" } else { "dns.allowed" };
+    record_dns(shared, ev, denied);
+    Some(dns::response(&q, req, rcode, ip.map(|ip| (ip, 300))))
+}
+
+type DnsDecision = (
+    u8,
+    Option<std::net::Ipv4Addr>,
+    Option<ReasonCode>,
+    Option<String>,
+);
+
+fn dns_decision(shared: &Shared, q: &dns::Query) -> DnsDecision {
+    let name = match cordon_policy::network::normalize_name(&q.name) {
+        Ok(n) => n,
+        Err(e) => {
+            return (
+                dns::RCODE_NXDOMAIN,
+                None,
+                Some(ReasonCode::NetBadName),
+                Some(e),
+            )
+        }
+    };
+    if !q.is_internet() || !matches!(q.qtype, dns::TYPE_A | dns::TYPE_AAAA) {
+        return (
+            dns::RCODE_REFUSED,
+            None,
+            Some(ReasonCode::NetDnsRefused),
+            Some(format!(
+                "only address lookups are answered, not {}",
+                qtype_name(q.qtype)
+            )),
+        );
+    }
+    match shared.policy.check_dns_name(&name) {
+        cordon_policy::network::Verdict::Deny { code, message, .. } => {
+            (dns::RCODE_NXDOMAIN, None, Some(code), Some(message))
+        }
+        cordon_policy::network::Verdict::Allow { rule } => {
+            // Only a wildcard rule lets arbitrary labels through, and so
+            // data out through the supervisor's own lookup of the name.
+            if rule.starts_with("*.") {
+                if let Some(why) = dns::tunnel_suspect(&name) {
+                    return (
+                        dns::RCODE_NXDOMAIN,
+                        None,
+                        Some(ReasonCode::NetDnsTunnel),
+                        Some(format!("{name}: {why} (DNS tunnelling)")),
+                    );
+                }
+            }
+            if q.qtype == dns::TYPE_AAAA {
+                // No IPv6 inside: an empty answer makes clients use IPv4.
+                return (dns::RCODE_NOERROR, None, None, None);
+            }
+            match shared.fake.lock().ok().and_then(|mut f| f.assign(&name)) {
+                Some(ip) => (dns::RCODE_NOERROR, Some(ip), None, None),
+                None => (
+                    dns::RCODE_SERVFAIL,
+                    None,
+                    Some(ReasonCode::NetUpstreamFailed),
+                    Some("the session's fake address pool is used up".into()),
+                ),
+            }
+        }
+    }
+}
+
+/// Records a DNS event: denials always, allowed lookups once per name per
+/// minute (resolvers repeat them), and a burst of lookups once per window.
+fn record_dns(shared: &Shared, ev: NetEvent, denied: bool) {
+    let now = Instant::now();
+    let Ok(mut st) = shared.dns_state.lock() else {
+        return;
+    };
+    if now.duration_since(st.window_start) > Duration::from_secs(10) {
+        st.window_start = now;
+        st.in_window = 0;
+        st.burst_reported = false;
+    }
+    st.in_window += 1;
+    let burst = st.in_window > 200 && !st.burst_reported;
+    if burst {
+        st.burst_reported = true;
+    }
+    let key = format!("{} {}", ev.host, ev.method.as_deref().unwrap_or_default());
+    let recent = st
+        .last_logged
+        .get(&key)
+        .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60));
+    let log_it = denied || !recent;
+    if log_it {
+        if st.last_logged.len() > 10_000 {
+            st.last_logged.clear();
+        }
+        st.last_logged.insert(key, now);
+    }
+    drop(st);
+    if burst {
+        shared.log.record(NetEvent {
+            kind: "dns.burst",
+            via: "tun",
+            host: ev.host.clone(),
+            code: Some(ReasonCode::NetDnsTunnel),
+            message: Some("more than 200 lookups in 10 seconds: a DNS tunnel or a scan".into()),
+            ..Default::default()
+        });
+    }
+    if log_it {
+        shared.log.record(ev);
+    }
+}
+
+fn qtype_name(t: u16) -> String {
+    match t {
+        1 => "A".into(),
+        28 => "AAAA".into(),
+        5 => "CNAME".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        12 => "PTR".into(),
+        33 => "SRV".into(),
+        65 => "HTTPS".into(),
+        255 => "ANY".into(),
+        n => format!("TYPE{n}"),
+    }
+}
+
+/// Per-session DNS bookkeeping.
+#[derive(Debug)]
+pub(crate) struct DnsState {
+    window_start: Instant,
+    in_window: u32,
+    burst_reported: bool,
+    last_logged: std::collections::HashMap<String, Instant>,
+}
+
+impl Default for DnsState {
+    fn default() -> Self {
+        DnsState {
+            window_start: Instant::now(),
+            in_window: 0,
+            burst_reported: false,
+            last_logged: std::collections::HashMap::new(),
+        }
+    }
+}
