@@ -6,7 +6,9 @@
 #   squid       Debian's squid as a CONNECT proxy
 #   tinyproxy   Debian's tinyproxy as a CONNECT proxy
 #   pasta       a rootless network namespace through pasta (passt)
-#   cordon      the client inside `cordon run`, through cordon's egress proxy
+#   cordon      the client inside `cordon run`, through cordon's explicit proxy
+#   cordon-tun  the client inside `cordon run`, transparent capture (TUN,
+#               userspace TCP/IP stack, cordon's DNS); needs /dev/net/tun
 #
 # and measures: bulk HTTPS download (curl, SIZE bytes from nginx), requests/s
 # with small responses over CONNS keep-alive connections, the time of a new
@@ -49,7 +51,7 @@ wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 TLS=$(port) PLAIN=$(port) SQUID=$(port) TINY=$(port)
 
 (cd "$W" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-  -keyout key.pem -out cert.pem -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null)
+  -keyout key.pem -out cert.pem -subj /CN=localhost -addext subjectAltName=DNS:localhost,DNS:bulk.test 2>/dev/null)
 mkdir -p "$W/www"
 head -c "$SIZE" /dev/urandom > "$W/www/blob"
 BYTES=$(stat -c %s "$W/www/blob")
@@ -99,12 +101,21 @@ mkdir -p "$XDG_CONFIG_HOME/cordon/profiles"
 cat > "$XDG_CONFIG_HOME/cordon/profiles/bench.toml" <<EOF
 extends = "default"
 [network]
+mode = "proxy"
 allow = ["localhost"]
 resolve = { "localhost" = "127.0.0.1:$TLS" }
 allow_local = ["127.0.0.1:$PLAIN"]
 EOF
+cat > "$XDG_CONFIG_HOME/cordon/profiles/bench-tun.toml" <<EOF
+extends = "default"
+[network]
+mode = "transparent"
+allow = ["bulk.test", "plain.test"]
+resolve = { "bulk.test" = "127.0.0.1:$TLS", "plain.test" = "127.0.0.1:$PLAIN" }
+EOF
 mkdir -p "$W/pub" && cp "$W/cert.pem" "$W/pub/ca.crt"
 in_cordon() { "$CORDON" run --no-tty -p bench --project "$repo" --allow-read "$W/pub" -- "$@"; }
+in_tun() { "$CORDON" run --no-tty -p bench-tun --project "$repo" --allow-read "$W/pub" -- "$@"; }
 in_pasta() { pasta --runas 0:0 --config-net -q -- "$@" 2> >(grep -v -e syslog -e uid_map -e 'user mappings' -e ping_group_range >&2); }
 GW='$(ip route | awk "/default/{print \$3; exit}")'
 
@@ -117,6 +128,7 @@ bulk() { # path -> bytes/s
     tinyproxy) curl -s -o /dev/null -w "$fmt" --cacert "$W/pub/ca.crt" -x "http://127.0.0.1:$TINY" "$URL" ;;
     pasta)     in_pasta sh -c "curl -s -o /dev/null -w '$fmt' --cacert $W/pub/ca.crt --resolve localhost:$TLS:$GW $URL" ;;
     cordon)    in_cordon env -u NO_PROXY -u no_proxy curl -s -o /dev/null -w "$fmt" --cacert "$W/pub/ca.crt" "$URL" ;;
+    cordon-tun) in_tun curl -s -o /dev/null -w "$fmt" --cacert "$W/pub/ca.crt" "https://bulk.test:$TLS/blob" ;;
   esac
 }
 load() { # mode path extra... -> loadgen output
@@ -127,11 +139,13 @@ load() { # mode path extra... -> loadgen output
     tinyproxy) "$LOADGEN" "$mode" "127.0.0.1:$PLAIN" --proxy "127.0.0.1:$TINY" "$@" ;;
     pasta)     in_pasta sh -c "$LOADGEN $mode $GW:$PLAIN $*" ;;
     cordon)    in_cordon "$LOADGEN" "$mode" "127.0.0.1:$PLAIN" --proxy 127.0.0.1:3128 "$@" ;;
+    cordon-tun) in_tun "$LOADGEN" "$mode" "plain.test:80" "$@" ;;
   esac
 }
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
 
 PATHS=(direct squid tinyproxy pasta cordon)
+if (exec 3<>/dev/net/tun) 2>/dev/null; then PATHS+=(cordon-tun); else echo "bench: /dev/net/tun unusable, skipping cordon-tun" >&2; fi
 declare -A B R L50 L99
 for round in $(seq "$ROUNDS"); do
   for p in "${PATHS[@]}"; do
