@@ -176,7 +176,7 @@ pub(crate) fn denied(shared: &Shared, mut ev: NetEvent, r: &Refusal) {
 async fn refuse(shared: &Shared, client: &mut TcpStream, ev: NetEvent, r: Refusal) {
     denied(shared, ev, &r);
     let _ = client.write_all(&refusal_response(&r)).await;
-    let _ = client.shutdown().await;
+    close(client).await;
 }
 
 async fn connect_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec<u8>) {
@@ -308,7 +308,7 @@ pub(crate) async fn through<C>(
         // Inside an established tunnel there is no HTTP reply to give: the
         // connection is closed cleanly and the event explains.
         denied(shared, ev, &r);
-        let _ = client.shutdown().await;
+        close(&mut client).await;
         return;
     }
     if up.write_all(&first).await.is_err() {
@@ -523,5 +523,25 @@ where
         }
         count.fetch_add(n as u64, Ordering::Relaxed);
     }
-    let _ = w.shutdown().await;
+    shutdown_write(w).await;
+}
+
+/// Closes a refused connection's sending side, waiting at most two seconds.
+pub(crate) async fn close<W: AsyncWrite + Unpin>(w: &mut W) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), shutdown_write(w)).await;
+}
+
+/// Passes a half-close on. A userspace stack (ipstack) sends its FIN only
+/// when `poll_shutdown` finds the data in flight acknowledged, and wakes the
+/// caller only once the whole connection is gone: so poll again on a timer
+/// (backing off) until it completes, for at most a minute.
+async fn shutdown_write<W: AsyncWrite + Unpin>(w: &mut W) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut every = Duration::from_millis(5);
+    while tokio::time::timeout(every, w.shutdown()).await.is_err() {
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        every = (every * 2).min(Duration::from_millis(500));
+    }
 }

@@ -25,7 +25,7 @@ use crate::upstream::{self, Dest, Refusal, Target};
 use crate::Shared;
 
 /// The TUN's MTU: large packets mean fewer trips through the stack.
-pub const MTU: u16 = 16384;
+pub const MTU: u16 = 65000;
 /// How long a denied connection may take to show whether it is HTTP (and
 /// so gets a readable 403) before it is simply closed.
 const DENY_PEEK: Duration = Duration::from_secs(2);
@@ -284,7 +284,7 @@ async fn refuse(shared: &Shared, mut client: Box<dyn Duplex>, mut ev: NetEvent, 
     if http {
         let _ = client.write_all(&crate::proxy::refusal_response(&r)).await;
     }
-    let _ = client.shutdown().await;
+    crate::proxy::close(&mut client).await;
 }
 
 /// UDP from the sandbox: DNS to the gateway is answered; everything else is

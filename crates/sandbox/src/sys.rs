@@ -429,9 +429,9 @@ pub fn tun_create(name: &str, address: std::net::Ipv4Addr, mtu: u32) -> io::Resu
         // (16 bytes); sockaddr is the generic view of the same bytes.
         unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
     };
-    // SAFETY (for every ioctl below): each request is an ifreq that lives
-    // across the call, the name was copied within IFNAMSIZ with a NUL after
-    // it, and the kernel reads or writes only inside the struct.
+    // SAFETY: each request below is an ifreq that lives across its ioctl,
+    // the name was copied within IFNAMSIZ with a NUL after it, and the
+    // kernel reads or writes only inside the struct.
     unsafe {
         let mut req = ifreq();
         req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;

@@ -778,3 +778,60 @@ both!(transparent_mode_refuses_to_start_without_a_tun, |env| {
         assert!(stderr(&o).contains("mode = \"proxy\""), "{}", stderr(&o));
     }
 });
+
+both!(
+    transparent_capture_carries_concurrent_and_bulk_flows_intact,
+    |env| {
+        if !tun_or_skip(
+            env,
+            "egress::transparent_capture_carries_concurrent_and_bulk_flows_intact",
+        ) {
+            return;
+        }
+        let srv = Server::start(None);
+        let ca = setup_mode(env, &srv, "transparent", "");
+        let n = 64usize << 20;
+        let probe = r#"
+import socket, ssl, threading
+ctx = ssl.create_default_context(cafile='CA')
+ip = socket.gethostbyname('api.test')
+N = 200
+barrier = threading.Barrier(N)
+done = []
+errors = []
+def one(i):
+    try:
+        s = socket.create_connection((ip, 443), timeout=60)
+        t = ctx.wrap_socket(s, server_hostname='api.test')
+        barrier.wait(timeout=60)
+        t.sendall(b'GET /hello HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n')
+        data = b''
+        while True:
+            d = t.recv(4096)
+            if not d:
+                break
+            data += d
+        if b'hello over TLS' in data:
+            done.append(i)
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print('done', len(done), errors[:3])
+"#
+        .replace("CA", &ca);
+        let o = env.sh(
+            &["--profile", "net"],
+            &format!(
+                "python3 -c \"{probe}\"; \
+             curl -sS --cacert {ca} 'https://api.test/bytes?n={n}' | sha256sum"
+            ),
+        );
+        let out = ok(&o);
+        assert!(out.contains("done 200 []"), "{out}\n{}", stderr(&o));
+        assert!(out.contains(&pattern_sha256(n)), "{out}");
+    }
+);
