@@ -82,6 +82,12 @@ pub fn run(dirs: &Dirs) -> Report {
                 if p.project.mode == ProjectMode::Overlay && !ok(&probes, "overlayfs") {
                     missing.push("overlayfs".into());
                 }
+                if p.network.mode == cordon_policy::network::EgressMode::Transparent
+                    && !p.network.is_closed()
+                    && !ok(&probes, "tun")
+                {
+                    missing.push("tun (transparent egress)".into());
+                }
             }
         }
         profiles.push(ProfileStatus {
@@ -99,17 +105,22 @@ pub fn run(dirs: &Dirs) -> Report {
          RLIMIT_AS would break node and java); /tmp and $HOME: tmpfs size caps"
             .to_owned()
     };
-    let tun = if ok(&probes, "tun") {
-        "/dev/net/tun is usable, but transparent capture is not built yet"
+    let egress = if ok(&probes, "tun") {
+        format!(
+            "transparent capture: profiles with [network] allow rules (mode auto or \
+             transparent) get a TUN device and cordon's DNS; every tool's traffic goes through \
+             the policy. mode = \"proxy\" uses the explicit proxy at 127.0.0.1:{} instead.",
+            cordon_net::PROXY_PORT
+        )
     } else {
-        "/dev/net/tun is not usable here, so transparent capture could not run"
+        format!(
+            "explicit-proxy mode: /dev/net/tun is not usable by this user, so profiles with \
+             [network] allow rules get cordon's policy proxy at 127.0.0.1:{} inside the \
+             sandbox (HTTP(S)_PROXY/ALL_PROXY point to it); tools that ignore proxy variables \
+             have no way out. Profiles with mode = \"transparent\" cannot run.",
+            cordon_net::PROXY_PORT
+        )
     };
-    let egress = format!(
-        "explicit-proxy mode: profiles with [network] allow rules get cordon's policy proxy at \
-         127.0.0.1:{} inside the sandbox, and HTTP(S)_PROXY/ALL_PROXY point to it; tools that \
-         ignore proxy variables have no way out (loopback only). {tun}.",
-        cordon_net::PROXY_PORT
-    );
     let default_runs = profiles.iter().any(|p| p.name == "default" && p.runnable);
     Report {
         probes,

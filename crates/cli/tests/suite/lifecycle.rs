@@ -213,10 +213,14 @@ both!(doctor_reports_this_host, |env| {
         .success();
     assert_eq!(probe("tun")["ok"], can_open, "{}", probe("tun"));
     let egress = v["egress"].as_str().unwrap();
-    assert!(egress.starts_with("explicit-proxy mode"), "{egress}");
     assert_eq!(
-        egress.contains("/dev/net/tun is usable"),
+        egress.starts_with("transparent capture"),
         can_open,
+        "{egress}"
+    );
+    assert_eq!(
+        egress.starts_with("explicit-proxy mode"),
+        !can_open,
         "{egress}"
     );
     assert_eq!(v["default_runs"], true);
