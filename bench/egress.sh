@@ -149,7 +149,7 @@ if (exec 3<>/dev/net/tun) 2>/dev/null; then PATHS+=(cordon-tun); else echo "benc
 declare -A B R L50 L99
 for round in $(seq "$ROUNDS"); do
   for p in "${PATHS[@]}"; do
-    B[$p]+=" $(bulk "$p")"
+    if v=$(bulk "$p"); then B[$p]+=" $v"; else echo "bench: $p: the download failed (curl exit $?)" >&2; B[$p]+=" 0"; fi
     R[$p]+=" $(load rps "$p" --conns "$CONNS" --secs "$SECS")"
     read -r a b < <(load connect "$p" --n "$N")
     L50[$p]+=" $a"; L99[$p]+=" $b"

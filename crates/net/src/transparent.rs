@@ -25,7 +25,7 @@ use crate::upstream::{self, Dest, Refusal, Target};
 use crate::Shared;
 
 /// The TUN's MTU: large packets mean fewer trips through the stack.
-pub const MTU: u16 = 65000;
+pub const MTU: u16 = 16384;
 /// How long a denied connection may take to show whether it is HTTP (and
 /// so gets a readable 403) before it is simply closed.
 const DENY_PEEK: Duration = Duration::from_secs(2);
