@@ -15,9 +15,10 @@
 //! 3. **Root filesystem** ([`mounts`]): tmpfs root built from recursive
 //!    read-only binds, fresh `/proc`, minimal `/dev`, tmpfs `/tmp` and fake
 //!    home, the project (ro, overlay or rw), protected and hidden paths.
-//! 4. **Namespaced setup**: loopback up (no other interface exists), the
-//!    egress proxy's listening socket on `127.0.0.1` handed to the supervisor
-//!    when the spec asks for one, hostname, a fresh session keyring.
+//! 4. **Namespaced setup**: when the spec asks, a TUN device as the default
+//!    route (created before the new root hides `/dev/net/tun`) or the egress
+//!    proxy's listening socket on `127.0.0.1`, handed to the supervisor;
+//!    loopback up, hostname, a fresh session keyring.
 //! 5. **Lockdown** ([`confine`]): nested user namespace (locks the mounts),
 //!    rlimits, every capability dropped, `no_new_privs`, Landlock, and the
 //!    seccomp filter last ([`seccomp`]). Init becomes non-dumpable.
