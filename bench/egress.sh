@@ -168,4 +168,9 @@ done
 
 rss=$( { /usr/bin/time -f '%M' "$CORDON" run --no-tty -p bench --project "$repo" -- \
   "$LOADGEN" rps "127.0.0.1:$PLAIN" --proxy 127.0.0.1:3128 --conns 200 --secs 3 >/dev/null; } 2>&1 | tail -1)
-echo "cordon supervisor peak RSS with 200 open flows: $((rss / 1024)) MiB ($rss KiB)"
+echo "cordon supervisor peak RSS with 200 open flows, explicit proxy: $((rss / 1024)) MiB ($rss KiB)"
+if [[ " ${PATHS[*]} " == *" cordon-tun "* ]]; then
+  rss=$( { /usr/bin/time -f '%M' "$CORDON" run --no-tty -p bench-tun --project "$repo" -- \
+    "$LOADGEN" rps "plain.test:80" --conns 200 --secs 3 >/dev/null; } 2>&1 | tail -1)
+  echo "cordon supervisor peak RSS with 200 open flows, transparent: $((rss / 1024)) MiB ($rss KiB)"
+fi

@@ -30,6 +30,7 @@ pub mod dns;
 pub mod events;
 pub mod peek;
 mod proxy;
+mod smol;
 mod transparent;
 mod upstream;
 

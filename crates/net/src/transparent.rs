@@ -1,5 +1,5 @@
 //! Transparent capture: the sandbox's TUN device carries every IPv4 packet it
-//! sends off loopback to a userspace TCP/IP stack here ([`Stack`], ipstack
+//! sends off loopback to a userspace TCP/IP stack here ([`Stack`], smoltcp
 //! behind it). Each TCP connection is a flow: its destination is a fake IP
 //! (which names the host the agent looked up through cordon's DNS) or an IP
 //! literal; it is decided, connected and relayed like an explicit CONNECT,
@@ -11,12 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use cordon_types::ReasonCode;
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::dns::{self, FakeIps};
 use crate::events::NetEvent;
@@ -24,87 +22,17 @@ use crate::peek::{self, Peek};
 use crate::upstream::{self, Dest, Refusal, Target};
 use crate::Shared;
 
-/// The TUN's MTU. Larger packets are faster through the stack, but
-/// ipstack does not shrink a segment to the receiver's window and only
-/// checks its retransmission timer when a packet arrives: with 16 KiB or
-/// 64 KiB packets, a slow reader (curl under CPU load) lost a segment and the
-/// flow stalled for good at about 4 MB in one 1 GiB download out of three or
-/// five; at 4 KiB, 11 of 11 completed (docs/PERFORMANCE.md).
-pub const MTU: u16 = 4096;
+/// The TUN's MTU: larger packets mean fewer trips through the stack (at
+/// 65 000 the sandbox's TCP and smoltcp stalled after a few MB; see
+/// docs/PERFORMANCE.md).
+pub const MTU: u16 = 16384;
 /// How long a denied connection may take to show whether it is HTTP (and
 /// so gets a readable 403) before it is simply closed.
 const DENY_PEEK: Duration = Duration::from_secs(2);
-/// An idle TCP flow is dropped after this long (the stack's own timer).
-const IDLE: Duration = Duration::from_secs(600);
-
-/// The TUN device as a packet stream: one `read` is one packet, one `write`
-/// one packet.
-struct TunDevice(AsyncFd<OwnedFd>);
-
-impl TunDevice {
-    fn new(fd: OwnedFd) -> io::Result<TunDevice> {
-        rustix::io::ioctl_fionbio(&fd, true)?;
-        // `AsyncFd::new` is deprecated because it accepts types that do not
-        // own their descriptor (a raw fd someone else may close and reuse);
-        // an `OwnedFd` owns it for the registration's whole life, which is
-        // the case the unsafe `register` asks its callers to promise.
-        #[allow(deprecated)]
-        let fd = AsyncFd::new(fd)?;
-        Ok(TunDevice(fd))
-    }
-}
-
-impl AsyncRead for TunDevice {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| {
-                rustix::io::read(fd.get_ref(), &mut *unfilled).map_err(io::Error::from)
-            }) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
-impl AsyncWrite for TunDevice {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
-            match guard.try_io(|fd| rustix::io::write(fd.get_ref(), buf).map_err(io::Error::from)) {
-                Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// What a userspace stack hands over: TCP connections and UDP datagram
-/// streams from the sandbox, each with source and destination. The one
-/// implementation is [`IpStackStack`]; the trait keeps the rest of the
-/// engine independent of it.
+/// streams from the sandbox, each with destination. The implementation is
+/// [`crate::smol::SmolStack`]; the trait keeps the rest of the engine
+/// independent of it.
 pub(crate) trait Stack: Send {
     /// The next connection or datagram stream; `None` when the device is
     /// gone.
@@ -125,64 +53,16 @@ pub(crate) enum Captured {
         stream: Box<dyn Duplex>,
         dst: SocketAddr,
     },
-    /// Anything else (ICMP, other protocols): dropped.
-    Other,
 }
 
 /// A bidirectional byte (or datagram) stream.
 pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 
-/// ipstack on the TUN device.
-pub(crate) struct IpStackStack(ipstack::IpStack);
-
-impl IpStackStack {
-    fn new(tun: OwnedFd) -> io::Result<IpStackStack> {
-        let mut cfg = ipstack::IpStackConfig::default();
-        cfg.mtu(MTU).map_err(|e| io::Error::other(e.to_string()))?;
-        cfg.packet_information(false);
-        cfg.udp_timeout(Duration::from_secs(30));
-        let mut tcp = ipstack::TcpConfig::default();
-        tcp.timeout = IDLE;
-        cfg.with_tcp_config(tcp);
-        Ok(IpStackStack(ipstack::IpStack::new(
-            cfg,
-            TunDevice::new(tun)?,
-        )))
-    }
-}
-
-impl Stack for IpStackStack {
-    fn accept(
-        &mut self,
-    ) -> Pin<Box<dyn std::future::Future<Output = Option<Captured>> + Send + '_>> {
-        Box::pin(async move {
-            let s = self.0.accept().await.ok()?;
-            Some(match s {
-                ipstack::IpStackStream::Tcp(t) => {
-                    let dst = t.peer_addr();
-                    Captured::Tcp {
-                        stream: Box::new(t),
-                        dst,
-                    }
-                }
-                ipstack::IpStackStream::Udp(u) => {
-                    let dst = u.peer_addr();
-                    Captured::Udp {
-                        stream: Box::new(u),
-                        dst,
-                    }
-                }
-                _ => Captured::Other,
-            })
-        })
-    }
-}
-
 /// Serves the TUN device until it is gone.
 pub(crate) fn spawn(shared: Arc<Shared>, tun: OwnedFd) -> io::Result<()> {
     let raw = tun.as_raw_fd();
-    let mut stack = IpStackStack::new(tun)
+    let mut stack = crate::smol::SmolStack::new(tun, usize::from(MTU))
         .map_err(|e| io::Error::other(format!("userspace stack on TUN fd {raw}: {e}")))?;
     tokio::spawn(async move {
         while let Some(c) = stack.accept().await {
@@ -194,7 +74,6 @@ pub(crate) fn spawn(shared: Arc<Shared>, tun: OwnedFd) -> io::Result<()> {
                 Captured::Udp { stream, dst } => {
                     tokio::spawn(async move { udp(&shared, stream, dst).await });
                 }
-                Captured::Other => {}
             }
         }
     });
