@@ -40,6 +40,11 @@ const QUEUE: usize = 256 * 1024;
 const TCP_IDLE: Duration = Duration::from_secs(600);
 /// A UDP 4-tuple with no datagram for this long ends.
 const UDP_IDLE: Duration = Duration::from_secs(30);
+/// At most this many TCP flows at once (a SYN beyond it is answered with a
+/// reset): the agent cannot grow the supervisor without bound.
+const MAX_TCP: usize = 4096;
+/// At most this many UDP 4-tuples at once (further datagrams are dropped).
+const MAX_UDP: usize = 1024;
 
 /// The smoltcp stack, as the engine's [`Stack`].
 pub(crate) struct SmolStack {
@@ -444,7 +449,11 @@ impl State {
                 };
                 let src = SocketAddr::new(src_ip, tcp.src_port());
                 let dst = SocketAddr::new(dst_ip, tcp.dst_port());
-                if tcp.syn() && !tcp.ack() && !self.tcp.contains_key(&(src, dst)) {
+                if tcp.syn()
+                    && !tcp.ack()
+                    && !self.tcp.contains_key(&(src, dst))
+                    && self.tcp.len() < MAX_TCP
+                {
                     self.open_tcp(src, dst);
                 }
                 self.dev.rx.push_back(packet);
@@ -463,9 +472,12 @@ impl State {
                         return;
                     }
                 }
+                self.udp.retain(|_, t| !t.is_closed());
+                if self.udp.len() >= MAX_UDP {
+                    return;
+                }
                 let (tx, rx) = mpsc::channel(64);
                 let _ = tx.try_send(data);
-                self.udp.retain(|_, t| !t.is_closed());
                 self.udp.insert((src, dst), tx);
                 let flow = UdpFlow {
                     rx,
