@@ -133,9 +133,11 @@ impl HostPattern {
 
     /// Whether `host` (normalised) on `port` matches.
     pub fn matches(&self, host: &str, port: u16) -> bool {
-        if self.port.is_some_and(|p| p != port) {
-            return false;
-        }
+        self.port.is_none_or(|p| p == port) && self.matches_name(host)
+    }
+
+    /// Whether `host` (normalised) matches, whatever the port.
+    pub fn matches_name(&self, host: &str) -> bool {
         if self.wildcard {
             host.len() > self.name.len() + 1
                 && host.ends_with(&self.name)
@@ -693,19 +695,10 @@ impl NetworkPolicy {
                 }
             }
         };
-        let matches = |p: &HostPattern| {
-            if p.wildcard {
-                name.len() > p.name.len() + 1
-                    && name.ends_with(&p.name)
-                    && name.as_bytes()[name.len() - p.name.len() - 1] == b'.'
-            } else {
-                name == p.name
-            }
-        };
         if let Some(d) = self
             .deny
             .iter()
-            .find(|r| r.value.port.is_none() && matches(&r.value))
+            .find(|r| r.value.port.is_none() && r.value.matches_name(&name))
         {
             return Verdict::Deny {
                 code: ReasonCode::NetHostDenied,
@@ -713,7 +706,7 @@ impl NetworkPolicy {
                 hint: "remove the deny rule from the profile (deny wins over allow)".into(),
             };
         }
-        let mut hits = self.allow.iter().filter(|r| matches(&r.value));
+        let mut hits = self.allow.iter().filter(|r| r.value.matches_name(&name));
         let best = hits
             .clone()
             .find(|r| !r.value.wildcard)
@@ -877,6 +870,34 @@ mod tests {
         assert!(!NetworkPolicy::default()
             .check_name("github.com", 443)
             .is_allowed());
+    }
+
+    #[test]
+    fn lookups_are_allowed_for_names_some_rule_allows_on_some_port() {
+        let n = NetworkPolicy {
+            allow: rules(&["api.test:443", "*.cdn.test", "files.test"]),
+            deny: rules(&["bad.cdn.test", "files.test:80"]),
+            ..Default::default()
+        };
+        let rule = |h: &str| match n.check_dns_name(h) {
+            Verdict::Allow { rule } => rule,
+            v => panic!("{h}: {v:?}"),
+        };
+        assert_eq!(rule("API.test."), "api.test:443");
+        assert!(rule("x.cdn.test").starts_with("*."));
+        // A deny rule for one port leaves the name resolvable.
+        assert_eq!(rule("files.test"), "files.test");
+        for (h, code) in [
+            ("bad.cdn.test", ReasonCode::NetHostDenied),
+            ("cdn.test", ReasonCode::NetHostNotAllowed),
+            ("other.test", ReasonCode::NetHostNotAllowed),
+            ("bad name", ReasonCode::NetBadName),
+        ] {
+            match n.check_dns_name(h) {
+                Verdict::Deny { code: c, .. } => assert_eq!(c, code, "{h}"),
+                v => panic!("{h}: {v:?}"),
+            }
+        }
     }
 
     #[test]

@@ -359,21 +359,32 @@ pub fn join_new_session_keyring() -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
-/// Brings the loopback interface of the current network namespace up.
-pub fn loopback_up() -> io::Result<()> {
+/// A datagram socket for interface ioctls in the current network namespace.
+fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket has no memory preconditions; we own the returned fd.
     let sock =
         cvt_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `sock` is a fresh fd owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: ifreq is plain data, zero is a valid bit pattern; the name is
-    // copied within bounds (3 bytes + NUL < IFNAMSIZ) and the ioctls read and
-    // write only inside the struct, which outlives them.
+    Ok(unsafe { OwnedFd::from_raw_fd(sock) })
+}
+
+/// An `ifreq` naming interface `name` (shorter than IFNAMSIZ, no NUL).
+fn ifreq(name: &[u8]) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req = unsafe { std::mem::zeroed::<libc::ifreq>() };
+    for (i, b) in name.iter().take(libc::IFNAMSIZ - 1).enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    req
+}
+
+/// Brings interface `name` up.
+fn interface_up(sock: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    let mut req = ifreq(name);
+    // SAFETY: `req` is an ifreq that lives across both ioctls, its name is
+    // NUL-terminated within IFNAMSIZ, and the kernel reads or writes only
+    // inside it.
     unsafe {
-        let mut req = std::mem::zeroed::<libc::ifreq>();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
         cvt_int(libc::ioctl(
             sock.as_raw_fd(),
             libc::SIOCGIFFLAGS as _,
@@ -383,6 +394,11 @@ pub fn loopback_up() -> io::Result<()> {
         cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req))?;
     }
     Ok(())
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    interface_up(&ioctl_socket()?, b"lo")
 }
 
 /// Creates the TUN device `name` (IFF_TUN, no packet information) in the
@@ -403,19 +419,8 @@ pub fn tun_create(name: &str, address: std::net::Ipv4Addr, mtu: u32) -> io::Resu
     let dev = cvt_int(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
     // SAFETY: `dev` is a fresh fd owned by nobody else.
     let dev = unsafe { OwnedFd::from_raw_fd(dev) };
-    // SAFETY: socket has no memory preconditions; we own the returned fd.
-    let sock =
-        cvt_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `sock` is a fresh fd owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    let ifreq = || {
-        // SAFETY: ifreq is plain data; all-zero is a valid value.
-        let mut req = unsafe { std::mem::zeroed::<libc::ifreq>() };
-        for (i, b) in bytes.iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        req
-    };
+    let sock = ioctl_socket()?;
+    let ifreq = || ifreq(bytes);
     let sockaddr = |ip: std::net::Ipv4Addr| {
         let sin = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
@@ -449,15 +454,8 @@ pub fn tun_create(name: &str, address: std::net::Ipv4Addr, mtu: u32) -> io::Resu
         let mut req = ifreq();
         req.ifr_ifru.ifru_mtu = mtu;
         cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU as _, &req))?;
-        let mut req = ifreq();
-        cvt_int(libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCGIFFLAGS as _,
-            &mut req,
-        ))?;
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        cvt_int(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req))?;
     }
+    interface_up(&sock, bytes)?;
     // The default route: every IPv4 destination off loopback goes to the
     // device. (A netmask of 0.0.0.0 would not do: the kernel adds no prefix
     // route for the zero network.)

@@ -526,7 +526,29 @@ both!(an_upstream_proxy_carries_the_allowed_traffic, |env| {
 both!(two_hundred_concurrent_tunnels_all_complete, |env| {
     let srv = Server::start(None);
     let ca = setup(env, &srv, "");
-    let probe = r#"
+    let probe = concurrent_probe(
+        &ca,
+        r#"s = socket.create_connection(('127.0.0.1', 3128), timeout=60)
+        s.sendall(b'CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n')
+        head = b''
+        while not head.endswith(b'\r\n\r\n'):
+            head += s.recv(1)
+        assert head.startswith(b'HTTP/1.1 200'), head"#,
+    );
+    let o = env.sh(&["--profile", "net"], &format!("python3 -c \"{probe}\""));
+    let out = ok(&o);
+    assert!(out.contains("done 200 []"), "{out}\n{}", stderr(&o));
+    let ev = net_events(env);
+    let closed = ev.iter().filter(|e| e["kind"] == "flow.closed").count();
+    assert_eq!(closed, 200, "every flow is recorded when it ends");
+});
+
+/// A Python script for the sandbox: 200 threads each open a connection
+/// (`connect`, Python at the indentation of a `try:` body, leaving a socket
+/// `s` to api.test:443), finish TLS, wait until all have, then send one
+/// request each; prints `done <count> <first errors>`.
+fn concurrent_probe(ca: &str, connect: &str) -> String {
+    r#"
 import socket, ssl, threading
 ctx = ssl.create_default_context(cafile='CA')
 N = 200
@@ -535,12 +557,7 @@ done = []
 errors = []
 def one(i):
     try:
-        s = socket.create_connection(('127.0.0.1', 3128), timeout=60)
-        s.sendall(b'CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n')
-        head = b''
-        while not head.endswith(b'\r\n\r\n'):
-            head += s.recv(1)
-        assert head.startswith(b'HTTP/1.1 200'), head
+        CONNECT
         t = ctx.wrap_socket(s, server_hostname='api.test')
         barrier.wait(timeout=60)
         t.sendall(b'GET /hello HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n')
@@ -561,14 +578,9 @@ for t in threads:
     t.join()
 print('done', len(done), errors[:3])
 "#
-    .replace("CA", &ca);
-    let o = env.sh(&["--profile", "net"], &format!("python3 -c \"{probe}\""));
-    let out = ok(&o);
-    assert!(out.contains("done 200 []"), "{out}\n{}", stderr(&o));
-    let ev = net_events(env);
-    let closed = ev.iter().filter(|e| e["kind"] == "flow.closed").count();
-    assert_eq!(closed, 200, "every flow is recorded when it ends");
-});
+    .replace("CONNECT", connect)
+    .replace("CA", ca)
+}
 
 /// The bytes of `/bytes?n=N` on the test server: 0, 1, ..., 255, repeated.
 fn pattern_sha256(n: usize) -> String {
@@ -791,38 +803,10 @@ both!(
         let srv = Server::start(None);
         let ca = setup_mode(env, &srv, "transparent", "");
         let n = 64usize << 20;
-        let probe = r#"
-import socket, ssl, threading
-ctx = ssl.create_default_context(cafile='CA')
-ip = socket.gethostbyname('api.test')
-N = 200
-barrier = threading.Barrier(N)
-done = []
-errors = []
-def one(i):
-    try:
-        s = socket.create_connection((ip, 443), timeout=60)
-        t = ctx.wrap_socket(s, server_hostname='api.test')
-        barrier.wait(timeout=60)
-        t.sendall(b'GET /hello HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n')
-        data = b''
-        while True:
-            d = t.recv(4096)
-            if not d:
-                break
-            data += d
-        if b'hello over TLS' in data:
-            done.append(i)
-    except Exception as e:
-        errors.append(repr(e))
-threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print('done', len(done), errors[:3])
-"#
-        .replace("CA", &ca);
+        let probe = concurrent_probe(
+            &ca,
+            "s = socket.create_connection((socket.gethostbyname('api.test'), 443), timeout=60)",
+        );
         let o = env.sh(
             &["--profile", "net"],
             &format!(
