@@ -178,7 +178,9 @@ async fn udp(shared: &Shared, mut stream: Box<dyn Duplex>, dst: SocketAddr) {
         let first_time = shared
             .udp_dropped
             .lock()
-            .map(|mut seen| seen.insert(dst))
+            // Bounded: an agent spraying destinations must not grow the
+            // supervisor; past the cap, drops are no longer itemised.
+            .map(|mut seen| seen.len() < 4096 && seen.insert(dst))
             .unwrap_or(false);
         if first_time {
             shared.log.record(NetEvent {
