@@ -57,12 +57,17 @@ pub struct Config {
     pub policy: NetworkPolicy,
     /// The session's event log (`net.jsonl`).
     pub log: PathBuf,
+    /// `user:password` for the upstream proxy (read from the host at
+    /// launch; sent as `Proxy-Authorization: Basic`).
+    pub upstream_auth: Option<String>,
 }
 
 /// State shared by the engine's tasks.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub policy: NetworkPolicy,
+    /// `Basic <base64>` for the upstream proxy, when it needs one.
+    pub proxy_authorization: Option<String>,
     pub log: EventLog,
     next_flow: AtomicU64,
     pub flows_open: AtomicUsize,
@@ -104,6 +109,9 @@ impl Engine {
             rt: Some(rt),
             shared: Arc::new(Shared {
                 policy: config.policy,
+                proxy_authorization: config
+                    .upstream_auth
+                    .map(|a| format!("Basic {}", base64(a.as_bytes()))),
                 log,
                 next_flow: AtomicU64::new(0),
                 flows_open: AtomicUsize::new(0),
@@ -187,6 +195,28 @@ impl Engine {
     }
 }
 
+/// Standard base64 with padding (RFC 4648), for HTTP Basic credentials.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Each flow holds six descriptors (two sockets, two pipes); the usual soft
 /// limit of 1024 would refuse connections long before memory runs short.
 /// Raises the supervisor's soft limit to its hard limit (the sandbox sets
@@ -204,6 +234,24 @@ impl Drop for Engine {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(input.as_bytes()), want);
         }
     }
 }

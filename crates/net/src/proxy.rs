@@ -433,6 +433,9 @@ async fn http_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec
     if hosts.is_empty() {
         out.extend_from_slice(format!("host: {}\r\n", t.authority()).as_bytes());
     }
+    if let (true, Some(a)) = (up.via_proxy, &shared.proxy_authorization) {
+        out.extend_from_slice(format!("proxy-authorization: {a}\r\n").as_bytes());
+    }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     let up_bytes = (out.len() + rest.len()) as u64;
     out.extend_from_slice(&rest);

@@ -150,7 +150,13 @@ pub(crate) async fn connect(
             }),
             Dest::Ip(_) => None,
         };
-        return via_proxy(&proxy.0, fixed.as_ref().unwrap_or(t), tunnel).await;
+        return via_proxy(
+            &proxy.0,
+            shared.proxy_authorization.as_deref(),
+            fixed.as_ref().unwrap_or(t),
+            tunnel,
+        )
+        .await;
     }
     let candidates: Vec<SocketAddr> = match &t.dest {
         // check_ip has already limited literals to allowed, public or named
@@ -204,7 +210,12 @@ pub(crate) async fn connect(
     )))
 }
 
-async fn via_proxy(proxy: &ProxyUrl, t: &Target, tunnel: bool) -> Result<Upstream, Refusal> {
+async fn via_proxy(
+    proxy: &ProxyUrl,
+    authorization: Option<&str>,
+    t: &Target,
+    tunnel: bool,
+) -> Result<Upstream, Refusal> {
     let fail = |what: String| Refusal::failed(format!("upstream proxy {}: {what}", proxy.render()));
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((proxy.host.as_str(), proxy.port))
         .await
@@ -237,7 +248,10 @@ async fn via_proxy(proxy: &ProxyUrl, t: &Target, tunnel: bool) -> Result<Upstrea
         });
     }
     let auth = t.authority();
-    let req = format!("CONNECT {auth} HTTP/1.1\r\nHost: {auth}\r\n\r\n");
+    let credentials = authorization
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!("CONNECT {auth} HTTP/1.1\r\nHost: {auth}\r\n{credentials}\r\n");
     stream
         .write_all(req.as_bytes())
         .await

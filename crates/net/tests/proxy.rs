@@ -26,6 +26,7 @@ fn setup(policy: NetworkPolicy) -> Setup {
     let engine = Engine::start(Config {
         policy,
         log: log.clone(),
+        upstream_auth: None,
     })
     .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -364,6 +364,33 @@ impl RuleValue for ProxyUrl {
     }
 }
 
+/// A credential read from the host's environment when a session starts
+/// (`env:NAME`): the profile names where it is, never the value, and the
+/// value never enters the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnvCredential(pub String);
+
+impl RuleValue for EnvCredential {
+    const KEY: &'static str = "source";
+    fn parse(s: &str) -> Result<Self, String> {
+        let name = s.strip_prefix("env:").ok_or_else(|| {
+            format!("{s:?}: write where the credential is, as env:NAME (never the value itself)")
+        })?;
+        let ok = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(format!(
+                "{s:?}: {name:?} is not an environment variable name"
+            ));
+        }
+        Ok(EnvCredential(name.to_owned()))
+    }
+    fn render(&self) -> String {
+        format!("env:{}", self.0)
+    }
+}
+
 /// What kind of address an IP is, for the upstream check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddrClass {
@@ -578,6 +605,8 @@ pub struct NetworkPolicy {
     pub resolve: std::collections::BTreeMap<String, SocketAddr>,
     /// An HTTP proxy to send allowed traffic through (`http://host:port`).
     pub upstream_proxy: Option<crate::values::Bare<ProxyUrl>>,
+    /// Where the upstream proxy's `user:password` is read from at launch.
+    pub upstream_proxy_auth: Option<crate::values::Bare<EnvCredential>>,
     /// How the sandbox's traffic reaches the policy.
     pub mode: EgressMode,
 }

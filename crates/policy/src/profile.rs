@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::hide::HideMatcher;
 use crate::network::{
-    preset_hosts, Cidr, EgressMode, Endpoint, HostEntry, HostName, NetworkPolicy, ProxyUrl,
+    preset_hosts, Cidr, EgressMode, Endpoint, EnvCredential, HostEntry, HostName, NetworkPolicy,
+    ProxyUrl,
 };
 use crate::values::{Bare, ByteSize, EnvName, Glob, HomePath, HostPath, PathRule, RuleValue};
 
@@ -288,6 +289,7 @@ struct NetworkFile {
     resolve: BTreeMap<HostName, Bare<Endpoint>>,
     /// `""` removes an inherited proxy.
     upstream_proxy: Option<OptionalProxy>,
+    upstream_proxy_auth: Option<Bare<EnvCredential>>,
     mode: Option<EgressMode>,
 }
 
@@ -526,6 +528,9 @@ impl Profile {
             .extend(n.resolve.into_iter().map(|(k, v)| (k.0, v.0 .0)));
         if let Some(p) = n.upstream_proxy {
             self.network.upstream_proxy = p.0;
+        }
+        if let Some(a) = n.upstream_proxy_auth {
+            self.network.upstream_proxy_auth = Some(a);
         }
         if let Some(m) = n.mode {
             self.network.mode = m;
@@ -1010,6 +1015,28 @@ mod tests {
         assert!(shown.contains("pypi.org"), "{shown}");
         assert!(shown.contains("@github: "), "{shown}");
         assert!(resolve("default", &src).unwrap().network.allow.is_empty());
+    }
+
+    #[test]
+    fn proxy_credentials_are_named_never_written() {
+        let src = Mem(vec![(
+            "p",
+            "[network]\nupstream_proxy = \"http://proxy.test:3128\"\n\
+             upstream_proxy_auth = \"env:CORP_PROXY_AUTH\"\n",
+        )]);
+        let n = resolve("p", &src).unwrap().network;
+        assert_eq!(n.upstream_proxy_auth.unwrap().0 .0, "CORP_PROXY_AUTH");
+        for bad in ["user:pass", "env:", "env:1X", "env:A-B"] {
+            let text = format!("[network]\nupstream_proxy_auth = \"{bad}\"\n");
+            let src = Mem(vec![("bad", Box::leak(text.into_boxed_str()))]);
+            assert!(
+                matches!(
+                    resolve("bad", &src),
+                    Err(ProfileError::Parse { line: 2, .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -36,6 +36,35 @@ enum Egress {
     Transparent,
 }
 
+/// The upstream proxy's `user:password`, read from the host's environment
+/// (the supervisor keeps it; the agent's environment is built separately and
+/// withholds credential-like names).
+fn upstream_credentials(
+    n: &cordon_policy::network::NetworkPolicy,
+) -> Result<Option<String>, Error> {
+    let Some(source) = &n.upstream_proxy_auth else {
+        return Ok(None);
+    };
+    let var = &source.0 .0;
+    if n.upstream_proxy.is_none() {
+        return Err(Error::Usage(format!(
+            "[network] upstream_proxy_auth = \"env:{var}\" is set but upstream_proxy is not"
+        )));
+    }
+    match std::env::var(var) {
+        Ok(v) if v.contains(':') => Ok(Some(v)),
+        Ok(_) => Err(Error::Usage(format!(
+            "{var} must hold the upstream proxy's credentials as user:password"
+        ))),
+        Err(_) => Err(Error::Refused {
+            message: format!(
+                "the profile's upstream proxy needs credentials from ${var}, which is not set"
+            ),
+            hint: format!("export {var}=user:password before `cordon run`"),
+        }),
+    }
+}
+
 /// Picks the egress path for `mode` on this host: transparent capture needs
 /// a `/dev/net/tun` this user can open (the sandbox opens it with the same
 /// credentials).
@@ -168,6 +197,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         });
     }
     let mode = req.mode.unwrap_or(profile.project.mode);
+    let upstream_auth = upstream_credentials(&profile.network)?;
     let mut notices_early = Vec::new();
     let egress = if profile.network.is_closed() {
         Egress::None
@@ -351,6 +381,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let net = (egress != Egress::None).then(|| cordon_net::Config {
         policy: profile.network.clone(),
         log: session_dir.join("net.jsonl"),
+        upstream_auth,
     });
     let mut env_withheld = plan.withheld_credentials.clone();
     env_withheld.extend(plan.withheld_other.iter().cloned());

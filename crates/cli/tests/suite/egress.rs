@@ -438,6 +438,11 @@ struct Tinyproxy {
 
 impl Tinyproxy {
     fn start() -> Tinyproxy {
+        Tinyproxy::with_auth(None)
+    }
+
+    /// With `BasicAuth user password` when `auth` is given.
+    fn with_auth(auth: Option<(&str, &str)>) -> Tinyproxy {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -450,8 +455,10 @@ impl Tinyproxy {
             &conf,
             format!(
                 "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Connect\n\
-                 MaxClients 50\nAllow 127.0.0.1\n",
-                log.display()
+                 MaxClients 50\nAllow 127.0.0.1\n{}",
+                log.display(),
+                auth.map(|(u, p)| format!("BasicAuth {u} {p}\n"))
+                    .unwrap_or_default()
             ),
         )
         .unwrap();
@@ -522,6 +529,67 @@ both!(an_upstream_proxy_carries_the_allowed_traffic, |env| {
         .expect("an allowed flow");
     assert_eq!(allowed["addr"], format!("127.0.0.1:{}", tp.port));
 });
+
+both!(
+    upstream_proxy_credentials_come_from_the_host_environment,
+    |env| {
+        let srv = Server::start(None);
+        let tp = Tinyproxy::with_auth(Some(("agent", "s3cret-proxy-pass")));
+        let ca = setup(
+            env,
+            &srv,
+            &format!(
+                "upstream_proxy = \"http://127.0.0.1:{}\"\n\
+             upstream_proxy_auth = \"env:CORDON_TEST_PROXY_AUTH\"\n",
+                tp.port
+            ),
+        );
+        let script = format!(
+            "env | grep -c s3cret; curl -sS --cacert {ca} https://api.test/hello 2>&1; true"
+        );
+        let run = |auth: Option<&str>| {
+            let mut c = env.cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "net",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ]);
+            if let Some(a) = auth {
+                c.env("CORDON_TEST_PROXY_AUTH", a);
+            }
+            c.output().unwrap()
+        };
+        let o = run(Some("agent:s3cret-proxy-pass"));
+        let out = ok(&o);
+        assert!(
+            out.starts_with("0\n"),
+            "the agent must not see the credentials: {out}"
+        );
+        assert!(
+            out.contains("hello over TLS, Host=api.test"),
+            "{out}\n{}",
+            stderr(&o)
+        );
+        // Wrong credentials: the proxy refuses the tunnel and the agent hears why.
+        let out = ok(&run(Some("agent:wrong")));
+        assert!(!out.contains("hello over TLS"), "{out}");
+        assert!(out.contains("502"), "{out}");
+        // Missing: cordon refuses to start and names the variable.
+        let o = run(None);
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("CORDON_TEST_PROXY_AUTH"),
+            "{}",
+            stderr(&o)
+        );
+        let log = std::fs::read_to_string(&tp.log).unwrap_or_default();
+        assert!(!log.contains("s3cret"), "{log}");
+    }
+);
 
 both!(two_hundred_concurrent_tunnels_all_complete, |env| {
     let srv = Server::start(None);
