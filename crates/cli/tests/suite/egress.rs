@@ -887,3 +887,38 @@ both!(
         assert!(out.contains(&pattern_sha256(n)), "{out}");
     }
 );
+
+both!(
+    auto_mode_takes_the_tun_where_it_can_and_says_when_it_cannot,
+    |env| {
+        let srv = Server::start(None);
+        let ca = setup_mode(env, &srv, "auto", "");
+        let can = env
+            .command("sh", ["-c", "exec 3<>/dev/net/tun"])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        let o = env.sh(
+            &["--profile", "net"],
+            &format!(
+                "echo proxy=${{HTTPS_PROXY:-none}}; curl -sS --cacert {ca} https://api.test/hello"
+            ),
+        );
+        let out = ok(&o);
+        assert!(
+            out.contains("hello over TLS, Host=api.test"),
+            "{out}\n{}",
+            stderr(&o)
+        );
+        let notice = stderr(&o).contains("egress: explicit-proxy mode (/dev/net/tun:");
+        if can {
+            assert!(out.contains("proxy=none"), "{out}");
+            assert!(!notice, "{}", stderr(&o));
+            assert_eq!(net_events(env)[0]["via"], "tun");
+        } else {
+            assert!(out.contains("proxy=http://127.0.0.1:3128"), "{out}");
+            assert!(notice, "the fallback must be said: {}", stderr(&o));
+        }
+    }
+);
