@@ -143,19 +143,10 @@ pub(crate) fn decide(shared: &Shared, t: &Target) -> Result<String, Refusal> {
         Dest::Name(n) => shared.policy.check_name(n, t.port),
         Dest::Ip(ip) => shared.policy.check_ip(*ip, t.port),
     };
-    match v {
-        cordon_policy::network::Verdict::Allow { rule } => Ok(rule),
-        deny => Err(Refusal::from_verdict(deny).unwrap_or_else(|| Refusal {
-            status: 403,
-            code: ReasonCode::NetHostNotAllowed,
-            message: String::new(),
-            hint: String::new(),
-        })),
-    }
+    Refusal::check(v)
 }
 
-fn base_event(shared: &Shared, flow: u64, t: &Target, method: &str) -> NetEvent {
-    let _ = shared;
+fn base_event(flow: u64, t: &Target, method: &str) -> NetEvent {
     NetEvent {
         via: "proxy",
         flow,
@@ -200,7 +191,7 @@ async fn connect_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: 
             return refuse(shared, &mut client, ev, r).await;
         }
     };
-    let mut ev = base_event(shared, flow, &t, &head.method);
+    let mut ev = base_event(flow, &t, &head.method);
     let rule = match decide(shared, &t) {
         Ok(rule) => rule,
         Err(r) => return refuse(shared, &mut client, ev, r).await,
@@ -361,7 +352,7 @@ async fn http_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec
         p if p.starts_with('/') => p.to_owned(),
         p => format!("/{p}"),
     };
-    let mut ev = base_event(shared, flow, &t, &head.method);
+    let mut ev = base_event(flow, &t, &head.method);
     let hosts: Vec<&[u8]> = head
         .headers
         .iter()

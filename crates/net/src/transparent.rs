@@ -101,7 +101,7 @@ fn target_of(shared: &Shared, dst: SocketAddr) -> Target {
     }
 }
 
-async fn tcp_flow(shared: &Shared, mut client: Box<dyn Duplex>, dst: SocketAddr) {
+async fn tcp_flow(shared: &Shared, client: Box<dyn Duplex>, dst: SocketAddr) {
     let flow = shared.next_flow();
     let t = target_of(shared, dst);
     let mut ev = NetEvent {
@@ -134,9 +134,7 @@ async fn tcp_flow(shared: &Shared, mut client: Box<dyn Duplex>, dst: SocketAddr)
     ev.addr = Some(up.addr);
     ev.rule = Some(rule);
     // Nothing has been read yet: `through` peeks the first bytes.
-    let first = Vec::new();
-    let _ = client.flush().await;
-    crate::proxy::through(shared, client, first, up.stream, &t, ev).await;
+    crate::proxy::through(shared, client, Vec::new(), up.stream, &t, ev).await;
 }
 
 /// Records a denied captured connection; an HTTP client gets the 403

@@ -92,14 +92,15 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
-    pub fn from_verdict(v: Verdict) -> Option<Refusal> {
+    /// The allowing rule, or the 403 a denial becomes.
+    pub fn check(v: Verdict) -> Result<String, Refusal> {
         match v {
-            Verdict::Allow { .. } => None,
+            Verdict::Allow { rule } => Ok(rule),
             Verdict::Deny {
                 code,
                 message,
                 hint,
-            } => Some(Refusal {
+            } => Err(Refusal {
                 status: 403,
                 code,
                 message,
@@ -173,9 +174,9 @@ pub(crate) async fn connect(
             let mut allowed = Vec::new();
             let mut first_refusal = None;
             for addr in resolved {
-                match Refusal::from_verdict(shared.policy.check_upstream(name, addr)) {
-                    None => allowed.push(addr),
-                    Some(r) => {
+                match Refusal::check(shared.policy.check_upstream(name, addr)) {
+                    Ok(_) => allowed.push(addr),
+                    Err(r) => {
                         first_refusal.get_or_insert(r);
                     }
                 }

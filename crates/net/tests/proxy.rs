@@ -3,7 +3,7 @@
 //! drives it with curl, git, python and node from inside real sandboxes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -86,17 +86,18 @@ fn request(proxy: SocketAddr, bytes: &[u8]) -> TcpStream {
     s
 }
 
-/// Reads a response head; returns it.
+/// Reads a response head, byte by byte so that nothing after it (a
+/// server's banner) is consumed; returns it.
 fn head(s: &mut TcpStream) -> String {
-    let mut r = BufReader::new(s);
-    let mut out = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-            return out;
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap() == 0 {
+            break;
         }
-        out.push_str(&line);
+        out.push(b[0]);
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn read_all(s: &mut TcpStream) -> Vec<u8> {
