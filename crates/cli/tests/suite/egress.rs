@@ -732,7 +732,8 @@ both!(transparent_capture_serves_every_tool, |env| {
          NODE_EXTRA_CA_CERTS={ca} node -e 'fetch(\"https://api.test/hello\").then(r=>r.text()).then(t=>console.log(\"node\",t.trim()))'; \
          cd /tmp && GIT_SSL_CAINFO={ca} git clone -q https://git.test/git/demo.git && echo cloned; \
          curl -sS --cacert {ca} https://evil.test/hello 2>&1; echo \"evil=$?\"; \
-         curl -s -m 5 -o /dev/null -w 'literal=%{{http_code}}\\n' http://192.0.2.1/"
+         curl -s -m 5 -o /dev/null -w 'literal=%{{http_code}}\\n' http://192.0.2.1/; \
+         curl -s -m 5 http://[2001:db8::1]/ 2>&1; echo \"v6=$?\""
     );
     let o = env.sh(&["--profile", "net"], &script);
     let out = ok(&o);
@@ -751,6 +752,8 @@ both!(transparent_capture_serves_every_tool, |env| {
         out.contains("literal=403"),
         "a readable refusal for plain HTTP: {out}"
     );
+    // No IPv6 route at all: refused at once, never a way around the TUN.
+    assert!(out.contains("v6=7"), "{out}");
     let ev = net_events(env);
     let has = |kind: &str, host: &str, code: Option<&str>| {
         ev.iter().any(|e| {
