@@ -303,8 +303,9 @@ fn dns_decision(shared: &Shared, q: &dns::Query) -> DnsDecision {
     }
 }
 
-/// Records a DNS event: denials always, allowed lookups once per name per
-/// minute (resolvers repeat them), and a burst of lookups once per window.
+/// Records a DNS event. Every query is recorded, except during a burst
+/// (more than 200 in 10 seconds: a tunnel or a scan), which is recorded once
+/// as `dns.burst` and after which only refusals are, until the window ends.
 fn record_dns(shared: &Shared, ev: NetEvent, denied: bool) {
     let now = Instant::now();
     let Ok(mut st) = shared.dns_state.lock() else {
@@ -316,34 +317,25 @@ fn record_dns(shared: &Shared, ev: NetEvent, denied: bool) {
         st.burst_reported = false;
     }
     st.in_window += 1;
-    let burst = st.in_window > 200 && !st.burst_reported;
-    if burst {
-        st.burst_reported = true;
-    }
-    let key = format!("{} {}", ev.host, ev.method.as_deref().unwrap_or_default());
-    let recent = st
-        .last_logged
-        .get(&key)
-        .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60));
-    let log_it = denied || !recent;
-    if log_it {
-        if st.last_logged.len() > 10_000 {
-            st.last_logged.clear();
-        }
-        st.last_logged.insert(key, now);
-    }
+    let in_burst = st.in_window > 200;
+    let report_burst = in_burst && !st.burst_reported;
+    st.burst_reported |= in_burst;
     drop(st);
-    if burst {
+    if report_burst {
         shared.log.record(NetEvent {
             kind: "dns.burst",
             via: "tun",
             host: ev.host.clone(),
             code: Some(ReasonCode::NetDnsTunnel),
-            message: Some("more than 200 lookups in 10 seconds: a DNS tunnel or a scan".into()),
+            message: Some(
+                "more than 200 lookups in 10 seconds: a DNS tunnel or a scan; allowed \
+                 lookups are not itemised until the burst ends"
+                    .into(),
+            ),
             ..Default::default()
         });
     }
-    if log_it {
+    if denied || !in_burst {
         shared.log.record(ev);
     }
 }
@@ -369,7 +361,6 @@ pub(crate) struct DnsState {
     window_start: Instant,
     in_window: u32,
     burst_reported: bool,
-    last_logged: std::collections::HashMap<String, Instant>,
 }
 
 impl Default for DnsState {
@@ -378,7 +369,6 @@ impl Default for DnsState {
             window_start: Instant::now(),
             in_window: 0,
             burst_reported: false,
-            last_logged: std::collections::HashMap::new(),
         }
     }
 }

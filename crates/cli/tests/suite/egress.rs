@@ -819,6 +819,9 @@ print('plain', ask('docs.tun.test', 1))
 print('tunnel', ask('mzxw6ytboi2dqmbrgeztinjwg44dsmbrge.tun.test', 1))
 print('txt', ask('docs.tun.test', 16))
 print('aaaa', ask('api.test', 28))
+for i in range(250):
+    ask('docs.tun.test', 1)
+print('burst done')
 "#
         .replace("CA", &ca);
         let o = env.sh(&["--profile", "net"], &format!("python3 -c \"{probe}\""));
@@ -837,6 +840,16 @@ print('aaaa', ask('api.test', 28))
         assert!(code("net_udp_blocked"), "{ev:?}");
         assert!(code("net_dns_tunnel"), "{ev:?}");
         assert!(code("net_dns_refused"), "{ev:?}");
+        assert!(out.contains("burst done"), "{out}");
+        let itemised = ev.iter().filter(|e| e["host"] == "docs.tun.test").count();
+        assert!(
+            ev.iter().any(|e| e["kind"] == "dns.burst"),
+            "250 lookups in a row are flagged"
+        );
+        assert!(
+            (150..252).contains(&itemised),
+            "queries are itemised up to the burst: {itemised}"
+        );
     }
 );
 
