@@ -70,6 +70,7 @@ pub(crate) struct Shared {
     pub proxy_authorization: Option<String>,
     pub log: EventLog,
     next_flow: AtomicU64,
+    /// Connections being handled (from acceptance to their end).
     pub flows_open: AtomicUsize,
     pub flow_ended: tokio::sync::Notify,
     pub finishing: tokio::sync::watch::Sender<bool>,
@@ -81,6 +82,24 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn next_flow(&self) -> u64 {
         self.next_flow.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts a connection as being handled until the guard drops, so that
+    /// [`Engine::finish`] waits for its events. Taken when the connection is
+    /// accepted, before its task is spawned.
+    pub fn handling(self: &Arc<Self>) -> Handling {
+        self.flows_open.fetch_add(1, Ordering::SeqCst);
+        Handling(Arc::clone(self))
+    }
+}
+
+/// See [`Shared::handling`].
+pub(crate) struct Handling(Arc<Shared>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.flows_open.fetch_sub(1, Ordering::SeqCst);
+        self.0.flow_ended.notify_waiters();
     }
 }
 
@@ -142,7 +161,8 @@ impl Engine {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(proxy::serve(Arc::clone(&shared), stream));
+                        let handling = shared.handling();
+                        tokio::spawn(proxy::serve(Arc::clone(&shared), stream, handling));
                     }
                     // Out of descriptors or memory: back off instead of
                     // spinning; the client's connection waits in the backlog.
@@ -170,9 +190,10 @@ impl Engine {
         self.shared.log.summary()
     }
 
-    /// Stops the engine after the agent has exited: flows whose client side
-    /// has closed end now, others get up to `grace` to finish; every open
-    /// flow is recorded as closed. Returns the session's summary.
+    /// Stops the engine after the agent has exited: the TUN stack stops (its
+    /// flows see their end), flows whose client side has closed end now,
+    /// others get up to `grace` to finish; every open flow is recorded as
+    /// closed. Returns the session's summary.
     pub fn finish(mut self, grace: Duration) -> Summary {
         let shared = Arc::clone(&self.shared);
         if let Some(rt) = self.rt.take() {

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::events::NetEvent;
 use crate::peek::{self, Peek};
 use crate::upstream::{self, Dest, Refusal, Target};
-use crate::Shared;
+use crate::{Handling, Shared};
 
 /// The longest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -48,7 +48,7 @@ impl Head {
 }
 
 /// Serves one client connection of the sandbox.
-pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream) {
+pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, _handling: Handling) {
     let _ = client.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client, &mut buf)).await {
@@ -233,7 +233,7 @@ pub(crate) async fn through<C>(
     let verdict = loop {
         match peek::peek(&first) {
             Peek::NeedMore => {}
-            decided => break decided,
+            decided => break Some(decided),
         }
         if !first.is_empty() && deadline.is_none() {
             deadline = Some(tokio::time::Instant::now() + HEAD_TIMEOUT);
@@ -246,20 +246,26 @@ pub(crate) async fn through<C>(
         };
         tokio::select! {
             r = client.read_buf(&mut first) => match r {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break None,
                 Ok(_) => {}
             },
             r = up.read(&mut sbuf) => match r {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break None,
                 Ok(n) => {
                     if client.write_all(&sbuf[..n]).await.is_err() {
-                        return;
+                        break None;
                     }
                     down_early += n as u64;
                 }
             },
-            () = wait => break Peek::Malformed("the first bytes did not arrive in time"),
+            () = wait => break Some(Peek::Malformed("the first bytes did not arrive in time")),
         }
+    };
+    let Some(verdict) = verdict else {
+        // Closed before the client said anything that could be checked:
+        // recorded as an allowed flow that carried nothing upward.
+        drop(FlowGuard::open(shared, ev, 0, down_early));
+        return;
     };
     drop(sbuf);
     let expected = t.host();
@@ -453,7 +459,6 @@ impl<'a> FlowGuard<'a> {
     fn open(shared: &'a Shared, mut ev: NetEvent, up: u64, down: u64) -> FlowGuard<'a> {
         ev.kind = "flow.allowed";
         shared.log.record(ev.clone());
-        shared.flows_open.fetch_add(1, Ordering::SeqCst);
         FlowGuard {
             shared,
             ev,
@@ -472,8 +477,6 @@ impl Drop for FlowGuard<'_> {
         ev.bytes_down = Some(self.down.load(Ordering::Relaxed));
         ev.duration_ms = Some(self.start.elapsed().as_millis() as u64);
         self.shared.log.record(ev);
-        self.shared.flows_open.fetch_sub(1, Ordering::SeqCst);
-        self.shared.flow_ended.notify_waiters();
     }
 }
 

@@ -53,7 +53,13 @@ pub(crate) struct SmolStack {
 
 impl SmolStack {
     /// Starts the stack's task on `tun` (must run inside the runtime).
-    pub(crate) fn new(tun: OwnedFd, mtu: usize) -> io::Result<SmolStack> {
+    /// The stack stops when `finishing` turns true (the agent has exited):
+    /// its flows then see their end.
+    pub(crate) fn new(
+        tun: OwnedFd,
+        mtu: usize,
+        finishing: tokio::sync::watch::Receiver<bool>,
+    ) -> io::Result<SmolStack> {
         rustix::io::ioctl_fionbio(&tun, true)?;
         // `AsyncFd::new` is deprecated because it accepts types that do not
         // own their descriptor; an `OwnedFd` owns it for the registration's
@@ -61,7 +67,7 @@ impl SmolStack {
         #[allow(deprecated)]
         let tun = AsyncFd::new(tun)?;
         let (tx, accepted) = mpsc::unbounded_channel();
-        tokio::spawn(run(tun, mtu, tx));
+        tokio::spawn(run(tun, mtu, tx, finishing));
         Ok(SmolStack { accepted })
     }
 }
@@ -340,7 +346,12 @@ struct State {
     udp_out: mpsc::UnboundedSender<Vec<u8>>,
 }
 
-async fn run(tun: AsyncFd<OwnedFd>, mtu: usize, accepted: mpsc::UnboundedSender<Captured>) {
+async fn run(
+    tun: AsyncFd<OwnedFd>,
+    mtu: usize,
+    accepted: mpsc::UnboundedSender<Captured>,
+    mut finishing: tokio::sync::watch::Receiver<bool>,
+) {
     let mut dev = Queues {
         rx: VecDeque::new(),
         tx: Vec::new(),
@@ -402,6 +413,7 @@ async fn run(tun: AsyncFd<OwnedFd>, mtu: usize, accepted: mpsc::UnboundedSender<
                 }
             }
             () = tokio::time::sleep(delay) => {}
+            _ = finishing.wait_for(|f| *f) => return,
         }
         if st.accepted.is_closed() {
             return;
@@ -627,6 +639,25 @@ impl State {
                     if let Some(w) = c.write_waker.take() {
                         w.wake();
                     }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for State {
+    /// The device is gone (the sandbox's network namespace ended) or the
+    /// engine stopped: every open flow ends now instead of waiting forever.
+    fn drop(&mut self) {
+        for (_, ctl) in self.tcp.values() {
+            if let Ok(mut c) = ctl.lock() {
+                c.rx_eof = true;
+                c.reset = true;
+                if let Some(w) = c.read_waker.take() {
+                    w.wake();
+                }
+                if let Some(w) = c.write_waker.take() {
+                    w.wake();
                 }
             }
         }

@@ -62,14 +62,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 /// Serves the TUN device until it is gone.
 pub(crate) fn spawn(shared: Arc<Shared>, tun: OwnedFd) -> io::Result<()> {
     let raw = tun.as_raw_fd();
-    let mut stack = crate::smol::SmolStack::new(tun, usize::from(MTU))
-        .map_err(|e| io::Error::other(format!("userspace stack on TUN fd {raw}: {e}")))?;
+    let mut stack =
+        crate::smol::SmolStack::new(tun, usize::from(MTU), shared.finishing.subscribe())
+            .map_err(|e| io::Error::other(format!("userspace stack on TUN fd {raw}: {e}")))?;
     tokio::spawn(async move {
         while let Some(c) = stack.accept().await {
             let shared = Arc::clone(&shared);
             match c {
                 Captured::Tcp { stream, dst } => {
-                    tokio::spawn(async move { tcp_flow(&shared, stream, dst).await });
+                    let handling = shared.handling();
+                    tokio::spawn(async move {
+                        tcp_flow(&shared, stream, dst).await;
+                        drop(handling);
+                    });
                 }
                 Captured::Udp { stream, dst } => {
                     tokio::spawn(async move { udp(&shared, stream, dst).await });

@@ -328,3 +328,25 @@ fn client_hello(sni: &str) -> Vec<u8> {
     rec.extend(hs);
     rec
 }
+
+#[test]
+fn a_tunnel_closed_before_any_bytes_is_still_recorded() {
+    let srv = server(b"");
+    let policy = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["quiet.test"]),
+            ..Default::default()
+        },
+        "quiet.test",
+        srv,
+    );
+    let s = setup(policy);
+    let mut c = request(s.proxy, b"CONNECT quiet.test:443 HTTP/1.1\r\n\r\n");
+    assert!(head(&mut c).starts_with("HTTP/1.1 200"));
+    drop(c);
+    s.engine.finish(Duration::from_secs(2));
+    let ev = events(&s.log);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["flow.allowed", "flow.closed"], "{ev:?}");
+    assert_eq!(ev[1]["bytes_up"], 0);
+}
