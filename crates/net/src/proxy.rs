@@ -138,12 +138,23 @@ pub(crate) fn refusal_response(r: &Refusal) -> Vec<u8> {
     .into_bytes()
 }
 
-pub(crate) fn decide(shared: &Shared, t: &Target) -> Result<String, Refusal> {
-    let v = match &t.dest {
+/// Decides `t` and, when it is allowed, connects to it (`tunnel`: see
+/// [`upstream::connect`]); records the allowing rule and the address in `ev`.
+pub(crate) async fn admit(
+    shared: &Shared,
+    t: &Target,
+    tunnel: bool,
+    ev: &mut NetEvent,
+) -> Result<upstream::Upstream, Refusal> {
+    let verdict = match &t.dest {
         Dest::Name(n) => shared.policy.check_name(n, t.port),
         Dest::Ip(ip) => shared.policy.check_ip(*ip, t.port),
     };
-    Refusal::check(v)
+    let rule = Refusal::check(verdict)?;
+    let up = upstream::connect(shared, t, tunnel).await?;
+    ev.addr = Some(up.addr);
+    ev.rule = Some(rule);
+    Ok(up)
 }
 
 fn base_event(flow: u64, t: &Target, method: &str) -> NetEvent {
@@ -192,16 +203,10 @@ async fn connect_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: 
         }
     };
     let mut ev = base_event(flow, &t, &head.method);
-    let rule = match decide(shared, &t) {
-        Ok(rule) => rule,
-        Err(r) => return refuse(shared, &mut client, ev, r).await,
-    };
-    let up = match upstream::connect(shared, &t, true).await {
+    let up = match admit(shared, &t, true, &mut ev).await {
         Ok(up) => up,
         Err(r) => return refuse(shared, &mut client, ev, r).await,
     };
-    ev.addr = Some(up.addr);
-    ev.rule = Some(rule);
     if client
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await
@@ -386,16 +391,10 @@ async fn http_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec
             return refuse(shared, &mut client, ev, r).await;
         }
     }
-    let rule = match decide(shared, &t) {
-        Ok(rule) => rule,
-        Err(r) => return refuse(shared, &mut client, ev, r).await,
-    };
-    let up = match upstream::connect(shared, &t, false).await {
+    let up = match admit(shared, &t, false, &mut ev).await {
         Ok(up) => up,
         Err(r) => return refuse(shared, &mut client, ev, r).await,
     };
-    ev.addr = Some(up.addr);
-    ev.rule = Some(rule);
     // One request per upstream connection: `connection: close` makes the
     // server answer this request only (RFC 9112 §9.6), so a second request
     // on the same connection cannot reach another host behind it.

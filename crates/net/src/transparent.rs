@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::dns::{self, FakeIps};
 use crate::events::NetEvent;
 use crate::peek::{self, Peek};
-use crate::upstream::{self, Dest, Refusal, Target};
+use crate::upstream::{Dest, Refusal, Target};
 use crate::Shared;
 
 /// The TUN's MTU: larger packets mean fewer trips through the stack (at
@@ -118,7 +118,7 @@ async fn tcp_flow(shared: &Shared, client: Box<dyn Duplex>, dst: SocketAddr) {
     };
     let unassigned_fake =
         matches!(dst.ip(), IpAddr::V4(v4) if FakeIps::in_pool(v4)) && matches!(t.dest, Dest::Ip(_));
-    let decision = if unassigned_fake {
+    let admitted = if unassigned_fake {
         Err(Refusal {
             status: 403,
             code: ReasonCode::NetIpLiteral,
@@ -126,18 +126,12 @@ async fn tcp_flow(shared: &Shared, client: Box<dyn Duplex>, dst: SocketAddr) {
             hint: "look the host name up first".into(),
         })
     } else {
-        crate::proxy::decide(shared, &t)
+        crate::proxy::admit(shared, &t, true, &mut ev).await
     };
-    let rule = match decision {
-        Ok(rule) => rule,
-        Err(r) => return refuse(shared, client, ev, r).await,
-    };
-    let up = match upstream::connect(shared, &t, true).await {
+    let up = match admitted {
         Ok(up) => up,
         Err(r) => return refuse(shared, client, ev, r).await,
     };
-    ev.addr = Some(up.addr);
-    ev.rule = Some(rule);
     // Nothing has been read yet: `through` peeks the first bytes.
     crate::proxy::through(shared, client, Vec::new(), up.stream, &t, ev).await;
 }

@@ -670,6 +670,15 @@ impl RuleValue for HostPattern {
     }
 }
 
+/// `host` normalised, or the refusal for a malformed name.
+fn checked_name(host: &str) -> Result<String, Verdict> {
+    normalize_name(host).map_err(|message| Verdict::Deny {
+        code: ReasonCode::NetBadName,
+        message,
+        hint: String::new(),
+    })
+}
+
 impl NetworkPolicy {
     /// Whether nothing at all may be reached (no allow rule of any kind):
     /// the sandbox then gets loopback only and no proxy.
@@ -679,15 +688,9 @@ impl NetworkPolicy {
 
     /// May the agent reach the name `host` on `port`?
     pub fn check_name(&self, host: &str, port: u16) -> Verdict {
-        let name = match normalize_name(host) {
+        let name = match checked_name(host) {
             Ok(n) => n,
-            Err(e) => {
-                return Verdict::Deny {
-                    code: ReasonCode::NetBadName,
-                    message: e,
-                    hint: String::new(),
-                }
-            }
+            Err(v) => return v,
         };
         if let Some(d) = self.deny.iter().find(|r| r.value.matches(&name, port)) {
             return Verdict::Deny {
@@ -714,15 +717,9 @@ impl NetworkPolicy {
     /// the port is checked when it connects. The rule named in `Allow`
     /// starts with `*.` when only a wildcard matched.
     pub fn check_dns_name(&self, host: &str) -> Verdict {
-        let name = match normalize_name(host) {
+        let name = match checked_name(host) {
             Ok(n) => n,
-            Err(e) => {
-                return Verdict::Deny {
-                    code: ReasonCode::NetBadName,
-                    message: e,
-                    hint: String::new(),
-                }
-            }
+            Err(v) => return v,
         };
         if let Some(d) = self
             .deny
