@@ -19,7 +19,8 @@ use serde::Serialize;
 pub struct NetEvent {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
-    /// `flow.allowed`, `flow.denied`, `flow.closed`, `dns.allowed`,
+    /// `flow.allowed`, `flow.denied`, `flow.closed`, `http.request` (each
+    /// plain-HTTP request through an allowed flow), `dns.allowed`,
     /// `dns.denied` or `dns.burst`.
     pub kind: &'static str,
     /// How the traffic reached cordon: `proxy` (explicit proxy) or `tun`
@@ -40,6 +41,10 @@ pub struct NetEvent {
     /// The HTTP `Host` the client sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_host: Option<String>,
+    /// The path of a plain-HTTP request (without its query, which may
+    /// carry tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// The address cordon connected to (after its own resolution and check).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<SocketAddr>,

@@ -28,6 +28,7 @@
 
 pub mod dns;
 pub mod events;
+mod http1;
 pub mod peek;
 mod proxy;
 mod smol;

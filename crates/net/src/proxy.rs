@@ -16,42 +16,24 @@ use tokio::net::TcpStream;
 use crate::events::NetEvent;
 use crate::peek::{self, Peek};
 use crate::upstream::{self, Dest, Refusal, Target};
-use crate::{Handling, Shared};
+use crate::{http1, Handling, Shared};
 
-/// The longest request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
 /// How long a client may take to send its request head, or to finish the
 /// first bytes through a tunnel once it has started them.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Relay buffer per direction: large reads mean fewer syscalls per byte
 /// (a 1 GiB HTTPS download ran at ~850-900 MiB/s with 128-256 KiB, ~800
 /// with 32 KiB, ~720 with splice(2) through a pipe; docs/PERFORMANCE.md).
 /// Pages are only touched as far as reads fill them.
-const RELAY_BUF: usize = 128 * 1024;
+pub(crate) const RELAY_BUF: usize = 128 * 1024;
 
-/// A parsed proxy request head.
-#[derive(Debug)]
-struct Head {
-    method: String,
-    target: String,
-    minor_version: u8,
-    headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
-/// Serves one client connection of the sandbox.
+/// Serves one client connection of the sandbox: a CONNECT tunnel, or plain
+/// HTTP requests (see [`http1`]).
 pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, _handling: Handling) {
     let _ = client.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client, &mut buf)).await {
+    let read = tokio::time::timeout(HEAD_TIMEOUT, http1::read_request(&mut client, &mut buf));
+    let head = match read.await {
         Ok(Ok(Some(h))) => h,
         // Closed before a request: nothing to record.
         Ok(Ok(None)) => return,
@@ -67,48 +49,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, _handling:
         }
         Err(_) => return,
     };
-    let (head, rest) = head;
     if head.method.eq_ignore_ascii_case("CONNECT") {
+        let rest = buf.split_off(head.len);
         connect_flow(&shared, client, head, rest).await;
     } else {
-        http_flow(&shared, client, head, rest).await;
-    }
-}
-
-/// Reads up to the end of the request head; returns it and the bytes after.
-async fn read_head(
-    client: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> Result<Option<(Head, Vec<u8>)>, String> {
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 96];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let head = Head {
-                    method: req.method.unwrap_or_default().to_owned(),
-                    target: req.path.unwrap_or_default().to_owned(),
-                    minor_version: req.version.unwrap_or(1),
-                    headers: req
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                        .collect(),
-                };
-                return Ok(Some((head, buf[n..].to_vec())));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        if buf.len() >= MAX_HEAD {
-            return Err("request head longer than 16 KiB".into());
-        }
-        match client.read_buf(buf).await {
-            Ok(0) if buf.is_empty() => return Ok(None),
-            Ok(0) => return Err("connection closed inside the request head".into()),
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
+        http1::serve_proxy(&shared, client, buf, head).await;
     }
 }
 
@@ -138,6 +83,14 @@ pub(crate) fn refusal_response(r: &Refusal) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The policy's decision on `t`: the allowing rule, or the refusal.
+pub(crate) fn decide(shared: &Shared, t: &Target) -> Result<String, Refusal> {
+    Refusal::check(match &t.dest {
+        Dest::Name(n) => shared.policy.check_name(n, t.port),
+        Dest::Ip(ip) => shared.policy.check_ip(*ip, t.port),
+    })
+}
+
 /// Decides `t` and, when it is allowed, connects to it (`tunnel`: see
 /// [`upstream::connect`]); records the allowing rule and the address in `ev`.
 pub(crate) async fn admit(
@@ -146,11 +99,7 @@ pub(crate) async fn admit(
     tunnel: bool,
     ev: &mut NetEvent,
 ) -> Result<upstream::Upstream, Refusal> {
-    let verdict = match &t.dest {
-        Dest::Name(n) => shared.policy.check_name(n, t.port),
-        Dest::Ip(ip) => shared.policy.check_ip(*ip, t.port),
-    };
-    let rule = Refusal::check(verdict)?;
+    let rule = decide(shared, t)?;
     let up = upstream::connect(shared, t, tunnel).await?;
     ev.addr = Some(up.addr);
     ev.rule = Some(rule);
@@ -181,7 +130,12 @@ async fn refuse(shared: &Shared, client: &mut TcpStream, ev: NetEvent, r: Refusa
     close(client).await;
 }
 
-async fn connect_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec<u8>) {
+pub(crate) async fn connect_flow(
+    shared: &Shared,
+    mut client: TcpStream,
+    head: http1::Head,
+    rest: Vec<u8>,
+) {
     let flow = shared.next_flow();
     let t = match Target::parse(&head.target, None) {
         Ok(t) => t,
@@ -291,13 +245,8 @@ pub(crate) async fn through<C>(
                 _ => None,
             }
         }
-        Peek::Http { host } => {
-            ev.http_host = host.clone();
-            match host {
-                Some(h) if *h != expected => Some(mismatch("HTTP Host header", h)),
-                _ => None,
-            }
-        }
+        // Every request is checked, not only the first.
+        Peek::Http { .. } => return http1::serve_pinned(shared, client, first, up, t, ev).await,
         Peek::Malformed(why) => Some(Refusal {
             status: 403,
             code: ReasonCode::NetBadRequest,
@@ -320,142 +269,19 @@ pub(crate) async fn through<C>(
     relay(client, up, &guard).await;
 }
 
-async fn http_flow(shared: &Shared, mut client: TcpStream, head: Head, rest: Vec<u8>) {
-    let flow = shared.next_flow();
-    let bad = |message: String| Refusal {
-        status: 400,
-        code: ReasonCode::NetBadRequest,
-        message,
-        hint: String::new(),
-    };
-    let unparsed = NetEvent {
-        via: "proxy",
-        flow,
-        host: head.target.clone(),
-        method: Some(head.method.clone()),
-        ..Default::default()
-    };
-    let lower = head.target.to_ascii_lowercase();
-    let Some(after) = lower.strip_prefix("http://").map(|_| &head.target[7..]) else {
-        let why = if head.target.starts_with('/') {
-            "this is cordon's egress proxy: send requests through it (HTTP_PROXY), not to it"
-                .to_owned()
-        } else {
-            format!(
-                "only http:// URLs and CONNECT are proxied, not {:?}",
-                head.target
-            )
-        };
-        return refuse(shared, &mut client, unparsed, bad(why)).await;
-    };
-    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
-    let (authority, path) = after.split_at(end);
-    if authority.contains('@') {
-        let r = bad("credentials in a proxied URL are refused".into());
-        return refuse(shared, &mut client, unparsed, r).await;
-    }
-    let t = match Target::parse(authority, Some(80)) {
-        Ok(t) => t,
-        Err(why) => return refuse(shared, &mut client, unparsed, bad(why)).await,
-    };
-    let path = match path {
-        "" => "/".to_owned(),
-        p if p.starts_with('/') => p.to_owned(),
-        p => format!("/{p}"),
-    };
-    let mut ev = base_event(flow, &t, &head.method);
-    let hosts: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
-        .map(|(_, v)| v.as_slice())
-        .collect();
-    if hosts.len() > 1 {
-        let r = bad("several Host headers".into());
-        return refuse(shared, &mut client, ev, r).await;
-    }
-    if let Some(h) = head.header("host") {
-        let h = peek::normalize(peek::host_of(String::from_utf8_lossy(h).trim()));
-        ev.http_host = Some(h.clone());
-        if h != t.host() {
-            let r = Refusal {
-                status: 403,
-                code: ReasonCode::NetNameMismatch,
-                message: format!(
-                    "the request goes to {} but its Host header names {h} (domain fronting \
-                     is refused)",
-                    t.host()
-                ),
-                hint: String::new(),
-            };
-            return refuse(shared, &mut client, ev, r).await;
-        }
-    }
-    let up = match admit(shared, &t, false, &mut ev).await {
-        Ok(up) => up,
-        Err(r) => return refuse(shared, &mut client, ev, r).await,
-    };
-    // One request per upstream connection: `connection: close` makes the
-    // server answer this request only (RFC 9112 §9.6), so a second request
-    // on the same connection cannot reach another host behind it.
-    let target = if up.via_proxy {
-        let authority = match (&t.dest, up.fixed) {
-            (Dest::Name(_), Some(addr)) => addr.to_string(),
-            _ => t.authority(),
-        };
-        format!("http://{authority}{path}")
-    } else {
-        path
-    };
-    let mut out =
-        format!("{} {target} HTTP/1.{}\r\n", head.method, head.minor_version).into_bytes();
-    let hop_by_hop = [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authorization",
-        "te",
-        "upgrade",
-    ];
-    for (name, value) in &head.headers {
-        if hop_by_hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if hosts.is_empty() {
-        out.extend_from_slice(format!("host: {}\r\n", t.authority()).as_bytes());
-    }
-    if let (true, Some(a)) = (up.via_proxy, &shared.proxy_authorization) {
-        out.extend_from_slice(format!("proxy-authorization: {a}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"connection: close\r\n\r\n");
-    let up_bytes = (out.len() + rest.len()) as u64;
-    out.extend_from_slice(&rest);
-    let mut stream = up.stream;
-    if stream.write_all(&out).await.is_err() {
-        return;
-    }
-    let guard = FlowGuard::open(shared, ev, up_bytes, 0);
-    relay(client, stream, &guard).await;
-}
-
 /// An allowed flow: recorded as `flow.allowed` when opened and as
 /// `flow.closed` with its byte counts when dropped (also when the engine
 /// shuts down with the flow still open).
-struct FlowGuard<'a> {
+pub(crate) struct FlowGuard<'a> {
     shared: &'a Shared,
-    ev: NetEvent,
+    pub ev: NetEvent,
     start: Instant,
-    up: AtomicU64,
-    down: AtomicU64,
+    pub up: AtomicU64,
+    pub down: AtomicU64,
 }
 
 impl<'a> FlowGuard<'a> {
-    fn open(shared: &'a Shared, mut ev: NetEvent, up: u64, down: u64) -> FlowGuard<'a> {
+    pub fn open(shared: &'a Shared, mut ev: NetEvent, up: u64, down: u64) -> FlowGuard<'a> {
         ev.kind = "flow.allowed";
         shared.log.record(ev.clone());
         FlowGuard {
@@ -483,7 +309,7 @@ impl Drop for FlowGuard<'_> {
 /// sending half has that half-close passed on. Once the engine is finishing
 /// (the agent has exited), a flow whose client side is closed ends without
 /// waiting for the server.
-async fn relay<C>(client: C, mut up: TcpStream, guard: &FlowGuard<'_>)
+pub(crate) async fn relay<C>(client: C, mut up: TcpStream, guard: &FlowGuard<'_>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {

@@ -109,7 +109,7 @@ impl Refusal {
         }
     }
 
-    fn failed(message: String) -> Refusal {
+    pub fn failed(message: String) -> Refusal {
         Refusal {
             status: 502,
             code: ReasonCode::NetUpstreamFailed,

@@ -48,7 +48,8 @@ fn allow(hosts: &[&str]) -> Vec<PathRule<HostPattern>> {
 }
 
 /// A server that answers each connection with what it received (up to the
-/// end of an HTTP head, or the first read), prefixed by `greeting`.
+/// end of an HTTP head, or the first read), prefixed by `greeting`: for
+/// protocols other than HTTP.
 fn server(greeting: &'static [u8]) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -121,7 +122,7 @@ fn with_resolve(mut p: NetworkPolicy, name: &str, addr: SocketAddr) -> NetworkPo
 
 #[test]
 fn connect_to_an_allowed_name_tunnels_and_is_recorded() {
-    let srv = server(b"");
+    let srv = http_server();
     let policy = with_resolve(
         NetworkPolicy {
             allow: allow(&["api.example.test"]),
@@ -137,21 +138,26 @@ fn connect_to_an_allowed_name_tunnels_and_is_recorded() {
     );
     let h = head(&mut c);
     assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-    c.write_all(b"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+    c.write_all(b"GET /?q=1 HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let body = read_all(&mut c);
-    assert!(body.starts_with(b"ECHO GET / HTTP/1.1"), "{body:?}");
+    let body = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(
+        body.contains("conn=1 GET /?q=1 HTTP/1.1 host=api.example.test"),
+        "{body}"
+    );
     drop(c);
     let summary = s.engine.finish(Duration::from_secs(2));
     assert_eq!(summary.allowed, 1);
     assert_eq!(summary.denied_total(), 0);
     let ev = events(&s.log);
     let kinds: Vec<&str> = ev.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["flow.allowed", "flow.closed"]);
+    assert_eq!(kinds, ["flow.allowed", "http.request", "flow.closed"]);
     assert_eq!(ev[0]["host"], "api.example.test");
     assert_eq!(ev[0]["http_host"], "api.example.test");
+    assert_eq!(ev[1]["path"], "/", "the query is not recorded");
+    assert_eq!(ev[1]["flow"], ev[0]["flow"]);
     assert_eq!(ev[0]["addr"], srv.to_string());
-    assert!(ev[1]["bytes_down"].as_u64().unwrap() > 20, "{:?}", ev[1]);
+    assert!(ev[2]["bytes_down"].as_u64().unwrap() > 20, "{:?}", ev[2]);
 }
 
 #[test]
@@ -251,48 +257,6 @@ fn server_first_protocols_pass_their_banner_before_the_client_speaks() {
 }
 
 #[test]
-fn plain_http_is_forwarded_in_origin_form_with_connection_close() {
-    let srv = server(b"");
-    let policy = with_resolve(
-        NetworkPolicy {
-            allow: allow(&["web.test"]),
-            ..Default::default()
-        },
-        "web.test",
-        srv,
-    );
-    let s = setup(policy);
-    let mut c = request(
-        s.proxy,
-        b"GET http://web.test/a?b=1 HTTP/1.1\r\nHost: web.test\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
-    );
-    let got = String::from_utf8(read_all(&mut c)).unwrap();
-    assert!(got.starts_with("ECHO GET /a?b=1 HTTP/1.1\r\n"), "{got}");
-    assert!(got.contains("Host: web.test\r\n"), "{got}");
-    assert!(got.contains("connection: close\r\n"), "{got}");
-    assert!(!got.to_ascii_lowercase().contains("proxy-"), "{got}");
-    // A Host header naming another site is fronting.
-    let mut c = request(
-        s.proxy,
-        b"GET http://web.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
-    );
-    let resp = String::from_utf8(read_all(&mut c)).unwrap();
-    assert!(
-        resp.contains("x-cordon-reason: net_name_mismatch"),
-        "{resp}"
-    );
-    // Requests to the proxy itself, and https:// in absolute form, are
-    // explained.
-    let mut c = request(s.proxy, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    let resp = String::from_utf8(read_all(&mut c)).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
-    assert!(resp.contains("not to it"), "{resp}");
-    let mut c = request(s.proxy, b"garbage\r\n\r\n");
-    let resp = String::from_utf8(read_all(&mut c)).unwrap();
-    assert!(resp.contains("x-cordon-reason: net_bad_request"), "{resp}");
-}
-
-#[test]
 fn deny_wins_over_allow() {
     let s = setup(NetworkPolicy {
         allow: allow(&["*.example.test"]),
@@ -349,4 +313,319 @@ fn a_tunnel_closed_before_any_bytes_is_still_recorded() {
     let kinds: Vec<&str> = ev.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["flow.allowed", "flow.closed"], "{ev:?}");
     assert_eq!(ev[1]["bytes_up"], 0);
+}
+
+/// An HTTP/1.1 server that keeps connections alive. Each response body is
+/// `conn=<connection number> <request line> host=<Host> body=<body>`;
+/// `/chunked` answers chunked, `/close` close-delimited, `/upgrade` with
+/// 101 and then echoes raw bytes prefixed by `RAW `. Request bodies may be
+/// sized or chunked.
+fn http_server() -> SocketAddr {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let request_line = line.trim_end().to_owned();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h == "\r\n" {
+                            break;
+                        }
+                        let (k, v) = h.split_once(':').unwrap();
+                        headers.push((k.to_ascii_lowercase(), v.trim().to_owned()));
+                    }
+                    let get =
+                        |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                    let mut body = Vec::new();
+                    if let Some(n) = get("content-length") {
+                        body.resize(n.parse().unwrap(), 0);
+                        r.read_exact(&mut body).unwrap();
+                    } else if get("transfer-encoding").is_some() {
+                        loop {
+                            let mut size = String::new();
+                            r.read_line(&mut size).unwrap();
+                            let size = size.trim_end().split(';').next().unwrap();
+                            let size = usize::from_str_radix(size, 16).unwrap();
+                            let mut chunk = vec![0; size + 2];
+                            r.read_exact(&mut chunk).unwrap();
+                            if size == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..size]);
+                        }
+                    }
+                    let path = request_line
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let payload = format!(
+                        "conn={n} {request_line} host={} body={}",
+                        get("host").unwrap_or_default(),
+                        String::from_utf8_lossy(&body)
+                    );
+                    let head_only = request_line.starts_with("HEAD ");
+                    let reply = match path.as_str() {
+                        "/chunked" => format!(
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{payload}\r\n0\r\n\r\n",
+                            payload.len()
+                        ),
+                        "/close" => format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{payload}"),
+                        "/upgrade" => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n".to_owned(),
+                        _ if head_only => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", payload.len()),
+                        _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{payload}", payload.len()),
+                    };
+                    w.write_all(reply.as_bytes()).unwrap();
+                    match path.as_str() {
+                        "/close" => return,
+                        "/upgrade" => {
+                            let mut buf = [0u8; 4096];
+                            loop {
+                                match r.read(&mut buf) {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(k) => {
+                                        w.write_all(b"RAW ").unwrap();
+                                        w.write_all(&buf[..k]).unwrap();
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one response: its head and its body (sized, chunked, or until
+/// close).
+fn response(r: &mut std::io::BufReader<TcpStream>, head_request: bool) -> (String, String) {
+    use std::io::BufRead;
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if head_request || head.starts_with("HTTP/1.1 101") {
+    } else if let Some(n) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        body.resize(n.trim().parse().unwrap(), 0);
+        r.read_exact(&mut body).unwrap();
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let size = usize::from_str_radix(size.trim_end(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        r.read_to_end(&mut body).unwrap();
+    }
+    (head, String::from_utf8(body).unwrap())
+}
+
+fn web_policy(srv: SocketAddr) -> NetworkPolicy {
+    let p = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["web.test", "other.test"]),
+            ..Default::default()
+        },
+        "web.test",
+        srv,
+    );
+    with_resolve(p, "other.test", srv)
+}
+
+#[test]
+fn plain_http_keeps_connections_alive_and_checks_every_request() {
+    let srv = http_server();
+    let s = setup(web_policy(srv));
+    let c = request(s.proxy, b"");
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut w = c;
+    // Three requests on one client connection reach the server on one
+    // connection, in origin form, without the proxy's headers.
+    w.write_all(
+        b"GET http://web.test/a?b=1 HTTP/1.1\r\nHost: web.test\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
+    )
+    .unwrap();
+    let (h, body) = response(&mut r, false);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    assert_eq!(body, "conn=1 GET /a?b=1 HTTP/1.1 host=web.test body=");
+    w.write_all(
+        b"POST http://web.test/p HTTP/1.1\r\nHost: web.test\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    assert_eq!(
+        response(&mut r, false).1,
+        "conn=1 POST /p HTTP/1.1 host=web.test body=hello"
+    );
+    w.write_all(
+        b"PUT http://web.test/chunked HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        response(&mut r, false).1,
+        "conn=1 PUT /chunked HTTP/1.1 host=web.test body=abcde"
+    );
+    w.write_all(b"HEAD http://web.test/h HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        .unwrap();
+    let (h, _) = response(&mut r, true);
+    assert!(h.contains("Content-Length: "), "{h}");
+    // Two pipelined requests: answered in order.
+    w.write_all(b"GET http://web.test/1 HTTP/1.1\r\n\r\nGET http://web.test/2 HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert!(response(&mut r, false)
+        .1
+        .starts_with("conn=1 GET /1 HTTP/1.1 host=web.test:80"));
+    assert!(response(&mut r, false).1.starts_with("conn=1 GET /2 "));
+    // Another allowed host on the same client connection: its own
+    // upstream connection.
+    w.write_all(b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        .unwrap();
+    assert!(response(&mut r, false).1.starts_with("conn=2 GET / "));
+    // A name outside the allowlist: 403, and the connection ends.
+    w.write_all(b"GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+        .unwrap();
+    let (h, body) = response(&mut r, false);
+    assert!(h.starts_with("HTTP/1.1 403"), "{h}");
+    assert!(h.contains("x-cordon-reason: net_host_not_allowed"), "{h}");
+    assert!(body.contains("evil.test"), "{body}");
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0);
+    s.engine.finish(Duration::from_secs(2));
+    let ev = events(&s.log);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "flow.allowed",
+            "http.request",
+            "http.request",
+            "http.request",
+            "http.request",
+            "http.request",
+            "http.request",
+            "flow.closed",
+            "flow.allowed",
+            "http.request",
+            "flow.closed",
+            "flow.denied",
+        ],
+        "{ev:?}"
+    );
+    assert_eq!(ev[3]["method"], "PUT");
+    assert_eq!(ev[3]["path"], "/chunked");
+}
+
+#[test]
+fn a_later_request_naming_another_host_is_fronting() {
+    let srv = http_server();
+    let s = setup(web_policy(srv));
+    for (second, code) in [
+        (&b"GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n"[..], "net_name_mismatch"),
+        (b"GET http://evil.test/ HTTP/1.1\r\nHost: web.test\r\n\r\n", "net_name_mismatch"),
+        (b"GET / HTTP/1.1\r\nHost: web.test\r\nHost: web.test\r\n\r\n", "net_bad_request"),
+        (b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "net_bad_request"),
+        (b"CONNECT evil.test:443 HTTP/1.1\r\n\r\n", "net_bad_request"),
+    ] {
+        // Through a CONNECT tunnel to port 80: the same checks as on a
+        // transparently captured connection.
+        let c = request(s.proxy, b"CONNECT web.test:80 HTTP/1.1\r\n\r\n");
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        let mut w = c;
+        assert!(response(&mut r, true).0.starts_with("HTTP/1.1 200"));
+        w.write_all(b"GET /one HTTP/1.1\r\nHost: web.test\r\n\r\n").unwrap();
+        assert!(response(&mut r, false).1.contains("GET /one "));
+        w.write_all(second).unwrap();
+        let (h, _) = response(&mut r, false);
+        assert!(h.starts_with("HTTP/1.1 4"), "{h}");
+        assert!(h.contains(&format!("x-cordon-reason: {code}")), "{h}");
+    }
+    // Through the proxy, a Host naming another site is fronting too.
+    let mut c = request(
+        s.proxy,
+        b"GET http://web.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    );
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(
+        resp.contains("x-cordon-reason: net_name_mismatch"),
+        "{resp}"
+    );
+    // Requests to the proxy itself, and garbage, are explained.
+    let mut c = request(s.proxy, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("not to it"), "{resp}");
+    let mut c = request(s.proxy, b"garbage\r\n\r\n");
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.contains("x-cordon-reason: net_bad_request"), "{resp}");
+    let summary = s.engine.finish(Duration::from_secs(2));
+    assert_eq!(summary.denied_total(), 7, "{summary:?}");
+}
+
+#[test]
+fn upgrades_chunked_and_close_delimited_responses_pass() {
+    let srv = http_server();
+    let s = setup(web_policy(srv));
+    let c = request(s.proxy, b"");
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut w = c;
+    w.write_all(b"GET http://web.test/chunked HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        .unwrap();
+    let (h, body) = response(&mut r, false);
+    assert!(h.contains("Transfer-Encoding: chunked"), "{h}");
+    assert!(body.starts_with("conn=1 GET /chunked "), "{body}");
+    w.write_all(
+        b"GET http://web.test/upgrade HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .unwrap();
+    let (h, _) = response(&mut r, false);
+    assert!(h.starts_with("HTTP/1.1 101"), "{h}");
+    w.write_all(b"frames").unwrap();
+    let mut got = [0u8; 10];
+    r.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"RAW frames");
+    drop((r, w));
+    let c = request(
+        s.proxy,
+        b"GET http://web.test/close HTTP/1.1\r\nHost: web.test\r\n\r\n",
+    );
+    let mut r = std::io::BufReader::new(c);
+    let (h, body) = response(&mut r, false);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    assert!(body.starts_with("conn=2 GET /close "), "{body}");
 }

@@ -115,15 +115,27 @@ struct Server {
 impl Server {
     fn start(git_root: Option<&Path>) -> Server {
         let pki = pki();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/https_server.py"
-        );
         let mut c = Command::new("/usr/bin/python3");
-        c.arg(script).arg(&pki.cert).arg(&pki.key);
+        c.arg(Self::SCRIPT).arg(&pki.cert).arg(&pki.key);
         if let Some(g) = git_root {
             c.arg(g);
         }
+        Self::spawn(c)
+    }
+
+    /// The same server speaking plain HTTP.
+    fn start_plain() -> Server {
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(Self::SCRIPT).arg("--plain");
+        Self::spawn(c)
+    }
+
+    const SCRIPT: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/https_server.py"
+    );
+
+    fn spawn(mut c: Command) -> Server {
         let mut child = c
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -774,6 +786,77 @@ both!(transparent_capture_serves_every_tool, |env| {
         "{ev:?}"
     );
 });
+
+both!(
+    plain_http_keeps_connections_alive_and_checks_each_request,
+    |env| {
+        let srv = Server::start_plain();
+        let mut modes = vec!["proxy"];
+        if tun_or_skip(
+            env,
+            "egress::plain_http_keeps_connections_alive_and_checks_each_request (transparent part)",
+        ) {
+            modes.push("transparent");
+        }
+        // One kept-alive connection from the client: two /peer requests that
+        // name the same server port went over one upstream connection too.
+        let probe = r#"
+import http.client, os
+proxied = bool(os.environ.get('HTTP_PROXY'))
+c = http.client.HTTPConnection('127.0.0.1', 3128) if proxied else http.client.HTTPConnection('api.test', 80)
+base = 'http://api.test' if proxied else ''
+def go(method, path, body=None, chunked=False):
+    c.request(method, base + path, body=body, encode_chunked=chunked)
+    r = c.getresponse()
+    return r.status, r.read()
+s1, p1 = go('GET', '/peer')
+s2, e = go('POST', '/echo', body=b'x' * 300000)
+s3, ch = go('GET', '/chunked')
+s4, e2 = go('POST', '/echo', body=iter([b'abc', b'de']), chunked=True)
+s5, p2 = go('GET', '/peer')
+print('statuses', s1, s2, s3, s4, s5)
+print('echo', len(e), e2)
+print('chunked', ch)
+print('same upstream', p1 == p2)
+c.putrequest('GET', base + '/hello', skip_host=True)
+c.putheader('Host', 'evil.test')
+c.endheaders()
+r = c.getresponse()
+print('fronted', r.status, r.getheader('x-cordon-reason'))
+"#;
+        for mode in modes {
+            setup_mode(env, &srv, mode, "");
+            let o = env.sh(
+                &["--profile", "net"],
+                &format!(
+                    "python3 -c \"{probe}\"; \
+                 curl -s -w '\\n' http://api.test/peer http://api.test/peer | uniq | wc -l"
+                ),
+            );
+            let out = ok(&o);
+            assert!(
+                out.contains("statuses 200 200 200 200 200"),
+                "{mode}: {out}"
+            );
+            assert!(out.contains("echo 300000 b'abcde'"), "{mode}: {out}");
+            assert!(out.contains("chunked b'one,two,three'"), "{mode}: {out}");
+            assert!(out.contains("same upstream True"), "{mode}: {out}");
+            assert!(
+                out.contains("fronted 403 net_name_mismatch"),
+                "{mode}: {out}"
+            );
+            assert!(
+                out.trim_end().ends_with("\n1"),
+                "{mode}: curl's two requests shared one connection: {out}"
+            );
+            let ev = net_events(env);
+            let count = |k: &str| ev.iter().filter(|e| e["kind"] == k).count();
+            assert_eq!(count("http.request"), 7, "{mode}: {ev:?}");
+            assert_eq!(count("flow.allowed"), 2, "{mode}: {ev:?}");
+            assert_eq!(count("flow.denied"), 1, "{mode}: {ev:?}");
+        }
+    }
+);
 
 both!(
     transparent_capture_refuses_fronting_udp_and_dns_tunnels,
