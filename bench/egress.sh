@@ -11,7 +11,9 @@
 #               userspace TCP/IP stack, cordon's DNS); needs /dev/net/tun
 #
 # and measures: bulk HTTPS download (curl, SIZE bytes from nginx), requests/s
-# with small responses over CONNS keep-alive connections, the time of a new
+# with small responses over CONNS keep-alive connections (through a CONNECT
+# tunnel for the proxies; and again as plain-HTTP requests the proxies read
+# and forward one by one, `forward`), the time of a new
 # connection (proxy handshake + one request, p50/p99; subtract `direct` for
 # the added latency), and cordon's supervisor peak RSS with 200 open flows.
 # The client for the last three is crates/net/examples/loadgen.rs, the same
@@ -142,15 +144,25 @@ load() { # mode path extra... -> loadgen output
     cordon-tun) in_tun "$LOADGEN" "$mode" "plain.test:80" "$@" ;;
   esac
 }
+forward() { # path -> req/s of plain-HTTP requests forwarded by the proxy (keep-alive)
+  case $1 in
+    squid)     "$LOADGEN" rps "127.0.0.1:$PLAIN" --proxy "127.0.0.1:$SQUID" --forward --conns "$CONNS" --secs "$SECS" ;;
+    tinyproxy) "$LOADGEN" rps "127.0.0.1:$PLAIN" --proxy "127.0.0.1:$TINY" --forward --conns "$CONNS" --secs "$SECS" ;;
+    cordon)    in_cordon "$LOADGEN" rps "127.0.0.1:$PLAIN" --proxy 127.0.0.1:3128 --forward --conns "$CONNS" --secs "$SECS" ;;
+    # Captured plain HTTP is read request by request already: the rps figure.
+    *)         echo nan ;;
+  esac
+}
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
 
 PATHS=(direct squid tinyproxy pasta cordon)
 if (exec 3<>/dev/net/tun) 2>/dev/null; then PATHS+=(cordon-tun); else echo "bench: /dev/net/tun unusable, skipping cordon-tun" >&2; fi
-declare -A B R L50 L99
+declare -A B R F L50 L99
 for round in $(seq "$ROUNDS"); do
   for p in "${PATHS[@]}"; do
     if v=$(bulk "$p"); then B[$p]+=" $v"; else echo "bench: $p: the download failed (curl exit $?)" >&2; B[$p]+=" 0"; fi
     R[$p]+=" $(load rps "$p" --conns "$CONNS" --secs "$SECS")"
+    F[$p]+=" $(forward "$p")"
     read -r a b < <(load connect "$p" --n "$N")
     L50[$p]+=" $a"; L99[$p]+=" $b"
   done
@@ -158,12 +170,12 @@ done
 
 echo "egress benchmark: $ROUNDS round(s), interleaved; bulk = $BYTES bytes over HTTPS (curl, nginx),"
 echo "rps = $CONNS keep-alive connections for ${SECS}s, new connection = proxy handshake + 1 request ($N in a row)"
-printf '| path | bulk MiB/s | req/s (keep-alive) | new connection p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n'
+printf '| path | bulk MiB/s | req/s (keep-alive) | req/s forwarded (keep-alive) | new connection p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|\n'
 for p in "${PATHS[@]}"; do
   # shellcheck disable=SC2086
-  printf '| %s | %.0f | %.0f | %.3f | %.3f |\n' "$p" \
+  printf '| %s | %.0f | %.0f | %.0f | %.3f | %.3f |\n' "$p" \
     "$(python3 -c "print($(median ${B[$p]})/1048576)")" "$(median ${R[$p]})" \
-    "$(median ${L50[$p]})" "$(median ${L99[$p]})"
+    "$(median ${F[$p]})" "$(median ${L50[$p]})" "$(median ${L99[$p]})"
 done
 
 rss=$( { /usr/bin/time -f '%M' "$CORDON" run --no-tty -p bench --project "$repo" -- \

@@ -3,15 +3,19 @@
 //! that only the path differs.
 //!
 //! ```text
-//! loadgen rps     TARGET [--proxy ADDR] [--conns 32] [--secs 5] [--path /]
-//! loadgen connect TARGET [--proxy ADDR] [--n 2000] [--path /]
+//! loadgen rps     TARGET [--proxy ADDR [--forward]] [--conns 32] [--secs 5] [--path /]
+//! loadgen connect TARGET [--proxy ADDR [--forward]] [--n 2000] [--path /]
 //! ```
 //!
 //! TARGET is `host:port`, sent as the `Host` header (and as the CONNECT
 //! authority through a proxy); it is connected to directly unless `--proxy`
-//! names an HTTP proxy, which is then asked to `CONNECT` to it. `rps` keeps
-//! `--conns` connections busy with back-to-back GETs and prints requests per
-//! second; `connect` opens `--n` new connections one after another (proxy
+//! names an HTTP proxy, which is then asked to `CONNECT` to it, or, with
+//! `--forward`, sent plain-HTTP requests in absolute form
+//! (`GET http://TARGET/path`), each of which the proxy reads and forwards.
+//! `rps` keeps `--conns` connections busy with back-to-back GETs and prints
+//! requests per second (a connection the server or proxy ends with
+//! `Connection: close` is opened again; one closed without an answer is an
+//! error); `connect` opens `--n` new connections one after another (proxy
 //! handshake, one GET, close) and prints the p50/p99 time of each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +32,7 @@ struct Opts {
     secs: u64,
     n: usize,
     path: String,
+    forward: bool,
 }
 
 fn opts() -> Opts {
@@ -42,8 +47,13 @@ fn opts() -> Opts {
         secs: 5,
         n: 2000,
         path: "/".into(),
+        forward: false,
     };
     while let Some(k) = a.next() {
+        if k == "--forward" {
+            o.forward = true;
+            continue;
+        }
         let v = a.next().expect("a value");
         match k.as_str() {
             "--proxy" => o.proxy = Some(v),
@@ -68,6 +78,9 @@ async fn open(o: &Opts) -> TcpStream {
         Some(p) => {
             let mut s = TcpStream::connect(p).await.unwrap();
             s.set_nodelay(true).unwrap();
+            if o.forward {
+                return s;
+            }
             let req = format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n", t = o.target);
             s.write_all(req.as_bytes()).await.unwrap();
             let mut head = Vec::new();
@@ -84,30 +97,42 @@ async fn open(o: &Opts) -> TcpStream {
     }
 }
 
-/// Sends one GET and reads the whole response (Content-Length framing).
-async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) {
+/// Sends one GET and reads the whole response (Content-Length framing);
+/// returns whether the connection stays open.
+async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) -> bool {
+    let target = if o.forward {
+        format!("http://{}{}", o.target, o.path)
+    } else {
+        o.path.clone()
+    };
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
-        o.path,
+        "GET {target} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
         o.target,
         if close { "Connection: close\r\n" } else { "" }
     );
     s.write_all(req.as_bytes()).await.unwrap();
     buf.clear();
     let mut chunk = [0u8; 16384];
-    let (head_end, len) = loop {
+    let (head_end, len, keep) = loop {
         let n = s.read(&mut chunk).await.unwrap();
         assert!(n > 0, "connection closed before a response");
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert!(
+                head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"),
+                "{head}"
+            );
             let len: usize = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .map(|v| v.trim().parse().unwrap())
                 .expect("content-length");
-            break (i + 4, len);
+            let keep = head.starts_with("http/1.1")
+                && !head
+                    .lines()
+                    .any(|l| l.starts_with("connection:") && l.contains("close"));
+            break (i + 4, len, keep);
         }
     };
     while buf.len() < head_end + len {
@@ -115,6 +140,7 @@ async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) {
         assert!(n > 0, "connection closed inside a body");
         buf.extend_from_slice(&chunk[..n]);
     }
+    keep
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -131,7 +157,9 @@ async fn main() {
                     let mut buf = Vec::new();
                     let mut n = 0u64;
                     while Instant::now() < deadline {
-                        get(&mut s, &o, &mut buf, false).await;
+                        if !get(&mut s, &o, &mut buf, false).await {
+                            s = open(&o).await;
+                        }
                         n += 1;
                     }
                     n

@@ -78,7 +78,9 @@ impl Head {
 }
 
 /// Reads a request head into `buf` (which may already hold some of it).
-/// `None`: the connection closed before a request started.
+/// `None`: the connection closed (or failed) before a whole head came: the
+/// client went away, which is not a request to answer or record. `Err`: the
+/// head does not parse or is too long.
 pub(crate) async fn read_request<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
@@ -108,10 +110,8 @@ pub(crate) async fn read_request<R: AsyncRead + Unpin>(
         }
         buf.reserve(4096);
         match r.read_buf(buf).await {
-            Ok(0) if buf.is_empty() => return Ok(None),
-            Ok(0) => return Err("connection closed inside the request head".into()),
+            Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -492,11 +492,18 @@ where
                 Err(e) => return Err(fail(started, e.to_string())),
             }
         };
-        w.write_all(&buf[..len])
+        // The head goes out with the part of the body already read, in one
+        // write: a write each would wake the client twice per response (on
+        // loopback that alone cost a quarter of the requests per second).
+        let body_now = framing
+            .take(&buf[len..])
+            .map_err(|e| fail(started, format!("the response body: {e}")))?;
+        let n = len + body_now;
+        w.write_all(&buf[..n])
             .await
             .map_err(|e| fail(true, e.to_string()))?;
-        count.fetch_add(len as u64, Ordering::Relaxed);
-        buf.drain(..len);
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        buf.drain(..n);
         started = true;
         if status == 101 {
             if !upgrade_asked {
@@ -549,13 +556,29 @@ where
         mut framing,
         bytes: out,
     } = req;
+    cbuf.drain(..head.len);
+    // The head and the part of the body already read go in one write.
+    let mut out = out;
+    match framing.take(cbuf) {
+        Ok(n) => {
+            out.extend_from_slice(&cbuf[..n]);
+            cbuf.drain(..n);
+        }
+        Err(e) => {
+            let _ = cw
+                .write_all(&proxy::refusal_response(&bad(format!(
+                    "the request body: {e}"
+                ))))
+                .await;
+            return Outcome::Close;
+        }
+    }
     if let Err(e) = up.w.write_all(&out).await {
         let r = Refusal::failed(format!("cannot send the request: {e}"));
         let _ = cw.write_all(&proxy::refusal_response(&r)).await;
         return Outcome::Close;
     }
     up.guard.up.fetch_add(out.len() as u64, Ordering::Relaxed);
-    cbuf.drain(..head.len);
     let head_request = head.is("HEAD");
     let upgrade_asked = head.wants_upgrade();
     let (sent, response) = {
@@ -572,7 +595,10 @@ where
         let mut sent = None;
         let mut finishing = shared.finishing.subscribe();
         let response = loop {
+            // The body first: a fast answer must not find a body that was
+            // complete but not yet seen to be.
             tokio::select! {
+                biased;
                 r = &mut send, if sent.is_none() => {
                     let failed = r.is_err();
                     sent = Some(r);

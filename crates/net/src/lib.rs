@@ -125,22 +125,31 @@ impl Engine {
             .enable_all()
             .build()?;
         let (finishing, _) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(Shared {
+            policy: config.policy,
+            proxy_authorization: config
+                .upstream_auth
+                .map(|a| format!("Basic {}", base64(a.as_bytes()))),
+            log,
+            next_flow: AtomicU64::new(0),
+            flows_open: AtomicUsize::new(0),
+            flow_ended: tokio::sync::Notify::new(),
+            finishing,
+            fake: Default::default(),
+            udp_dropped: Default::default(),
+            dns_state: Default::default(),
+        });
+        let flusher = Arc::clone(&shared);
+        rt.spawn(async move {
+            let mut every = tokio::time::interval(EventLog::FLUSH_EVERY);
+            loop {
+                every.tick().await;
+                flusher.log.flush();
+            }
+        });
         Ok(Engine {
             rt: Some(rt),
-            shared: Arc::new(Shared {
-                policy: config.policy,
-                proxy_authorization: config
-                    .upstream_auth
-                    .map(|a| format!("Basic {}", base64(a.as_bytes()))),
-                log,
-                next_flow: AtomicU64::new(0),
-                flows_open: AtomicUsize::new(0),
-                flow_ended: tokio::sync::Notify::new(),
-                finishing,
-                fake: Default::default(),
-                udp_dropped: Default::default(),
-                dns_state: Default::default(),
-            }),
+            shared,
         })
     }
 
@@ -213,6 +222,7 @@ impl Engine {
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         }
+        shared.log.flush();
         shared.log.summary()
     }
 }
