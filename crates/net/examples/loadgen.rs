@@ -13,9 +13,9 @@
 //! `--forward`, sent plain-HTTP requests in absolute form
 //! (`GET http://TARGET/path`), each of which the proxy reads and forwards.
 //! `rps` keeps `--conns` connections busy with back-to-back GETs and prints
-//! requests per second (a connection the server or proxy ends with
-//! `Connection: close` is opened again; one closed without an answer is an
-//! error); `connect` opens `--n` new connections one after another (proxy
+//! requests per second (a connection the server or proxy ends, with
+//! `Connection: close` or by closing it between requests as tinyproxy does,
+//! is opened again, and such reopenings are counted on stderr); `connect` opens `--n` new connections one after another (proxy
 //! handshake, one GET, close) and prints the p50/p99 time of each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -97,9 +97,10 @@ async fn open(o: &Opts) -> TcpStream {
     }
 }
 
-/// Sends one GET and reads the whole response (Content-Length framing);
-/// returns whether the connection stays open.
-async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) -> bool {
+/// Sends one GET and reads the whole response (Content-Length framing).
+/// `Some(keep)`: answered, and whether the connection stays open; `None`:
+/// closed before any answer (a kept-alive connection the peer ended).
+async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) -> Option<bool> {
     let target = if o.forward {
         format!("http://{}{}", o.target, o.path)
     } else {
@@ -110,12 +111,15 @@ async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) -> boo
         o.target,
         if close { "Connection: close\r\n" } else { "" }
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(req.as_bytes()).await.ok()?;
     buf.clear();
     let mut chunk = [0u8; 16384];
     let (head_end, len, keep) = loop {
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed before a response");
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            assert!(buf.is_empty(), "connection closed inside a response head");
+            return None;
+        }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
@@ -140,7 +144,7 @@ async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) -> boo
         assert!(n > 0, "connection closed inside a body");
         buf.extend_from_slice(&chunk[..n]);
     }
-    keep
+    Some(keep)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -155,20 +159,34 @@ async fn main() {
                 tasks.push(tokio::spawn(async move {
                     let mut s = open(&o).await;
                     let mut buf = Vec::new();
-                    let mut n = 0u64;
+                    let (mut n, mut reopened) = (0u64, 0u64);
                     while Instant::now() < deadline {
-                        if !get(&mut s, &o, &mut buf, false).await {
-                            s = open(&o).await;
+                        match get(&mut s, &o, &mut buf, false).await {
+                            Some(true) => n += 1,
+                            Some(false) => {
+                                n += 1;
+                                s = open(&o).await;
+                            }
+                            None => {
+                                reopened += 1;
+                                s = open(&o).await;
+                            }
                         }
-                        n += 1;
                     }
-                    n
+                    (n, reopened)
                 }));
             }
             let start = Instant::now();
-            let mut total = 0;
+            let (mut total, mut reopened) = (0, 0);
             for t in tasks {
-                total += t.await.unwrap();
+                let (n, r) = t.await.unwrap();
+                total += n;
+                reopened += r;
+            }
+            if reopened > 0 {
+                eprintln!(
+                    "loadgen: {reopened} connection(s) closed between requests, opened again"
+                );
             }
             let secs = start.elapsed().as_secs_f64();
             println!("{:.0}", total as f64 / secs);
@@ -179,7 +197,7 @@ async fn main() {
             for _ in 0..o.n {
                 let t = Instant::now();
                 let mut s = open(&o).await;
-                get(&mut s, &o, &mut buf, true).await;
+                get(&mut s, &o, &mut buf, true).await.expect("a response");
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
             times.sort_by(|a, b| a.total_cmp(b));

@@ -86,7 +86,7 @@ pub(crate) async fn read_request<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
 ) -> Result<Option<Head>, String> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 96];
+        let mut headers = [httparse::EMPTY_HEADER; peek::MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => {
@@ -705,24 +705,52 @@ async fn refuse<W: AsyncWrite + Unpin>(shared: &Shared, w: &mut W, ev: NetEvent,
     proxy::close(w).await;
 }
 
+/// What the wait for the next request brought.
+enum Next {
+    Request(Head),
+    /// The client closed, stayed idle too long, or the agent has exited.
+    End,
+    /// A head that does not parse.
+    Bad(String),
+    /// The idle connection to the destination closed (or the server sent
+    /// something unasked, a 408): it cannot carry the next request.
+    UpstreamGone,
+}
+
 /// Waits for the next request head: the first within the head timeout,
 /// later ones while the connection is idle for less than [`IDLE_TIMEOUT`]
-/// and the agent is still running. `Ok(None)`: the connection is to end.
+/// and the agent is still running, watching the idle destination
+/// connection `idle_up` meanwhile.
 async fn next_request<R: AsyncRead + Unpin>(
     shared: &Shared,
     r: &mut R,
     buf: &mut Vec<u8>,
     first: bool,
-) -> Result<Option<Head>, String> {
+    idle_up: Option<&mut OwnedReadHalf>,
+) -> Next {
     let limit = if first {
         proxy::HEAD_TIMEOUT
     } else {
         IDLE_TIMEOUT
     };
+    let waiting = buf.is_empty();
     let mut finishing = shared.finishing.subscribe();
+    let upstream_gone = async {
+        match idle_up {
+            Some(u) => {
+                let _ = u.peek(&mut [0u8; 1]).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        r = tokio::time::timeout(limit, read_request(r, buf)) => r.unwrap_or(Ok(None)),
-        _ = finishing.wait_for(|f| *f), if buf.is_empty() && !first => Ok(None),
+        r = tokio::time::timeout(limit, read_request(r, buf)) => match r {
+            Ok(Ok(Some(h))) => Next::Request(h),
+            Ok(Ok(None)) | Err(_) => Next::End,
+            Ok(Err(why)) => Next::Bad(why),
+        },
+        _ = finishing.wait_for(|f| *f), if waiting && !first => Next::End,
+        () = upstream_gone, if waiting => Next::UpstreamGone,
     }
 }
 
@@ -736,10 +764,23 @@ pub(crate) async fn serve_proxy(shared: &Shared, client: TcpStream, mut cbuf: Ve
     loop {
         let h = match head.take() {
             Some(h) => h,
-            None => match next_request(shared, &mut cr, &mut cbuf, false).await {
-                Ok(Some(h)) => h,
-                Ok(None) => return,
-                Err(why) => {
+            None => match next_request(
+                shared,
+                &mut cr,
+                &mut cbuf,
+                false,
+                up.as_mut().map(|u| &mut u.r),
+            )
+            .await
+            {
+                Next::Request(h) => h,
+                Next::End => return,
+                // The next request to it gets a new connection.
+                Next::UpstreamGone => {
+                    up = None;
+                    continue;
+                }
+                Next::Bad(why) => {
                     let r = bad(format!(
                         "cordon's egress proxy could not read the request: {why}"
                     ));
@@ -957,10 +998,14 @@ pub(crate) async fn serve_pinned<C>(
     let mut first = true;
     let mut parts = Some((r, w));
     loop {
-        let h = match next_request(shared, &mut cr, &mut cbuf, first).await {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(why) => {
+        let idle_up = up.as_mut().map(|u| &mut u.r);
+        let h = match next_request(shared, &mut cr, &mut cbuf, first, idle_up).await {
+            Next::Request(h) => h,
+            Next::End => return,
+            // The client's connection is this one: it ends too, and the
+            // client connects again.
+            Next::UpstreamGone => return proxy::close(&mut cw).await,
+            Next::Bad(why) => {
                 let r = bad(format!(
                     "a request to {expected} that does not parse: {why}"
                 ));

@@ -36,7 +36,7 @@ pub fn peek(buf: &[u8]) -> Peek {
     match buf.first() {
         None => Peek::NeedMore,
         Some(0x16) => client_hello(buf),
-        Some(b) if b.is_ascii_uppercase() => http(buf),
+        Some(b) if b.is_ascii_alphabetic() => http(buf),
         Some(_) => Peek::Other,
     }
 }
@@ -46,8 +46,12 @@ pub fn normalize(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
+/// The most header lines a request head may have (here and wherever cordon
+/// reads requests).
+pub(crate) const MAX_HEADERS: usize = 96;
+
 fn http(buf: &[u8]) -> Peek {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Partial) if buf.len() < MAX_PEEK => Peek::NeedMore,
@@ -67,9 +71,20 @@ fn http(buf: &[u8]) -> Peek {
             };
             Peek::Http { host }
         }
-        // Uppercase letters that are not an HTTP request (an SSH banner).
+        // A request line followed by something that does not parse (too
+        // many headers, a broken one) cannot be checked: refused, never
+        // passed on unexamined.
+        Err(httparse::Error::TooManyHeaders) => Peek::Malformed("too many HTTP headers"),
+        Err(_) if request_line(buf) => Peek::Malformed("an HTTP request that does not parse"),
+        // Letters that are not an HTTP request (an SSH banner).
         Err(_) => Peek::Other,
     }
+}
+
+/// Whether the first line reads like an HTTP/1 request line.
+fn request_line(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.windows(7).any(|w| w == b" HTTP/1")
 }
 
 /// The name part of `host[:port]` or `[v6]:port`.
@@ -301,6 +316,25 @@ mod tests {
             Peek::Malformed(_)
         ));
         assert_eq!(peek(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n"), Peek::Other);
+        // Requests that cannot be checked are refused, never passed on.
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}Host: evil.test\r\n\r\n",
+            "X-A: 1\r\n".repeat(100)
+        );
+        assert_eq!(
+            peek(many.as_bytes()),
+            Peek::Malformed("too many HTTP headers")
+        );
+        assert!(matches!(
+            peek(b"GET / HTTP/1.1\r\nHost evil.test\r\n\r\n"),
+            Peek::Malformed(_)
+        ));
+        assert_eq!(
+            peek(b"get / HTTP/1.1\r\nHost: evil.test\r\n\r\n"),
+            Peek::Http {
+                host: Some("evil.test".into())
+            }
+        );
         assert_eq!(peek(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Peek::Other);
         assert_eq!(host_of("[::1]:443"), "::1");
         assert_eq!(host_of("a.test"), "a.test");

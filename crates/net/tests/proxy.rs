@@ -317,8 +317,9 @@ fn a_tunnel_closed_before_any_bytes_is_still_recorded() {
 
 /// An HTTP/1.1 server that keeps connections alive. Each response body is
 /// `conn=<connection number> <request line> host=<Host> body=<body>`;
-/// `/chunked` answers chunked, `/close` close-delimited, `/upgrade` with
-/// 101 and then echoes raw bytes prefixed by `RAW `. Request bodies may be
+/// `/chunked` answers chunked, `/close` close-delimited, `/bye` sized but
+/// then closes the kept-alive connection, `/upgrade` with 101 and then
+/// echoes raw bytes prefixed by `RAW `. Request bodies may be
 /// sized or chunked.
 fn http_server() -> SocketAddr {
     use std::io::BufRead;
@@ -393,7 +394,7 @@ fn http_server() -> SocketAddr {
                     };
                     w.write_all(reply.as_bytes()).unwrap();
                     match path.as_str() {
-                        "/close" => return,
+                        "/close" | "/bye" => return,
                         "/upgrade" => {
                             let mut buf = [0u8; 4096];
                             loop {
@@ -628,4 +629,37 @@ fn upgrades_chunked_and_close_delimited_responses_pass() {
     let (h, body) = response(&mut r, false);
     assert!(h.starts_with("HTTP/1.1 200"), "{h}");
     assert!(body.starts_with("conn=2 GET /close "), "{body}");
+}
+
+#[test]
+fn a_destination_that_closes_an_idle_connection_is_not_a_failed_request() {
+    let srv = http_server();
+    let s = setup(web_policy(srv));
+    // Through the proxy: the next request gets a new upstream connection.
+    let c = request(
+        s.proxy,
+        b"GET http://web.test/bye HTTP/1.1\r\nHost: web.test\r\n\r\n",
+    );
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut w = c;
+    assert!(response(&mut r, false).1.starts_with("conn=1 GET /bye "));
+    std::thread::sleep(Duration::from_millis(300));
+    w.write_all(b"GET http://web.test/again HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        .unwrap();
+    let (h, body) = response(&mut r, false);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}{body}");
+    assert!(body.starts_with("conn=2 GET /again "), "{body}");
+    // On a connection pinned to the destination, the client's connection
+    // ends with it, so that the client opens a new one.
+    let c = request(s.proxy, b"CONNECT web.test:80 HTTP/1.1\r\n\r\n");
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut w = c;
+    assert!(response(&mut r, true).0.starts_with("HTTP/1.1 200"));
+    w.write_all(b"GET /bye HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        .unwrap();
+    assert!(response(&mut r, false).1.starts_with("conn=3 GET /bye "));
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "{rest:?}");
+    let summary = s.engine.finish(Duration::from_secs(2));
+    assert_eq!(summary.denied_total(), 0, "{summary:?}");
 }
