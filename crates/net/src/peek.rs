@@ -33,9 +33,14 @@ pub enum Peek {
 
 /// Classifies the first bytes a client sent.
 pub fn peek(buf: &[u8]) -> Peek {
-    match buf.first() {
+    if buf.first() == Some(&0x16) {
+        return client_hello(buf);
+    }
+    // Servers skip empty lines before a request line (RFC 9112 §2.2), so
+    // they cannot hide one.
+    match buf.iter().find(|b| !matches!(b, b'\r' | b'\n')) {
+        None if buf.len() >= MAX_PEEK => Peek::Malformed("only empty lines"),
         None => Peek::NeedMore,
-        Some(0x16) => client_hello(buf),
         Some(b) if b.is_ascii_alphabetic() => http(buf),
         Some(_) => Peek::Other,
     }
@@ -81,10 +86,15 @@ fn http(buf: &[u8]) -> Peek {
     }
 }
 
-/// Whether the first line reads like an HTTP/1 request line.
+/// Whether the first line reads like an HTTP request line (any version:
+/// HTTP/2 without TLS, `PRI * HTTP/2.0`, names its host inside frames
+/// cordon does not read, so it is refused too).
 fn request_line(buf: &[u8]) -> bool {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    line.windows(7).any(|w| w == b" HTTP/1")
+    let line = buf
+        .split(|&b| b == b'\n')
+        .find(|l| !l.is_empty() && *l != b"\r")
+        .unwrap_or_default();
+    line.windows(6).any(|w| w == b" HTTP/")
 }
 
 /// The name part of `host[:port]` or `[v6]:port`.
@@ -327,6 +337,17 @@ mod tests {
         );
         assert!(matches!(
             peek(b"GET / HTTP/1.1\r\nHost evil.test\r\n\r\n"),
+            Peek::Malformed(_)
+        ));
+        assert_eq!(
+            peek(b"\r\n\r\nGET / HTTP/1.1\r\nHost: evil.test\r\n\r\n"),
+            Peek::Http {
+                host: Some("evil.test".into())
+            }
+        );
+        assert_eq!(peek(b"\r\n"), Peek::NeedMore);
+        assert!(matches!(
+            peek(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             Peek::Malformed(_)
         ));
         assert_eq!(
