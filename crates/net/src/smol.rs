@@ -1,8 +1,10 @@
 //! The userspace TCP/IP stack on the TUN device, built on smoltcp: one
 //! task owns the interface and every socket; application code gets each
 //! captured TCP connection as an `AsyncRead + AsyncWrite` stream backed by
-//! two byte queues, and each UDP 4-tuple as a datagram stream (UDP bypasses
-//! smoltcp: datagrams are parsed and replies built here).
+//! two byte queues. UDP bypasses smoltcp: each datagram goes to the
+//! engine's [`Datagrams`] handler as it arrives, and the reply it returns (a
+//! DNS answer) is built into a packet here. No state is kept per UDP
+//! 4-tuple: a resolver opens a new one for every lookup.
 //!
 //! Every TCP SYN to any address is accepted (`any_ip` with a default route
 //! through the interface's own address): the engine decides after the
@@ -38,13 +40,12 @@ const TCP_BUFFER: usize = 256 * 1024;
 const QUEUE: usize = 256 * 1024;
 /// A TCP flow with no packet for this long is dropped.
 const TCP_IDLE: Duration = Duration::from_secs(600);
-/// A UDP 4-tuple with no datagram for this long ends.
-const UDP_IDLE: Duration = Duration::from_secs(30);
 /// At most this many TCP flows at once (a SYN beyond it is answered with a
 /// reset): the agent cannot grow the supervisor without bound.
 const MAX_TCP: usize = 4096;
-/// At most this many UDP 4-tuples at once (further datagrams are dropped).
-const MAX_UDP: usize = 1024;
+/// What the engine does with a UDP datagram from the sandbox (source,
+/// destination, payload): the payload of the reply to send back, if any.
+pub(crate) type Datagrams = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) -> Option<Vec<u8>> + Send>;
 
 /// The smoltcp stack, as the engine's [`Stack`].
 pub(crate) struct SmolStack {
@@ -59,6 +60,7 @@ impl SmolStack {
         tun: OwnedFd,
         mtu: usize,
         finishing: tokio::sync::watch::Receiver<bool>,
+        datagrams: Datagrams,
     ) -> io::Result<SmolStack> {
         rustix::io::ioctl_fionbio(&tun, true)?;
         // `AsyncFd::new` is deprecated because it accepts types that do not
@@ -67,7 +69,7 @@ impl SmolStack {
         #[allow(deprecated)]
         let tun = AsyncFd::new(tun)?;
         let (tx, accepted) = mpsc::unbounded_channel();
-        tokio::spawn(run(tun, mtu, tx, finishing));
+        tokio::spawn(run(tun, mtu, tx, finishing, datagrams));
         Ok(SmolStack { accepted })
     }
 }
@@ -236,63 +238,6 @@ impl Drop for SmolTcpStream {
     }
 }
 
-/// One UDP 4-tuple: each read is one datagram from the sandbox, each write
-/// one datagram back; reads end after [`UDP_IDLE`] without a datagram.
-struct UdpFlow {
-    rx: mpsc::Receiver<Vec<u8>>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
-    /// The sandbox's address (replies go there).
-    client: SocketAddr,
-    /// The address it wrote to (replies come from there).
-    server: SocketAddr,
-    idle: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl AsyncRead for UdpFlow {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(d)) => {
-                let n = d.len().min(buf.remaining());
-                buf.put_slice(&d[..n]);
-                let deadline = tokio::time::Instant::now() + UDP_IDLE;
-                self.idle.as_mut().reset(deadline);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(None) => Poll::Ready(Ok(())),
-            Poll::Pending => match std::future::Future::poll(self.idle.as_mut(), cx) {
-                Poll::Ready(()) => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl AsyncWrite for UdpFlow {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let packet = udp_packet(self.server, self.client, buf)?;
-        self.out
-            .send(packet)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "stack gone"))?;
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// An IPv4/UDP packet from `src` to `dst` carrying `payload`.
 fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> io::Result<Vec<u8>> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
@@ -340,10 +285,9 @@ struct State {
     dev: Queues,
     sockets: SocketSet<'static>,
     tcp: HashMap<(SocketAddr, SocketAddr), (SocketHandle, Shared)>,
-    udp: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
     accepted: mpsc::UnboundedSender<Captured>,
     kick: Arc<Notify>,
-    udp_out: mpsc::UnboundedSender<Vec<u8>>,
+    datagrams: Datagrams,
 }
 
 async fn run(
@@ -351,6 +295,7 @@ async fn run(
     mtu: usize,
     accepted: mpsc::UnboundedSender<Captured>,
     mut finishing: tokio::sync::watch::Receiver<bool>,
+    datagrams: Datagrams,
 ) {
     let mut dev = Queues {
         rx: VecDeque::new(),
@@ -369,17 +314,15 @@ async fn run(
         .routes_mut()
         .add_default_ipv4_route(Ipv4Address::new(0, 0, 0, 1));
     iface.set_any_ip(true);
-    let (udp_out, mut udp_out_rx) = mpsc::unbounded_channel();
     let kick = Arc::new(Notify::new());
     let mut st = State {
         iface,
         dev,
         sockets: SocketSet::new(Vec::new()),
         tcp: HashMap::new(),
-        udp: HashMap::new(),
         accepted,
         kick: Arc::clone(&kick),
-        udp_out,
+        datagrams,
     };
     let mut buf = vec![0u8; mtu.max(2048)];
     loop {
@@ -406,12 +349,6 @@ async fn run(
                 }
             }
             () = kick.notified() => {}
-            Some(p) = udp_out_rx.recv() => {
-                st.dev.tx.push(p);
-                while let Ok(p) = udp_out_rx.try_recv() {
-                    st.dev.tx.push(p);
-                }
-            }
             () = tokio::time::sleep(delay) => {}
             _ = finishing.wait_for(|f| *f) => return,
         }
@@ -444,7 +381,8 @@ async fn run(
 
 impl State {
     /// Sorts one packet from the TUN: TCP goes to smoltcp (a new SYN first
-    /// gets a listening socket), UDP to its flow, the rest is dropped.
+    /// gets a listening socket), UDP to the engine (its reply, if any, is
+    /// queued), the rest is dropped.
     fn ingress(&mut self, packet: Vec<u8>) {
         let Ok(ip) = Ipv4Packet::new_checked(&packet[..]) else {
             return;
@@ -476,32 +414,11 @@ impl State {
                 };
                 let src = SocketAddr::new(src_ip, udp.src_port());
                 let dst = SocketAddr::new(dst_ip, udp.dst_port());
-                let data = udp.payload().to_vec();
-                if let Some(tx) = self.udp.get(&(src, dst)) {
-                    if !tx.is_closed() {
-                        // A full queue drops the datagram, as a network would.
-                        let _ = tx.try_send(data);
-                        return;
+                if let Some(reply) = (self.datagrams)(src, dst, udp.payload()) {
+                    if let Ok(p) = udp_packet(dst, src, &reply) {
+                        self.dev.tx.push(p);
                     }
                 }
-                self.udp.retain(|_, t| !t.is_closed());
-                if self.udp.len() >= MAX_UDP {
-                    return;
-                }
-                let (tx, rx) = mpsc::channel(64);
-                let _ = tx.try_send(data);
-                self.udp.insert((src, dst), tx);
-                let flow = UdpFlow {
-                    rx,
-                    out: self.udp_out.clone(),
-                    client: src,
-                    server: dst,
-                    idle: Box::pin(tokio::time::sleep(UDP_IDLE)),
-                };
-                let _ = self.accepted.send(Captured::Udp {
-                    stream: Box::new(flow),
-                    dst,
-                });
             }
             _ => {}
         }

@@ -48,11 +48,6 @@ pub(crate) enum Captured {
         stream: Box<dyn Duplex>,
         dst: SocketAddr,
     },
-    /// UDP datagrams between one source and one destination.
-    Udp {
-        stream: Box<dyn Duplex>,
-        dst: SocketAddr,
-    },
 }
 
 /// A bidirectional byte (or datagram) stream.
@@ -62,24 +57,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 /// Serves the TUN device until it is gone.
 pub(crate) fn spawn(shared: Arc<Shared>, tun: OwnedFd) -> io::Result<()> {
     let raw = tun.as_raw_fd();
-    let mut stack =
-        crate::smol::SmolStack::new(tun, usize::from(MTU), shared.finishing.subscribe())
-            .map_err(|e| io::Error::other(format!("userspace stack on TUN fd {raw}: {e}")))?;
+    let for_udp = Arc::clone(&shared);
+    let datagrams = Box::new(move |_src, dst, payload: &[u8]| datagram(&for_udp, dst, payload));
+    let mut stack = crate::smol::SmolStack::new(
+        tun,
+        usize::from(MTU),
+        shared.finishing.subscribe(),
+        datagrams,
+    )
+    .map_err(|e| io::Error::other(format!("userspace stack on TUN fd {raw}: {e}")))?;
     tokio::spawn(async move {
         while let Some(c) = stack.accept().await {
             let shared = Arc::clone(&shared);
-            match c {
-                Captured::Tcp { stream, dst } => {
-                    let handling = shared.handling();
-                    tokio::spawn(async move {
-                        tcp_flow(&shared, stream, dst).await;
-                        drop(handling);
-                    });
-                }
-                Captured::Udp { stream, dst } => {
-                    tokio::spawn(async move { udp(&shared, stream, dst).await });
-                }
-            }
+            let Captured::Tcp { stream, dst } = c;
+            let handling = shared.handling();
+            tokio::spawn(async move {
+                tcp_flow(&shared, stream, dst).await;
+                drop(handling);
+            });
         }
     });
     Ok(())
@@ -168,49 +163,37 @@ async fn refuse(shared: &Shared, mut client: Box<dyn Duplex>, mut ev: NetEvent, 
     crate::proxy::close(&mut client).await;
 }
 
-/// UDP from the sandbox: DNS to the gateway is answered; everything else is
-/// dropped and recorded (once per destination).
-async fn udp(shared: &Shared, mut stream: Box<dyn Duplex>, dst: SocketAddr) {
-    if dst != SocketAddr::from((dns::GATEWAY, 53)) {
-        let first_time = shared
-            .udp_dropped
-            .lock()
-            // Bounded: an agent spraying destinations must not grow the
-            // supervisor; past the cap, drops are no longer itemised.
-            .map(|mut seen| seen.len() < 4096 && seen.insert(dst))
-            .unwrap_or(false);
-        if first_time {
-            shared.log.record(NetEvent {
-                kind: "flow.denied",
-                via: "tun",
-                flow: shared.next_flow(),
-                host: dst.ip().to_string(),
-                port: dst.port(),
-                method: Some("UDP".into()),
-                code: Some(ReasonCode::NetUdpBlocked),
-                message: Some(
-                    "only DNS to cordon's resolver leaves the sandbox over UDP (QUIC and \
-                     other UDP are dropped; clients fall back to TCP)"
-                        .into(),
-                ),
-                ..Default::default()
-            });
-        }
-        return;
+/// A UDP datagram from the sandbox: DNS to the gateway is answered;
+/// everything else is dropped and recorded (once per destination).
+fn datagram(shared: &Shared, dst: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    if dst == SocketAddr::from((dns::GATEWAY, 53)) {
+        return answer(shared, payload);
     }
-    let mut buf = vec![0u8; 4096];
-    // Each read is one datagram; the stream ends after the stack's UDP idle
-    // timeout.
-    while let Ok(n) = stream.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        if let Some(reply) = answer(shared, &buf[..n]) {
-            if stream.write_all(&reply).await.is_err() {
-                break;
-            }
-        }
+    let first_time = shared
+        .udp_dropped
+        .lock()
+        // Bounded: an agent spraying destinations must not grow the
+        // supervisor; past the cap, drops are no longer itemised.
+        .map(|mut seen| seen.len() < 4096 && seen.insert(dst))
+        .unwrap_or(false);
+    if first_time {
+        shared.log.record(NetEvent {
+            kind: "flow.denied",
+            via: "tun",
+            flow: shared.next_flow(),
+            host: dst.ip().to_string(),
+            port: dst.port(),
+            method: Some("UDP".into()),
+            code: Some(ReasonCode::NetUdpBlocked),
+            message: Some(
+                "only DNS to cordon's resolver leaves the sandbox over UDP (QUIC and \
+                 other UDP are dropped; clients fall back to TCP)"
+                    .into(),
+            ),
+            ..Default::default()
+        });
     }
+    None
 }
 
 /// Answers one DNS query per the policy.
