@@ -82,8 +82,17 @@ impl Stack for SmolStack {
     }
 }
 
+/// The `virtio_net_hdr` before every packet on the TUN (IFF_VNET_HDR).
+const VNET_HDR: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start +
+/// csum_offset` is to be completed (it holds the pseudo-header sum). The
+/// sandbox's kernel delivers such packets locally without computing or
+/// verifying the checksum, so neither side spends time on it.
+const NEEDS_CSUM: u8 = 1;
+
 /// The device smoltcp polls: packets read from the TUN wait in `rx`;
-/// packets smoltcp sends collect in `tx` and are written out after a poll.
+/// packets smoltcp sends collect in `tx` (each already preceded by its
+/// `virtio_net_hdr`) and are written out after a poll.
 struct Queues {
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
@@ -101,11 +110,48 @@ impl smoltcp::phy::RxToken for Rx {
 
 impl smoltcp::phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
+        let mut buf = vec![0u8; VNET_HDR + len];
+        let r = f(&mut buf[VNET_HDR..]);
+        vnet_header(&mut buf);
         self.0.push(buf);
         r
     }
+}
+
+/// Fills in the `virtio_net_hdr` of an IPv4 packet smoltcp emitted after
+/// it: a TCP segment (whose checksum smoltcp left out) is marked
+/// NEEDS_CSUM and given the pseudo-header sum the kernel would complete;
+/// anything else goes as it is (flags 0).
+fn vnet_header(buf: &mut [u8]) {
+    let (hdr, packet) = buf.split_at_mut(VNET_HDR);
+    let Ok(ip) = Ipv4Packet::new_checked(&packet[..]) else {
+        return;
+    };
+    if ip.next_header() != IpProtocol::Tcp {
+        return;
+    }
+    let ihl = usize::from(ip.header_len());
+    let Ok(tcp_len) = u16::try_from(usize::from(ip.total_len()).saturating_sub(ihl)) else {
+        return;
+    };
+    // The field holds the folded pseudo-header sum, not complemented (what
+    // a device completing the checksum starts from, as Linux's own
+    // CHECKSUM_PARTIAL segments do).
+    let words = |a: [u8; 4]| {
+        u32::from(u16::from_be_bytes([a[0], a[1]])) + u32::from(u16::from_be_bytes([a[2], a[3]]))
+    };
+    let mut sum = words(ip.src_addr().octets())
+        + words(ip.dst_addr().octets())
+        + u32::from(u8::from(IpProtocol::Tcp))
+        + u32::from(tcp_len);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    packet[ihl + 16..ihl + 18].copy_from_slice(&(sum as u16).to_be_bytes());
+    hdr[0] = NEEDS_CSUM;
+    hdr[4..6].fill(0);
+    hdr[6..8].copy_from_slice(&(ihl as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
 }
 
 impl Device for Queues {
@@ -128,6 +174,9 @@ impl Device for Queues {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
+        // Segments from the sandbox are verified; segments to it carry
+        // NEEDS_CSUM instead of a computed checksum (see `vnet_header`).
+        caps.checksum.tcp = smoltcp::phy::Checksum::Rx;
         caps
     }
 }
@@ -324,7 +373,7 @@ async fn run(
         kick: Arc::clone(&kick),
         datagrams,
     };
-    let mut buf = vec![0u8; mtu.max(2048)];
+    let mut buf = vec![0u8; VNET_HDR + mtu.max(2048)];
     loop {
         let delay = st
             .iface
@@ -339,10 +388,13 @@ async fn run(
                         rustix::io::read(fd.get_ref(), &mut buf[..]).map_err(io::Error::from)
                     }) {
                         Ok(Ok(0)) => return,
-                        Ok(Ok(n)) => {
-                            let packet = buf[..n].to_vec();
+                        // Every packet starts with its virtio_net_hdr;
+                        // no offloads are on, so it is whole and checksummed.
+                        Ok(Ok(n)) if n > VNET_HDR => {
+                            let packet = buf[VNET_HDR..n].to_vec();
                             st.ingress(packet);
                         }
+                        Ok(Ok(_)) => {}
                         Ok(Err(_)) => return,
                         Err(_would_block) => break,
                     }
@@ -416,7 +468,9 @@ impl State {
                 let dst = SocketAddr::new(dst_ip, udp.dst_port());
                 if let Some(reply) = (self.datagrams)(src, dst, udp.payload()) {
                     if let Ok(p) = udp_packet(dst, src, &reply) {
-                        self.dev.tx.push(p);
+                        let mut framed = vec![0u8; VNET_HDR];
+                        framed.extend_from_slice(&p);
+                        self.dev.tx.push(framed);
                     }
                 }
             }
@@ -591,6 +645,82 @@ fn rand_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a device does with a NEEDS_CSUM packet: sums from
+    /// `csum_start` (the field holds the pseudo-header sum) and stores the
+    /// complement at `csum_start + csum_offset`.
+    fn complete_checksum(framed: &mut [u8]) {
+        let start = usize::from(u16::from_le_bytes([framed[6], framed[7]]));
+        let offset = usize::from(u16::from_le_bytes([framed[8], framed[9]]));
+        let packet = &mut framed[VNET_HDR..];
+        let mut sum: u32 = packet[start..]
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        packet[start + offset..start + offset + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    }
+
+    #[test]
+    fn tcp_segments_to_the_sandbox_carry_a_completable_checksum() {
+        use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
+        let (src, dst) = (
+            Ipv4Address::new(198, 18, 1, 7),
+            Ipv4Address::new(198, 18, 0, 2),
+        );
+        let payload = b"hello, sandbox: an odd-length payload";
+        let tcp = TcpRepr {
+            src_port: 443,
+            dst_port: 40000,
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: Some(TcpSeqNumber(2000)),
+            window_len: 512,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut caps = ChecksumCapabilities::default();
+        caps.tcp = smoltcp::phy::Checksum::Rx;
+        let mut framed = vec![0u8; VNET_HDR + ip.buffer_len() + tcp.buffer_len()];
+        {
+            let mut packet = Ipv4Packet::new_unchecked(&mut framed[VNET_HDR..]);
+            ip.emit(&mut packet, &caps);
+            let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+            tcp.emit(
+                &mut segment,
+                &IpAddress::Ipv4(src),
+                &IpAddress::Ipv4(dst),
+                &caps,
+            );
+        }
+        vnet_header(&mut framed);
+        assert_eq!(framed[0], NEEDS_CSUM);
+        assert_eq!(u16::from_le_bytes([framed[6], framed[7]]), 20, "csum_start");
+        assert_eq!(
+            u16::from_le_bytes([framed[8], framed[9]]),
+            16,
+            "csum_offset"
+        );
+        complete_checksum(&mut framed);
+        let packet = Ipv4Packet::new_checked(&framed[VNET_HDR..]).unwrap();
+        assert!(packet.verify_checksum());
+        let segment = TcpPacket::new_checked(packet.payload()).unwrap();
+        assert!(segment.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)));
+        assert_eq!(segment.payload(), payload);
+    }
 
     #[test]
     fn udp_replies_are_valid_packets() {
