@@ -1,0 +1,368 @@
+//! cordon-detect: finds credentials, personal data and registered canary
+//! values in bytes, and redacts them, also in streams.
+//!
+//! Sans-IO: a [`Detector`] takes bytes and returns [`Finding`]s; a
+//! [`Redactor`] takes chunks and returns safe chunks. It is the engine of
+//! cordon's egress DLP, of the redaction of prompts sent to model APIs, and
+//! of the incident canaries; `cordon scan` and `cordon redact` put it on the
+//! command line.
+//!
+//! How it stays fast: every credential rule names literals (keywords), and
+//! one Aho-Corasick automaton finds them all in a single pass; a rule's
+//! regex (bytes, ASCII classes) only runs in a window around its keywords'
+//! hits. Personal data is found by hand-written scanners with checksums
+//! (Luhn, mod-97), and canaries by a second automaton over every encoding
+//! of each registered value.
+//!
+//! What it does not do: it does not decode compressed or encrypted content,
+//! and it finds a credential only in a format some rule describes (the
+//! generic rule needs a `key`/`secret`/`token`/`password`-like name next to
+//! a random-looking quoted value). Findings never carry the secret itself
+//! in their text output; [`Finding::preview`] masks it.
+
+#![forbid(unsafe_code)]
+
+mod canary;
+pub mod check;
+mod json;
+mod pii;
+mod redact;
+pub mod rules;
+
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use serde::{Deserialize, Serialize};
+
+pub use json::{redact_json, NotJson};
+pub use redact::{redact, Placeholders, Redactor, Style};
+pub use rules::RuleSpec;
+
+/// What was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A credential.
+    Secret,
+    /// Personal data.
+    Pii,
+    /// A registered canary (honeytoken or injected real secret).
+    Canary,
+}
+
+/// How sure a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    /// The format fits but its own check fails (a test fixture, most
+    /// likely).
+    Low,
+    /// The value fits a format that needs context to be sure.
+    Medium,
+    /// A distinctive format, checked where it can be.
+    High,
+}
+
+/// One finding: a byte span of the scanned text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The rule's id (`github-pat`, `email`, `canary`, ...).
+    pub rule: Arc<str>,
+    /// Secret, PII or canary.
+    pub kind: Kind,
+    /// Start of the secret (byte offset).
+    pub start: usize,
+    /// End of the secret (exclusive).
+    pub end: usize,
+    /// Start of the whole match, with the context the rule needed before
+    /// the secret (a `password = ` before the value); at most `start`.
+    #[serde(skip)]
+    pub match_start: usize,
+    /// How sure it is.
+    pub confidence: Confidence,
+}
+
+impl Finding {
+    /// A masked preview of the secret in `hay`: a few leading characters
+    /// and the length, never the whole value.
+    pub fn preview(&self, hay: &[u8]) -> String {
+        mask(hay.get(self.start..self.end).unwrap_or_default())
+    }
+}
+
+/// A masked form of `secret`: its first characters (4 of a long one, 2 of
+/// a shorter one, none of a short one), then its length.
+pub fn mask(secret: &[u8]) -> String {
+    let keep = match secret.len() {
+        0..=7 => 0,
+        8..=19 => 2,
+        _ => 4,
+    };
+    let shown: String = secret[..keep]
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    format!("{shown}**** ({} bytes)", secret.len())
+}
+
+/// Errors in building a detector.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A rules file does not parse.
+    #[error("{origin}: {message}")]
+    Rules {
+        /// Where the rules came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A rule's regex does not compile.
+    #[error("rule {rule}: its {what} is not valid: {message}")]
+    Regex {
+        /// The rule.
+        rule: String,
+        /// Which of its patterns.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two rules share an id.
+    #[error("rule id {0} is defined twice")]
+    DuplicateRule(String),
+    /// The keyword automaton could not be built.
+    #[error("cannot build the keyword automaton: {0}")]
+    Automaton(String),
+    /// A canary is too short to be matched without false positives.
+    #[error("a canary must be at least {min} bytes long (got {got})")]
+    ShortCanary {
+        /// The minimum.
+        min: usize,
+        /// Its length.
+        got: usize,
+    },
+}
+
+/// What a detector looks for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The built-in credential rules.
+    pub builtin: bool,
+    /// More credential rules (a user's file, gitleaks rules).
+    pub extra_rules: Vec<RuleSpec>,
+    /// Personal data: email, phone, card numbers, IBAN, US SSN.
+    pub pii: bool,
+    /// IP addresses as personal data (off by default: they are everywhere
+    /// in logs and configs).
+    pub ip: bool,
+    /// Exact values to find in every encoding: raw, base64, URL-encoded,
+    /// hex.
+    pub canaries: Vec<Vec<u8>>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            builtin: true,
+            extra_rules: Vec::new(),
+            pii: false,
+            ip: false,
+            canaries: Vec::new(),
+        }
+    }
+}
+
+/// A compiled set of detectors; cheap to share (`Arc`) between threads.
+#[derive(Debug)]
+pub struct Detector {
+    rules: Vec<rules::Rule>,
+    keywords: Option<AhoCorasick>,
+    /// For each keyword pattern, the rules it wakes.
+    by_keyword: Vec<Vec<usize>>,
+    /// Rules without keywords (run over everything).
+    always: Vec<usize>,
+    canaries: Option<canary::Canaries>,
+    pii: Option<pii::Pii>,
+    max_len: usize,
+}
+
+impl Detector {
+    /// Builds a detector.
+    pub fn new(opts: Options) -> Result<Detector, Error> {
+        let mut specs = if opts.builtin {
+            rules::builtin()?
+        } else {
+            Vec::new()
+        };
+        specs.extend(opts.extra_rules);
+        let mut rules = Vec::with_capacity(specs.len());
+        let mut seen = std::collections::HashSet::new();
+        for spec in &specs {
+            if !seen.insert(spec.id.clone()) {
+                return Err(Error::DuplicateRule(spec.id.clone()));
+            }
+            rules.push(rules::Rule::compile(spec)?);
+        }
+        let mut patterns: Vec<String> = Vec::new();
+        let mut by_keyword: Vec<Vec<usize>> = Vec::new();
+        let mut always = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            if r.keywords.is_empty() {
+                always.push(i);
+            }
+            for k in &r.keywords {
+                let k = k.to_ascii_lowercase();
+                match patterns.iter().position(|p| *p == k) {
+                    Some(p) => by_keyword[p].push(i),
+                    None => {
+                        patterns.push(k);
+                        by_keyword.push(vec![i]);
+                    }
+                }
+            }
+        }
+        let keywords = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&patterns)
+                    .map_err(|e| Error::Automaton(e.to_string()))?,
+            )
+        };
+        let canaries = if opts.canaries.is_empty() {
+            None
+        } else {
+            Some(canary::Canaries::new(&opts.canaries)?)
+        };
+        let max_len = rules
+            .iter()
+            .map(|r| r.back + r.window)
+            .chain(canaries.as_ref().map(canary::Canaries::max_len))
+            .chain(Some(pii::MAX_LEN))
+            .max()
+            .unwrap_or(0);
+        Ok(Detector {
+            rules,
+            keywords,
+            by_keyword,
+            always,
+            canaries,
+            pii: opts.pii.then_some(pii::Pii { ip: opts.ip }),
+            max_len,
+        })
+    }
+
+    /// The built-in credential rules only.
+    pub fn builtin() -> Result<Detector, Error> {
+        Detector::new(Options::default())
+    }
+
+    /// The ids of the credential rules, in order.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| &*r.id)
+    }
+
+    /// The longest stretch of bytes one finding (with the context it needs)
+    /// can span: what a streaming redactor must hold back.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Everything found in `hay`, ordered by position, without overlaps
+    /// (where two findings overlap the stronger stays: a canary over a
+    /// credential over personal data, then the more confident, then the
+    /// longer).
+    pub fn scan(&self, hay: &[u8]) -> Vec<Finding> {
+        self.scan_path(None, hay)
+    }
+
+    /// [`Detector::scan`] for the contents of the file at `path`: rules
+    /// whose allowlist names the path are skipped.
+    pub fn scan_path(&self, path: Option<&str>, hay: &[u8]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let skip = |r: &rules::Rule| path.is_some_and(|p| r.allowed_path(p));
+        if let Some(ac) = &self.keywords {
+            // Windows around keyword hits, merged per rule so that no byte
+            // is searched twice by the same rule.
+            let mut pending: Vec<Option<(usize, usize)>> = vec![None; self.rules.len()];
+            for m in ac.find_overlapping_iter(hay) {
+                for &i in &self.by_keyword[m.pattern().as_usize()] {
+                    let r = &self.rules[i];
+                    let lo = m.start().saturating_sub(r.back);
+                    let hi = (m.end() + r.window).min(hay.len());
+                    match &mut pending[i] {
+                        Some((_, phi)) if lo <= *phi => *phi = (*phi).max(hi),
+                        slot => {
+                            if let Some((a, b)) = slot.replace((lo, hi)) {
+                                if !skip(r) {
+                                    r.find(hay, a, b, &mut out);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (i, p) in pending.into_iter().enumerate() {
+                if let Some((a, b)) = p {
+                    if !skip(&self.rules[i]) {
+                        self.rules[i].find(hay, a, b, &mut out);
+                    }
+                }
+            }
+        }
+        for &i in &self.always {
+            if !skip(&self.rules[i]) {
+                self.rules[i].find(hay, 0, hay.len(), &mut out);
+            }
+        }
+        if let Some(p) = &self.pii {
+            p.scan(hay, &mut out);
+        }
+        if let Some(c) = &self.canaries {
+            c.scan(hay, &mut out);
+        }
+        resolve(out)
+    }
+}
+
+/// Orders findings and removes overlaps, keeping the stronger of two.
+fn resolve(mut all: Vec<Finding>) -> Vec<Finding> {
+    all.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+    all.dedup_by(|a, b| a.start == b.start && a.end == b.end && a.rule == b.rule);
+    let strength = |f: &Finding| (f.kind, f.confidence, f.end - f.start);
+    let mut out: Vec<Finding> = Vec::with_capacity(all.len());
+    for f in all {
+        match out.last_mut() {
+            Some(last) if f.start < last.end => {
+                if strength(&f) > strength(last) {
+                    *last = f;
+                    // The replacement may now overlap earlier ones too.
+                    while out.len() >= 2 {
+                        let n = out.len();
+                        if out[n - 2].end <= out[n - 1].start {
+                            break;
+                        }
+                        if strength(&out[n - 1]) > strength(&out[n - 2]) {
+                            out.remove(n - 2);
+                        } else {
+                            out.pop();
+                        }
+                    }
+                }
+            }
+            _ => out.push(f),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
