@@ -26,12 +26,12 @@ mod canary;
 pub mod check;
 mod json;
 mod pii;
+mod prefilter;
 mod redact;
 pub mod rules;
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
 
 pub use json::{redact_json, NotJson};
@@ -181,7 +181,7 @@ impl Default for Options {
 #[derive(Debug)]
 pub struct Detector {
     rules: Vec<rules::Rule>,
-    keywords: Option<AhoCorasick>,
+    keywords: Option<prefilter::Keywords>,
     /// For each keyword pattern, the rules it wakes.
     by_keyword: Vec<Vec<usize>>,
     /// Rules without keywords (run over everything).
@@ -199,6 +199,9 @@ impl Detector {
         } else {
             Vec::new()
         };
+        // Built-in keywords are matched as written (words also capitalized
+        // and in upper case); imported ones case-insensitively.
+        let exact_rules = specs.len();
         specs.extend(opts.extra_rules);
         let mut rules = Vec::with_capacity(specs.len());
         let mut seen = std::collections::HashSet::new();
@@ -208,34 +211,61 @@ impl Detector {
             }
             rules.push(rules::Rule::compile(spec)?);
         }
-        let mut patterns: Vec<String> = Vec::new();
+        // (text, how it is matched): exact, a word (three cases), folded.
+        let mut keywords: Vec<(String, prefilter::Case)> = Vec::new();
         let mut by_keyword: Vec<Vec<usize>> = Vec::new();
         let mut always = Vec::new();
         for (i, r) in rules.iter().enumerate() {
-            if r.keywords.is_empty() {
+            if r.keywords.is_empty() && r.words.is_empty() {
                 always.push(i);
             }
-            for k in &r.keywords {
-                let k = k.to_ascii_lowercase();
-                match patterns.iter().position(|p| *p == k) {
+            let imported = i >= exact_rules;
+            let all = r
+                .keywords
+                .iter()
+                .map(|k| {
+                    if imported {
+                        (k.to_ascii_lowercase(), prefilter::Case::Folded)
+                    } else {
+                        (k.clone(), prefilter::Case::Exact)
+                    }
+                })
+                .chain(
+                    r.words
+                        .iter()
+                        .map(|w| (w.to_ascii_lowercase(), prefilter::Case::Word)),
+                );
+            for k in all {
+                match keywords.iter().position(|t| *t == k) {
                     Some(p) => by_keyword[p].push(i),
                     None => {
-                        patterns.push(k);
+                        keywords.push(k);
                         by_keyword.push(vec![i]);
                     }
                 }
             }
         }
-        let keywords = if patterns.is_empty() {
+        // The search reports one keyword per start position (the longest):
+        // a hit also stands for every keyword inside it ("sk-" in "sk-or-").
+        let by_keyword: Vec<Vec<usize>> = keywords
+            .iter()
+            .map(|(p, _)| {
+                let p = p.to_ascii_lowercase();
+                let mut all: Vec<usize> = keywords
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (q, _))| p.contains(&q.to_ascii_lowercase()))
+                    .flat_map(|(j, _)| by_keyword[j].iter().copied())
+                    .collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            })
+            .collect();
+        let keywords = if keywords.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&patterns)
-                    .map_err(|e| Error::Automaton(e.to_string()))?,
-            )
+            Some(prefilter::Keywords::new(&keywords)?)
         };
         let canaries = if opts.canaries.is_empty() {
             None
@@ -289,32 +319,37 @@ impl Detector {
     pub fn scan_path(&self, path: Option<&str>, hay: &[u8]) -> Vec<Finding> {
         let mut out = Vec::new();
         let skip = |r: &rules::Rule| path.is_some_and(|p| r.allowed_path(p));
-        if let Some(ac) = &self.keywords {
+        if let Some(kw) = &self.keywords {
             // Windows around keyword hits, merged per rule so that no byte
             // is searched twice by the same rule.
-            let mut pending: Vec<Option<(usize, usize)>> = vec![None; self.rules.len()];
-            for m in ac.find_overlapping_iter(hay) {
-                for &i in &self.by_keyword[m.pattern().as_usize()] {
+            let mut windows: Vec<(usize, usize, usize)> = Vec::new();
+            kw.each(hay, |k, start, end| {
+                for &i in &self.by_keyword[k] {
                     let r = &self.rules[i];
-                    let lo = m.start().saturating_sub(r.back);
-                    let hi = (m.end() + r.window).min(hay.len());
-                    match &mut pending[i] {
-                        Some((_, phi)) if lo <= *phi => *phi = (*phi).max(hi),
-                        slot => {
-                            if let Some((a, b)) = slot.replace((lo, hi)) {
-                                if !skip(r) {
-                                    r.find(hay, a, b, &mut out);
-                                }
+                    windows.push((
+                        i,
+                        start.saturating_sub(r.back),
+                        (end + r.window).min(hay.len()),
+                    ));
+                }
+            });
+            windows.sort_unstable();
+            let mut current: Option<(usize, usize, usize)> = None;
+            for (i, lo, hi) in windows {
+                match &mut current {
+                    Some((ci, _, chi)) if *ci == i && lo <= *chi => *chi = (*chi).max(hi),
+                    slot => {
+                        if let Some((ci, clo, chi)) = slot.replace((i, lo, hi)) {
+                            if !skip(&self.rules[ci]) {
+                                self.rules[ci].find(hay, clo, chi, &mut out);
                             }
                         }
                     }
                 }
             }
-            for (i, p) in pending.into_iter().enumerate() {
-                if let Some((a, b)) = p {
-                    if !skip(&self.rules[i]) {
-                        self.rules[i].find(hay, a, b, &mut out);
-                    }
+            if let Some((ci, clo, chi)) = current {
+                if !skip(&self.rules[ci]) {
+                    self.rules[ci].find(hay, clo, chi, &mut out);
                 }
             }
         }

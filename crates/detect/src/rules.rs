@@ -23,6 +23,10 @@ pub struct RuleSpec {
     /// over everything (slow, for imported rules only).
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// Lower-case words that, as written, capitalized or in upper case,
+    /// also wake the rule.
+    #[serde(default)]
+    pub words: Vec<String>,
     /// The format.
     pub regex: String,
     /// The capture group that is the secret.
@@ -177,6 +181,7 @@ pub fn from_gitleaks(text: &str, origin: &str) -> Result<(Vec<RuleSpec>, Vec<Str
             id: r.id,
             title: r.description,
             keywords: r.keywords,
+            words: Vec::new(),
             regex,
             group: r.secret_group.filter(|&g| g > 0),
             entropy: r.entropy,
@@ -211,6 +216,7 @@ pub fn from_gitleaks(text: &str, origin: &str) -> Result<(Vec<RuleSpec>, Vec<Str
 pub(crate) struct Rule {
     pub id: Arc<str>,
     pub keywords: Vec<String>,
+    pub words: Vec<String>,
     regex: Regex,
     group: usize,
     entropy: f64,
@@ -263,6 +269,7 @@ impl Rule {
         Ok(Rule {
             id: Arc::from(spec.id.as_str()),
             keywords: spec.keywords.clone(),
+            words: spec.words.clone(),
             regex,
             group,
             entropy: spec.entropy.unwrap_or(0.0),
