@@ -72,6 +72,80 @@ enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Find credentials (and, with --pii, personal data) in files.
+    ///
+    /// Walks the paths given (directories recursively, honouring .gitignore),
+    /// skips binary and huge files with a note, and prints each finding with
+    /// a masked preview, never the value. Exit status 1 when something was
+    /// found, 0 when nothing was. Examples:
+    ///
+    ///   cordon scan .
+    ///   cordon scan --sarif src config > cordon.sarif
+    ///   cordon scan --rules .gitleaks.toml --pii logs/
+    #[command(verbatim_doc_comment)]
+    Scan(ScanArgs),
+    /// Copy stdin (or a file) to stdout with credentials replaced.
+    ///
+    /// Each secret becomes a placeholder such as [REDACTED:github-pat#1]; the
+    /// same secret gets the same placeholder throughout. Streams of any size
+    /// are redacted as they come, with secrets split across reads still
+    /// found. Examples:
+    ///
+    ///   some-tool 2>&1 | cordon redact
+    ///   cordon redact --json-body --pii request.json
+    #[command(verbatim_doc_comment)]
+    Redact(RedactArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScanArgs {
+    /// Files and directories to scan.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// JSON output.
+    #[arg(long, conflicts_with = "sarif")]
+    json: bool,
+    /// SARIF 2.1.0 output, for code-scanning tools.
+    #[arg(long)]
+    sarif: bool,
+    /// More rules: cordon's rule format or a gitleaks configuration
+    /// ([[rules]] with id, regex, secretGroup, entropy, keywords, allowlists).
+    #[arg(long, value_name = "FILE")]
+    rules: Vec<PathBuf>,
+    /// Also find personal data: email, phone, card numbers, IBAN, US SSN.
+    #[arg(long)]
+    pii: bool,
+    /// Only the rules given with --rules, not the built-in ones.
+    #[arg(long, requires = "rules")]
+    no_builtin: bool,
+    /// Include findings of low confidence (formats whose own checksum fails,
+    /// such as test fixtures).
+    #[arg(long)]
+    all: bool,
+    /// Skip files larger than this many bytes.
+    #[arg(long, default_value_t = 10 << 20, value_name = "BYTES")]
+    max_size: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct RedactArgs {
+    /// The input file; `-` or nothing: stdin.
+    #[arg(value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// The input is one JSON document (a model API request body): redact
+    /// inside string values and write valid JSON.
+    #[arg(long)]
+    json_body: bool,
+    /// Also redact personal data.
+    #[arg(long)]
+    pii: bool,
+    /// Replace each secret with a same-shaped stand-in instead of a
+    /// [REDACTED:...] placeholder.
+    #[arg(long)]
+    format_preserving: bool,
+    /// More rules (as for `cordon scan`).
+    #[arg(long, value_name = "FILE")]
+    rules: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -183,6 +257,8 @@ fn main() -> ExitCode {
             json,
         } => cmd_diff(&session, stat, json),
         Command::Apply { session, yes } => cmd_apply(&session, yes),
+        Command::Scan(args) => cmd_scan(args),
+        Command::Redact(args) => cmd_redact(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -509,4 +585,148 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
         notice(&format!("refused {}: {why}", overlay::quote(p)));
     }
     Ok(if res.refused.is_empty() { 0 } else { 1 })
+}
+
+/// Reads the rule files given with --rules (cordon's format, or gitleaks'
+/// when the file has `[[rules]]`); notes about skipped rules go to stderr.
+fn load_rules(files: &[PathBuf]) -> Result<Vec<cordon_detect::RuleSpec>, Fail> {
+    let mut specs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Fail(2, anyhow::anyhow!("{}: {e}", f.display())))?;
+        let origin = f.display().to_string();
+        let gitleaks = text
+            .lines()
+            .any(|l| l.trim_start().starts_with("[[rules]]"));
+        let parsed = if gitleaks {
+            cordon_detect::rules::from_gitleaks(&text, &origin).map(|(specs, notes)| {
+                for n in notes {
+                    notice(&n);
+                }
+                specs
+            })
+        } else {
+            cordon_detect::rules::parse(&text, &origin)
+        };
+        specs.extend(parsed.map_err(|e| Fail(2, e.into()))?);
+    }
+    Ok(specs)
+}
+
+fn detector(
+    rules: &[PathBuf],
+    builtin: bool,
+    pii: bool,
+) -> Result<std::sync::Arc<cordon_detect::Detector>, Fail> {
+    let opts = cordon_detect::Options {
+        builtin,
+        extra_rules: load_rules(rules)?,
+        pii,
+        ..cordon_detect::Options::default()
+    };
+    let d = cordon_detect::Detector::new(opts).map_err(|e| Fail(2, e.into()))?;
+    Ok(std::sync::Arc::new(d))
+}
+
+fn cmd_scan(args: ScanArgs) -> Result<u8, Fail> {
+    use cordon_session::scan;
+    let det = detector(&args.rules, !args.no_builtin, args.pii)?;
+    let opts = scan::ScanOptions {
+        paths: args.paths,
+        max_size: args.max_size,
+        min_confidence: if args.all {
+            cordon_detect::Confidence::Low
+        } else {
+            cordon_detect::Confidence::Medium
+        },
+        threads: 0,
+    };
+    let report = scan::scan(&det, &opts).map_err(|e| Fail(2, e.into()))?;
+    if args.sarif {
+        json(&scan::render_sarif(&report, &det))?;
+    } else if args.json {
+        json(&report)?;
+    } else {
+        out(&scan::render_text(&report))?;
+    }
+    let binary = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason == "binary")
+        .count();
+    let other = report.skipped.len() - binary;
+    let mut line = format!(
+        "scanned {} file(s), {} byte(s): {} finding(s)",
+        report.files,
+        report.bytes,
+        report.findings.len()
+    );
+    if binary > 0 {
+        line.push_str(&format!("; skipped {binary} binary file(s)"));
+    }
+    if other > 0 {
+        let first = &report.skipped.iter().find(|s| s.reason != "binary");
+        line.push_str(&format!(
+            "; skipped {other} other file(s){}",
+            first.map_or(String::new(), |s| format!(
+                ", e.g. {}: {}",
+                s.path, s.reason
+            ))
+        ));
+    }
+    notice(&line);
+    Ok(u8::from(!report.findings.is_empty()))
+}
+
+fn cmd_redact(args: RedactArgs) -> Result<u8, Fail> {
+    use std::io::Read;
+    let det = detector(&args.rules, true, args.pii)?;
+    let style = if args.format_preserving {
+        cordon_detect::Style::FormatPreserving
+    } else {
+        cordon_detect::Style::Typed
+    };
+    let mut input: Box<dyn Read> = match args.input.as_deref() {
+        None => Box::new(std::io::stdin().lock()),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+        Some(p) => Box::new(
+            std::fs::File::open(p).map_err(|e| Fail(2, anyhow::anyhow!("{}: {e}", p.display())))?,
+        ),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let map = std::sync::Arc::new(std::sync::Mutex::new(cordon_detect::Placeholders::new()));
+    let found = if args.json_body {
+        let mut body = Vec::new();
+        input.read_to_end(&mut body)?;
+        let mut map = map
+            .lock()
+            .map_err(|_| anyhow::anyhow!("placeholder map poisoned"))?;
+        let (redacted, findings) = cordon_detect::redact_json(&det, &mut map, style, &body)
+            .map_err(|e| Fail(1, anyhow::anyhow!("--json-body: the input is {e}")))?;
+        stdout.write_all(&redacted)?;
+        findings.len()
+    } else {
+        let mut r = cordon_detect::Redactor::new(det, map, style);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut outbuf = Vec::with_capacity(128 * 1024);
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            r.push(&buf[..n], &mut outbuf);
+            stdout.write_all(&outbuf)?;
+            outbuf.clear();
+        }
+        r.finish(&mut outbuf);
+        stdout.write_all(&outbuf)?;
+        r.found()
+    };
+    stdout.flush()?;
+    if found > 0 {
+        notice(&format!("redacted {found} finding(s)"));
+    }
+    Ok(0)
 }

@@ -300,6 +300,15 @@ impl Detector {
         self.rules.iter().map(|r| &*r.id)
     }
 
+    /// The title of rule `id`, if it has one.
+    pub fn rule_title(&self, id: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|r| &*r.id == id)
+            .map(|r| r.title.as_str())
+            .filter(|t| !t.is_empty())
+    }
+
     /// The longest stretch of bytes one finding (with the context it needs)
     /// can span: what a streaming redactor must hold back.
     pub fn max_len(&self) -> usize {

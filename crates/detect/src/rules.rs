@@ -215,6 +215,7 @@ pub fn from_gitleaks(text: &str, origin: &str) -> Result<(Vec<RuleSpec>, Vec<Str
 #[derive(Debug)]
 pub(crate) struct Rule {
     pub id: Arc<str>,
+    pub title: String,
     pub keywords: Vec<String>,
     pub words: Vec<String>,
     regex: Regex,
@@ -268,6 +269,7 @@ impl Rule {
         }
         Ok(Rule {
             id: Arc::from(spec.id.as_str()),
+            title: spec.title.clone(),
             keywords: spec.keywords.clone(),
             words: spec.words.clone(),
             regex,

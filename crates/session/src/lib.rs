@@ -25,6 +25,7 @@ pub mod overlay;
 pub mod profiles;
 pub mod record;
 pub mod run;
+pub mod scan;
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 mod harness;
 
+mod detect;
 mod egress;
 mod escape;
 mod filesystem;
