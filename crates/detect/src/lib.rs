@@ -381,7 +381,12 @@ impl Detector {
 fn resolve(mut all: Vec<Finding>) -> Vec<Finding> {
     all.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
     all.dedup_by(|a, b| a.start == b.start && a.end == b.end && a.rule == b.rule);
-    let strength = |f: &Finding| (f.kind, f.confidence, f.end - f.start);
+    let rank = |k: Kind| match k {
+        Kind::Canary => 2,
+        Kind::Secret => 1,
+        Kind::Pii => 0,
+    };
+    let strength = |f: &Finding| (rank(f.kind), f.confidence, f.end - f.start);
     let mut out: Vec<Finding> = Vec::with_capacity(all.len());
     for f in all {
         match out.last_mut() {
