@@ -31,8 +31,16 @@ pub fn redact_json(
                 let end =
                     string_end(body, i).ok_or_else(|| NotJson("unterminated string".into()))?;
                 let raw = &body[i..end];
-                let decoded = decode(&raw[1..raw.len() - 1])
-                    .ok_or_else(|| NotJson("a string escape does not decode".into()))?;
+                let inner = &raw[1..raw.len() - 1];
+                // Most strings have no escapes: scanned where they are.
+                let decoded: std::borrow::Cow<'_, [u8]> = if memchr::memchr(b'\\', inner).is_none() {
+                    std::borrow::Cow::Borrowed(inner)
+                } else {
+                    std::borrow::Cow::Owned(
+                        decode(inner)
+                            .ok_or_else(|| NotJson("a string escape does not decode".into()))?,
+                    )
+                };
                 let findings = detector.scan(&decoded);
                 if findings.is_empty() {
                     out.extend_from_slice(raw);
@@ -86,10 +94,10 @@ pub fn redact_json(
 fn string_end(body: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     while i < body.len() {
+        i += memchr::memchr2(b'"', b'\\', &body[i..])?;
         match body[i] {
             b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+            _ => return Some(i + 1),
         }
     }
     None
