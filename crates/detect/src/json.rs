@@ -33,7 +33,8 @@ pub fn redact_json(
                 let raw = &body[i..end];
                 let inner = &raw[1..raw.len() - 1];
                 // Most strings have no escapes: scanned where they are.
-                let decoded: std::borrow::Cow<'_, [u8]> = if memchr::memchr(b'\\', inner).is_none() {
+                let decoded: std::borrow::Cow<'_, [u8]> = if memchr::memchr(b'\\', inner).is_none()
+                {
                     std::borrow::Cow::Borrowed(inner)
                 } else {
                     std::borrow::Cow::Owned(

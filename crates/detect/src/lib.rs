@@ -90,6 +90,13 @@ impl Finding {
     }
 }
 
+/// Every form in which a canary `value` is looked for: itself, base64 and
+/// base64url at each alignment (the characters that depend on it alone),
+/// URL-encoded and hex.
+pub fn canary_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    canary::forms(value)
+}
+
 /// A masked form of `secret`: its first characters (4 of a long one, 2 of
 /// a shorter one, none of a short one), then its length.
 pub fn mask(secret: &[u8]) -> String {
