@@ -17,6 +17,9 @@ const GROUP: usize = 32;
 #[derive(Debug)]
 pub(crate) struct Keywords {
     packed: Vec<(packed::Searcher, Vec<usize>)>,
+    /// Keywords shorter than three bytes, each found on its own (in a
+    /// Teddy group one would cut the group's filter to two bytes).
+    short: Vec<(memchr::memmem::Finder<'static>, usize)>,
     general: Option<(AhoCorasick, Vec<usize>)>,
 }
 
@@ -49,9 +52,13 @@ impl Keywords {
     /// hit reports the keyword's index.
     pub fn new(keywords: &[(String, Case)]) -> Result<Keywords, Error> {
         let mut exact: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut short = Vec::new();
         let mut leftover: Vec<(Vec<u8>, usize)> = Vec::new();
         for (id, (k, case)) in keywords.iter().enumerate() {
             match case {
+                Case::Exact if k.len() < 3 => {
+                    short.push((memchr::memmem::Finder::new(k.as_bytes()).into_owned(), id));
+                }
                 Case::Exact => exact.push((k.as_bytes().to_vec(), id)),
                 Case::Word => exact.extend(word_forms(k).into_iter().map(|f| (f, id))),
                 Case::Folded => leftover.push((k.as_bytes().to_vec(), id)),
@@ -83,6 +90,7 @@ impl Keywords {
         };
         Ok(Keywords {
             packed: packed_searchers,
+            short,
             general,
         })
     }
@@ -98,6 +106,12 @@ impl Keywords {
                 };
                 f(ids[m.pattern().as_usize()], m.start(), m.end());
                 from = m.start() + 1;
+            }
+        }
+        for (finder, id) in &self.short {
+            let n = finder.needle().len();
+            for at in finder.find_iter(hay) {
+                f(*id, at, at + n);
             }
         }
         if let Some((ac, ids)) = &self.general {
