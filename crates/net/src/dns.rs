@@ -5,6 +5,7 @@
 //! resolution happens when a connection to the fake IP is made, by the
 //! supervisor, for the name the fake IP stands for.
 
+use cordon_detect::check::entropy;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -187,33 +188,17 @@ pub fn tunnel_suspect(name: &str) -> Option<String> {
         if label.len() >= 24
             && label.bytes().all(|b| b.is_ascii_alphanumeric())
             && label.bytes().any(|b| b.is_ascii_digit())
-            && entropy(label) >= 3.5
+            && entropy(label.as_bytes()) >= 3.5
         {
             return Some(format!(
                 "the label {label:?} ({} characters, {:.1} bits per character) looks like \
                  encoded data",
                 label.len(),
-                entropy(label)
+                entropy(label.as_bytes())
             ));
         }
     }
     None
-}
-
-fn entropy(s: &str) -> f64 {
-    let mut counts = [0u32; 256];
-    for b in s.bytes() {
-        counts[usize::from(b)] += 1;
-    }
-    let n = s.len() as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f64::from(c) / n;
-            -p * p.log2()
-        })
-        .sum()
 }
 
 #[cfg(test)]
