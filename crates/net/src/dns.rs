@@ -5,9 +5,10 @@
 //! resolution happens when a connection to the fake IP is made, by the
 //! supervisor, for the name the fake IP stands for.
 
-use cordon_detect::check::entropy;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+
+use cordon_detect::check::entropy;
 
 /// The gateway: the sandbox's DNS server and the TUN's peer.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
