@@ -71,9 +71,17 @@ impl Head {
         self.minor_version == 0 || has_token(self.values("connection"), "close")
     }
 
-    /// Whether the client asks to switch protocols (WebSocket).
+    /// Whether the client asks to switch protocols.
     fn wants_upgrade(&self) -> bool {
         self.values("upgrade").next().is_some() && has_token(self.values("connection"), "upgrade")
+    }
+
+    /// Whether the upgrade asked for is WebSocket, the only one passed:
+    /// after a 101 the bytes are no longer read, and HTTP/2 (`h2c`) would
+    /// carry requests for any host in frames cordon does not parse.
+    fn upgrade_is_websocket(&self) -> bool {
+        let mut up = self.values("upgrade");
+        matches!((up.next(), up.next()), (Some(v), None) if v.trim_ascii().eq_ignore_ascii_case(b"websocket"))
     }
 }
 
@@ -90,6 +98,18 @@ pub(crate) async fn read_request<R: AsyncRead + Unpin>(
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => {
+                if len > MAX_REQUEST_HEAD {
+                    return Err("request head longer than 16 KiB".into());
+                }
+                // A server that splits lines on CRLF only would read such a
+                // head differently (one header where cordon saw two).
+                if buf[..len]
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+                {
+                    return Err("a line in the request head ends without CR".into());
+                }
                 return Ok(Some(Head {
                     method: req.method.unwrap_or_default().to_owned(),
                     target: req.path.unwrap_or_default().to_owned(),
@@ -100,7 +120,7 @@ pub(crate) async fn read_request<R: AsyncRead + Unpin>(
                         .map(|h| (h.name.to_owned(), h.value.to_vec()))
                         .collect(),
                     len,
-                }))
+                }));
             }
             Ok(httparse::Status::Partial) => {}
             Err(e) => return Err(e.to_string()),
@@ -146,11 +166,13 @@ impl Framing {
             if !cl.is_empty() {
                 return Err("both Transfer-Encoding and Content-Length");
             }
-            return match last_coding(&te) {
-                Some(c) if c.eq_ignore_ascii_case(b"chunked") && te_chunked_once(&te) => {
+            // Exactly `chunked`: other codings, lists and repeats are read
+            // differently by different servers.
+            return match te.as_slice() {
+                [v] if v.trim_ascii().eq_ignore_ascii_case(b"chunked") => {
                     Ok(Framing::Chunked(Chunked::default()))
                 }
-                _ => Err("a transfer coding other than a final chunked"),
+                _ => Err("a Transfer-Encoding other than exactly chunked"),
             };
         }
         match content_length(&cl)? {
@@ -227,14 +249,6 @@ fn last_coding<'a>(te: &'a [&'a [u8]]) -> Option<&'a [u8]> {
     codings(te).last()
 }
 
-/// Chunked must not be applied twice (RFC 9112 §6.1).
-fn te_chunked_once(te: &[&[u8]]) -> bool {
-    codings(te)
-        .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
-        .count()
-        == 1
-}
-
 /// The one `Content-Length` all the header's values agree on.
 fn content_length(values: &[&[u8]]) -> Result<Option<u64>, &'static str> {
     let mut found: Option<u64> = None;
@@ -260,6 +274,8 @@ fn content_length(values: &[&[u8]]) -> Result<Option<u64>, &'static str> {
 enum ChunkState {
     #[default]
     Size,
+    /// Whitespace after the size, before `;` or CR.
+    SizeWs,
     Ext,
     SizeLf,
     Data,
@@ -303,8 +319,10 @@ impl Chunked {
             i += 1;
             self.state = match (self.state, b) {
                 (Size, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
-                    if self.digits == 16 {
-                        return Err("a chunk size of more than 16 hex digits");
+                    // At most 15 hex digits: no size wraps around in a
+                    // server that keeps it in 64 bits.
+                    if self.digits == 15 {
+                        return Err("a chunk size of more than 15 hex digits");
                     }
                     self.digits += 1;
                     let d = (b as char).to_digit(16).unwrap_or(0);
@@ -312,21 +330,24 @@ impl Chunked {
                     Size
                 }
                 (Size, _) if self.digits == 0 => return Err("a chunk without a size"),
-                (Size, b'\r') => SizeLf,
-                (Size, b';' | b' ' | b'\t') => {
+                (Size | SizeWs, b'\r') => SizeLf,
+                (Size | SizeWs, b' ' | b'\t') => SizeWs,
+                (Size | SizeWs, b';') => {
                     self.extra = 0;
                     Ext
                 }
-                (Size, _) => return Err("a malformed chunk size"),
+                (Size | SizeWs, _) => return Err("a malformed chunk size line"),
                 (Ext, b'\r') => SizeLf,
-                (Ext, b'\n') => return Err("a chunk size line without CRLF"),
-                (Ext, _) => {
+                // Extensions are tokens, quoted strings and whitespace:
+                // printable ASCII.
+                (Ext, b' ' | b'\t' | 0x21..=0x7e) => {
                     self.extra += 1;
                     if self.extra > MAX_CHUNK_EXT {
                         return Err("a chunk extension longer than 4 KiB");
                     }
                     Ext
                 }
+                (Ext, _) => return Err("a chunk extension that is not text"),
                 (SizeLf, b'\n') => {
                     self.digits = 0;
                     if self.size == 0 {
@@ -449,6 +470,7 @@ async fn pass_response<R, W>(
     w: &mut W,
     head_request: bool,
     upgrade_asked: bool,
+    close_after: bool,
     count: &AtomicU64,
 ) -> Result<Response, ResponseError>
 where
@@ -499,9 +521,18 @@ where
             .take(&buf[len..])
             .map_err(|e| fail(started, format!("the response body: {e}")))?;
         let n = len + body_now;
-        w.write_all(&buf[..n])
-            .await
-            .map_err(|e| fail(true, e.to_string()))?;
+        let written = if close_after && status >= 200 {
+            // The connection ends after this response: say so, so that the
+            // client does not send its next request on it.
+            let mut out = Vec::with_capacity(n + 19);
+            out.extend_from_slice(&buf[..len - 2]);
+            out.extend_from_slice(b"connection: close\r\n\r\n");
+            out.extend_from_slice(&buf[len..n]);
+            w.write_all(&out).await
+        } else {
+            w.write_all(&buf[..n]).await
+        };
+        written.map_err(|e| fail(true, e.to_string()))?;
         count.fetch_add(n as u64, Ordering::Relaxed);
         buf.drain(..n);
         started = true;
@@ -521,8 +552,10 @@ where
         pass_body(r, buf, w, &mut framing, count)
             .await
             .map_err(|why| fail(true, why))?;
+        // Bytes past the response (a body sent with a 204, say) would be
+        // taken as the next request's response: the connection ends.
         return Ok(Response {
-            close: close || until_close,
+            close: close || until_close || !buf.is_empty(),
             upgraded: false,
         });
     }
@@ -556,6 +589,10 @@ where
         mut framing,
         bytes: out,
     } = req;
+    // After a request with a body the connection is not reused: a server
+    // that ignores a body it was not expecting would take the body as a
+    // next request, and its answer to that one must not reach the client.
+    let had_body = framing != Framing::Empty;
     cbuf.drain(..head.len);
     // The head and the part of the body already read go in one write.
     let mut out = out;
@@ -589,6 +626,7 @@ where
             cw,
             head_request,
             upgrade_asked,
+            had_body,
             &up.guard.down,
         );
         tokio::pin!(send, recv);
@@ -617,7 +655,7 @@ where
         (Some(Ok(())), Some(Ok(resp))) => {
             if resp.upgraded {
                 Outcome::Upgraded
-            } else if resp.close || head.wants_close() {
+            } else if resp.close || head.wants_close() || had_body {
                 Outcome::Close
             } else {
                 Outcome::KeepAlive
@@ -662,6 +700,23 @@ fn record_request(shared: &Shared, flow: &NetEvent, head: &Head, host: Option<St
         path: Some(event_path(path)),
         ..Default::default()
     });
+}
+
+/// Checks every request makes, whatever the mode: only WebSocket
+/// upgrades, and no body on a method that has no use for one (a server
+/// would not read it, and would take it for a next request).
+fn common_checks(h: &Head, framing: &Framing) -> Result<(), Refusal> {
+    if h.values("upgrade").next().is_some() && !h.upgrade_is_websocket() {
+        return Err(bad(
+            "only WebSocket upgrades are passed (an HTTP/2 or other upgraded connection \
+             carries requests cordon does not read)"
+                .into(),
+        ));
+    }
+    if *framing != Framing::Empty && (h.is("HEAD") || h.is("TRACE")) {
+        return Err(bad(format!("a {} request with a body", h.method)));
+    }
+    Ok(())
 }
 
 /// The single `Host` of a request, normalised (name only, lower-case).
@@ -883,6 +938,7 @@ fn check_proxy_request(h: &Head, ev: &mut NetEvent) -> Result<ProxyRequest, Refu
         return Err(fronting(&target.host(), "Host header", name));
     }
     let framing = Framing::of_request(h).map_err(|e| bad(format!("the request has {e}")))?;
+    common_checks(h, &framing)?;
     Ok(ProxyRequest {
         target,
         path,
@@ -1020,9 +1076,9 @@ pub(crate) async fn serve_pinned<C>(
             ev.http_host.clone_from(host);
         });
         let (host, framing) = match checked.and_then(|host| {
-            Framing::of_request(&h)
-                .map_err(|e| bad(format!("the request has {e}")))
-                .map(|f| (host, f))
+            let f = Framing::of_request(&h).map_err(|e| bad(format!("the request has {e}")))?;
+            common_checks(&h, &f)?;
+            Ok((host, f))
         }) {
             Ok(v) => v,
             Err(r) => return refuse(shared, &mut cw, ev, &r).await,
@@ -1090,19 +1146,31 @@ fn pinned_check(h: &Head, expected: &str) -> Result<Option<String>, Refusal> {
             "CONNECT inside a connection to {expected} is refused"
         )));
     }
-    if let Some((scheme, rest)) = h.target.split_once("://") {
-        if !scheme.is_empty()
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-        {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let authority = &rest[..end];
-            let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-            let name = peek::normalize(peek::host_of(authority));
-            if name != expected {
-                return Err(fronting(expected, "request target", &name));
-            }
+    // Origin form (`/path`) and `*` name no host. Anything else must be
+    // `http(s)://` and the expected host, with nothing a URL parser could
+    // read as another authority (`\`, userinfo).
+    if !(h.target.starts_with('/') || h.target == "*") {
+        let lower = h.target.to_ascii_lowercase();
+        let Some(rest) = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"))
+        else {
+            return Err(bad(format!(
+                "a request target cordon cannot check: {:?}",
+                h.target
+            )));
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if authority.contains(['\\', '@']) {
+            return Err(bad(format!(
+                "a request target cordon cannot check: {:?}",
+                h.target
+            )));
+        }
+        let name = peek::normalize(peek::host_of(authority));
+        if name != expected {
+            return Err(fronting(expected, "request target", &name));
         }
     }
     let host = host_header(h)?;
@@ -1185,6 +1253,11 @@ mod tests {
             b"11111111111111111\r\n",
             b"0\r\n\n",
             b"4\r\nWiki\n",
+            // A size line that is also a request line.
+            b"0 /x HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+            b"0\t\x01\r\n\r\n",
+            b"1 2\r\nx\r\n0\r\n\r\n",
+            b"1000000000000000\r\n",
         ] {
             assert!(
                 chunked_end(bad, 1).is_err(),
@@ -1225,7 +1298,7 @@ mod tests {
             Ok(Framing::Length(12))
         );
         assert_eq!(
-            f("Transfer-Encoding: gzip, chunked\r\n"),
+            f("Transfer-Encoding: Chunked \r\n"),
             Ok(Framing::Chunked(Chunked::default()))
         );
         for bad in [
@@ -1237,6 +1310,10 @@ mod tests {
             "Transfer-Encoding: chunked, gzip\r\n",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
             "Transfer-Encoding: xchunked\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: ,chunked\r\n",
+            "Transfer-Encoding: chunked,\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: \r\n",
         ] {
             assert!(f(bad).is_err(), "{bad:?}");
         }
@@ -1291,6 +1368,35 @@ mod tests {
         );
         let connect = head("CONNECT web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n");
         assert!(pinned_check(&connect, "web.test").is_err());
+        // Targets a URL parser could read as another host.
+        for target in [
+            "http:\\\\evil.test\\",
+            "http:/evil.test/",
+            "http:evil.test/",
+            "http://evil.test\\@web.test/",
+            "http://user@web.test/",
+            "ftp://web.test/",
+        ] {
+            let h = head(&format!("GET {target} HTTP/1.1\r\nHost: web.test\r\n\r\n"));
+            assert!(pinned_check(&h, "web.test").is_err(), "{target}");
+        }
+        let ok = head("GET HTTPS://Web.Test/a HTTP/1.1\r\nHost: web.test\r\n\r\n");
+        assert!(pinned_check(&ok, "web.test").is_ok());
+        let star = head("OPTIONS * HTTP/1.1\r\nHost: web.test\r\n\r\n");
+        assert!(pinned_check(&star, "web.test").is_ok());
+        let bracket = head("GET / HTTP/1.1\r\nHost: [web.test]evil.test\r\n\r\n");
+        assert!(pinned_check(&bracket, "web.test").is_err());
+    }
+
+    #[test]
+    fn only_websocket_upgrades_and_no_bodies_on_head() {
+        let h2c = head("GET / HTTP/1.1\r\nHost: w\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n");
+        assert!(common_checks(&h2c, &Framing::Empty).is_err());
+        let ws =
+            head("GET / HTTP/1.1\r\nHost: w\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n");
+        assert!(common_checks(&ws, &Framing::Empty).is_ok());
+        let head_body = head("HEAD / HTTP/1.1\r\nHost: w\r\nContent-Length: 5\r\n\r\n");
+        assert!(common_checks(&head_body, &Framing::Length(5)).is_err());
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub fn peek(buf: &[u8]) -> Peek {
         None if buf.len() >= MAX_PEEK => Peek::Malformed("only empty lines"),
         None => Peek::NeedMore,
         Some(b) if b.is_ascii_alphabetic() => http(buf),
+        // A request line after blanks: servers that split on any
+        // whitespace would take it. Wait for the line to tell.
+        Some(b' ' | b'\t') => match buf.iter().position(|&b| b == b'\n') {
+            None if buf.len() < MAX_PEEK => Peek::NeedMore,
+            _ if request_line(buf) => Peek::Malformed("an HTTP request line after blanks"),
+            _ => Peek::Other,
+        },
         Some(_) => Peek::Other,
     }
 }
@@ -86,7 +93,8 @@ fn http(buf: &[u8]) -> Peek {
     }
 }
 
-/// Whether the first line reads like an HTTP request line (any version:
+/// Whether the first line reads like an HTTP request line: it names
+/// `HTTP/` anywhere, in any case, after any whitespace (any version:
 /// HTTP/2 without TLS, `PRI * HTTP/2.0`, names its host inside frames
 /// cordon does not read, so it is refused too).
 fn request_line(buf: &[u8]) -> bool {
@@ -94,13 +102,25 @@ fn request_line(buf: &[u8]) -> bool {
         .split(|&b| b == b'\n')
         .find(|l| !l.is_empty() && *l != b"\r")
         .unwrap_or_default();
-    line.windows(6).any(|w| w == b" HTTP/")
+    line.windows(5).any(|w| w.eq_ignore_ascii_case(b"HTTP/"))
 }
 
 /// The name part of `host[:port]` or `[v6]:port`.
 pub fn host_of(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        // `[v6]` or `[v6]:port`; anything else after `]` is returned whole,
+        // so that it matches no name.
+        return match rest.split_once(']') {
+            Some((inside, "")) => inside,
+            Some((inside, port))
+                if port.len() > 1
+                    && port.starts_with(':')
+                    && port[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                inside
+            }
+            _ => authority,
+        };
     }
     match authority.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -350,6 +370,17 @@ mod tests {
             peek(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             Peek::Malformed(_)
         ));
+        for hidden in [
+            &b"GET\t/\tHTTP/1.1\r\nHost: evil.test\r\n\r\n"[..],
+            b" GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+            b"\tget / http/1.1\r\nHost: evil.test\r\n\r\n",
+        ] {
+            assert!(matches!(peek(hidden), Peek::Malformed(_)), "{hidden:?}");
+        }
+        assert_eq!(peek(b" not a request"), Peek::NeedMore);
+        assert_eq!(peek(b" not a request\n"), Peek::Other);
+        assert_eq!(host_of("[web.test]evil.test"), "[web.test]evil.test");
+        assert_eq!(host_of("[::1]:8080"), "::1");
         assert_eq!(
             peek(b"get / HTTP/1.1\r\nHost: evil.test\r\n\r\n"),
             Peek::Http {

@@ -388,7 +388,7 @@ fn http_server() -> SocketAddr {
                             payload.len()
                         ),
                         "/close" => format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{payload}"),
-                        "/upgrade" => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n".to_owned(),
+                        "/upgrade" => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_owned(),
                         _ if head_only => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", payload.len()),
                         _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{payload}", payload.len()),
                     };
@@ -486,22 +486,6 @@ fn plain_http_keeps_connections_alive_and_checks_every_request() {
     let (h, body) = response(&mut r, false);
     assert!(h.starts_with("HTTP/1.1 200"), "{h}");
     assert_eq!(body, "conn=1 GET /a?b=1 HTTP/1.1 host=web.test body=");
-    w.write_all(
-        b"POST http://web.test/p HTTP/1.1\r\nHost: web.test\r\nContent-Length: 5\r\n\r\nhello",
-    )
-    .unwrap();
-    assert_eq!(
-        response(&mut r, false).1,
-        "conn=1 POST /p HTTP/1.1 host=web.test body=hello"
-    );
-    w.write_all(
-        b"PUT http://web.test/chunked HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-    )
-    .unwrap();
-    assert_eq!(
-        response(&mut r, false).1,
-        "conn=1 PUT /chunked HTTP/1.1 host=web.test body=abcde"
-    );
     w.write_all(b"HEAD http://web.test/h HTTP/1.1\r\nHost: web.test\r\n\r\n")
         .unwrap();
     let (h, _) = response(&mut r, true);
@@ -518,9 +502,32 @@ fn plain_http_keeps_connections_alive_and_checks_every_request() {
     w.write_all(b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n")
         .unwrap();
     assert!(response(&mut r, false).1.starts_with("conn=2 GET / "));
+    // A request with a body is answered, and then the connection ends (a
+    // server that did not read the body must not answer it as a request).
+    w.write_all(
+        b"POST http://web.test/p HTTP/1.1\r\nHost: web.test\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let (h, body) = response(&mut r, false);
+    assert_eq!(body, "conn=3 POST /p HTTP/1.1 host=web.test body=hello");
+    assert!(h.ends_with("connection: close\r\n\r\n"), "{h}");
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0);
+    let c = request(
+        s.proxy,
+        b"PUT http://web.test/chunked HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+    );
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    assert_eq!(
+        response(&mut r, false).1,
+        "conn=4 PUT /chunked HTTP/1.1 host=web.test body=abcde"
+    );
     // A name outside the allowlist: 403, and the connection ends.
-    w.write_all(b"GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n")
-        .unwrap();
+    let c = request(
+        s.proxy,
+        b"GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    );
+    let mut r = std::io::BufReader::new(c);
     let (h, body) = response(&mut r, false);
     assert!(h.starts_with("HTTP/1.1 403"), "{h}");
     assert!(h.contains("x-cordon-reason: net_host_not_allowed"), "{h}");
@@ -538,7 +545,11 @@ fn plain_http_keeps_connections_alive_and_checks_every_request() {
             "http.request",
             "http.request",
             "http.request",
+            "flow.closed",
+            "flow.allowed",
             "http.request",
+            "flow.closed",
+            "flow.allowed",
             "http.request",
             "flow.closed",
             "flow.allowed",
@@ -548,8 +559,8 @@ fn plain_http_keeps_connections_alive_and_checks_every_request() {
         ],
         "{ev:?}"
     );
-    assert_eq!(ev[3]["method"], "PUT");
-    assert_eq!(ev[3]["path"], "/chunked");
+    assert_eq!(ev[13]["method"], "PUT");
+    assert_eq!(ev[13]["path"], "/chunked");
 }
 
 #[test]
@@ -562,6 +573,9 @@ fn a_later_request_naming_another_host_is_fronting() {
         (b"GET / HTTP/1.1\r\nHost: web.test\r\nHost: web.test\r\n\r\n", "net_bad_request"),
         (b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "net_bad_request"),
         (b"CONNECT evil.test:443 HTTP/1.1\r\n\r\n", "net_bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: web.test\nX: y\r\n\r\n", "net_bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", "net_bad_request"),
+        (b"GET http:\\\\evil.test\\ HTTP/1.1\r\nHost: web.test\r\n\r\n", "net_bad_request"),
     ] {
         // Through a CONNECT tunnel to port 80: the same checks as on a
         // transparently captured connection.
@@ -595,7 +609,7 @@ fn a_later_request_naming_another_host_is_fronting() {
     let resp = String::from_utf8(read_all(&mut c)).unwrap();
     assert!(resp.contains("x-cordon-reason: net_bad_request"), "{resp}");
     let summary = s.engine.finish(Duration::from_secs(2));
-    assert_eq!(summary.denied_total(), 7, "{summary:?}");
+    assert_eq!(summary.denied_total(), 10, "{summary:?}");
 }
 
 #[test]
@@ -611,7 +625,7 @@ fn upgrades_chunked_and_close_delimited_responses_pass() {
     assert!(h.contains("Transfer-Encoding: chunked"), "{h}");
     assert!(body.starts_with("conn=1 GET /chunked "), "{body}");
     w.write_all(
-        b"GET http://web.test/upgrade HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET http://web.test/upgrade HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .unwrap();
     let (h, _) = response(&mut r, false);
