@@ -110,8 +110,10 @@ fn decode(s: &[u8]) -> Option<Vec<u8>> {
     let mut i = 0;
     while i < s.len() {
         if s[i] != b'\\' {
-            out.push(s[i]);
-            i += 1;
+            // Copy the run up to the next escape at once.
+            let run = memchr::memchr(b'\\', &s[i..]).unwrap_or(s.len() - i);
+            out.extend_from_slice(&s[i..i + run]);
+            i += run;
             continue;
         }
         let e = *s.get(i + 1)?;
@@ -153,7 +155,16 @@ fn hex4(h: &[u8]) -> Option<u32> {
 /// characters escaped; other bytes as they are).
 fn encode(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
-    for &b in s {
+    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
+    let mut rest = s;
+    while !rest.is_empty() {
+        // The run that needs no escaping, at once.
+        let run = rest.iter().position(|b| !plain(b)).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some((&b, tail)) = rest[run..].split_first() else {
+            break;
+        };
+        rest = tail;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
