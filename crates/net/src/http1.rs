@@ -36,6 +36,10 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How long a kept-alive client connection may sit between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a destination may take to start its response (model APIs that
+/// answer in one piece can take minutes; a silent server must not hold the
+/// connection for ever).
+const RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest chunk extension and the most trailer bytes accepted.
 const MAX_CHUNK_EXT: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -479,6 +483,7 @@ where
 {
     let mut started = false;
     let fail = |started: bool, why: String| ResponseError { started, why };
+    let deadline = tokio::time::Instant::now() + RESPONSE_HEAD_TIMEOUT;
     loop {
         let (len, status, mut framing, close) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 128];
@@ -503,15 +508,21 @@ where
                 return Err(fail(started, "response head longer than 64 KiB".into()));
             }
             buf.reserve(4096);
-            match r.read_buf(buf).await {
-                Ok(0) => {
+            match tokio::time::timeout_at(deadline, r.read_buf(buf)).await {
+                Ok(Ok(0)) => {
                     return Err(fail(
                         started,
                         "the server closed the connection without a response".into(),
                     ))
                 }
-                Ok(_) => {}
-                Err(e) => return Err(fail(started, e.to_string())),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(fail(started, e.to_string())),
+                Err(_) => {
+                    return Err(fail(
+                        started,
+                        format!("no response within {} s", RESPONSE_HEAD_TIMEOUT.as_secs()),
+                    ))
+                }
             }
         };
         // The head goes out with the part of the body already read, in one
