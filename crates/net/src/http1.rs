@@ -36,10 +36,6 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How long a kept-alive client connection may sit between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a destination may take to start its response (model APIs that
-/// answer in one piece can take minutes; a silent server must not hold the
-/// connection for ever).
-const RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest chunk extension and the most trailer bytes accepted.
 const MAX_CHUNK_EXT: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -468,13 +464,23 @@ struct ResponseError {
 
 /// Reads the response to a request from the destination and passes it on:
 /// interim 1xx responses, then the final one with its body.
+/// What the response to a request may be, and how it is passed on.
+struct Expect {
+    /// The request was HEAD: no body.
+    head_request: bool,
+    /// The request asked for a (WebSocket) upgrade.
+    upgrade_asked: bool,
+    /// The connection ends after this response: say so in it.
+    close_after: bool,
+    /// How long the destination may take to start it.
+    timeout: Duration,
+}
+
 async fn pass_response<R, W>(
     r: &mut R,
     buf: &mut Vec<u8>,
     w: &mut W,
-    head_request: bool,
-    upgrade_asked: bool,
-    close_after: bool,
+    expect: Expect,
     count: &AtomicU64,
 ) -> Result<Response, ResponseError>
 where
@@ -483,7 +489,13 @@ where
 {
     let mut started = false;
     let fail = |started: bool, why: String| ResponseError { started, why };
-    let deadline = tokio::time::Instant::now() + RESPONSE_HEAD_TIMEOUT;
+    let Expect {
+        head_request,
+        upgrade_asked,
+        close_after,
+        timeout,
+    } = expect;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (len, status, mut framing, close) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 128];
@@ -520,7 +532,7 @@ where
                 Err(_) => {
                     return Err(fail(
                         started,
-                        format!("no response within {} s", RESPONSE_HEAD_TIMEOUT.as_secs()),
+                        format!("no response within {} s", timeout.as_secs()),
                     ))
                 }
             }
@@ -631,15 +643,13 @@ where
     let upgrade_asked = head.wants_upgrade();
     let (sent, response) = {
         let send = pass_body(cr, cbuf, &mut up.w, &mut framing, &up.guard.up);
-        let recv = pass_response(
-            &mut up.r,
-            &mut up.buf,
-            cw,
+        let expect = Expect {
             head_request,
             upgrade_asked,
-            had_body,
-            &up.guard.down,
-        );
+            close_after: had_body,
+            timeout: shared.response_timeout,
+        };
+        let recv = pass_response(&mut up.r, &mut up.buf, cw, expect, &up.guard.down);
         tokio::pin!(send, recv);
         let mut sent = None;
         let mut finishing = shared.finishing.subscribe();

@@ -61,6 +61,16 @@ pub struct Config {
     /// `user:password` for the upstream proxy (read from the host at
     /// launch; sent as `Proxy-Authorization: Basic`).
     pub upstream_auth: Option<String>,
+    /// How long a destination may take to start a plain-HTTP response
+    /// before the client gets a 502 ([`Config::RESPONSE_TIMEOUT`] unless a
+    /// test needs it shorter).
+    pub response_timeout: Duration,
+}
+
+impl Config {
+    /// Model APIs that answer in one piece can take minutes; a silent server
+    /// must not hold a connection for ever.
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 }
 
 /// State shared by the engine's tasks.
@@ -69,6 +79,7 @@ pub(crate) struct Shared {
     pub policy: NetworkPolicy,
     /// `Basic <base64>` for the upstream proxy, when it needs one.
     pub proxy_authorization: Option<String>,
+    pub response_timeout: Duration,
     pub log: EventLog,
     next_flow: AtomicU64,
     /// Connections being handled (from acceptance to their end).
@@ -131,6 +142,7 @@ impl Engine {
                 .upstream_auth
                 .map(|a| format!("Basic {}", base64(a.as_bytes()))),
             log,
+            response_timeout: config.response_timeout,
             next_flow: AtomicU64::new(0),
             flows_open: AtomicUsize::new(0),
             flow_ended: tokio::sync::Notify::new(),

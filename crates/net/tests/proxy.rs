@@ -21,12 +21,17 @@ struct Setup {
 }
 
 fn setup(policy: NetworkPolicy) -> Setup {
+    setup_with(policy, Config::RESPONSE_TIMEOUT)
+}
+
+fn setup_with(policy: NetworkPolicy, response_timeout: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("net.jsonl");
     let engine = Engine::start(Config {
         policy,
         log: log.clone(),
         upstream_auth: None,
+        response_timeout,
     })
     .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -676,4 +681,39 @@ fn a_destination_that_closes_an_idle_connection_is_not_a_failed_request() {
     assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "{rest:?}");
     let summary = s.engine.finish(Duration::from_secs(2));
     assert_eq!(summary.denied_total(), 0, "{summary:?}");
+}
+
+#[test]
+fn a_destination_that_never_answers_gets_the_client_a_502() {
+    // Accepts, reads, never answers.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let srv = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
+    });
+    let policy = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["slow.test"]),
+            ..Default::default()
+        },
+        "slow.test",
+        srv,
+    );
+    let s = setup_with(policy, Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let mut c = request(
+        s.proxy,
+        b"GET http://slow.test/ HTTP/1.1\r\nHost: slow.test\r\n\r\n",
+    );
+    let resp = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    assert!(
+        resp.contains("x-cordon-reason: net_upstream_failed"),
+        "{resp}"
+    );
+    assert!(resp.contains("no response within 1 s"), "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(8));
 }

@@ -382,6 +382,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         policy: profile.network.clone(),
         log: session_dir.join("net.jsonl"),
         upstream_auth,
+        response_timeout: cordon_net::Config::RESPONSE_TIMEOUT,
     });
     let mut env_withheld = plan.withheld_credentials.clone();
     env_withheld.extend(plan.withheld_other.iter().cloned());
