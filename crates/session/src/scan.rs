@@ -151,7 +151,7 @@ fn scan_file(
         return Err(format!("too large ({} bytes; see --max-size)", meta.len()));
     }
     let data = std::fs::read(path).map_err(|e| e.to_string())?;
-    if memchr_nul(&data[..data.len().min(8192)]) {
+    if data[..data.len().min(8192)].contains(&0) {
         return Err("binary".into());
     }
     let shown = path.display().to_string();
@@ -163,10 +163,6 @@ fn scan_file(
         .map(|f| file_finding(&shown, &data, &mut lines, &f))
         .collect();
     Ok((data.len() as u64, out))
-}
-
-fn memchr_nul(b: &[u8]) -> bool {
-    b.contains(&0)
 }
 
 fn file_finding(path: &str, data: &[u8], lines: &mut LineIndex, f: &Finding) -> FileFinding {
