@@ -1,5 +1,5 @@
-//! Finding the rules' keywords in one fast pass per group: SIMD "Teddy"
-//! searchers (at most 40 literals each, matched exactly) for the built-in
+//! Finding the rules' keywords in a few fast passes: SIMD "Teddy"
+//! searchers (slim, 8 buckets, literals matched exactly) for the built-in
 //! keywords, and an Aho-Corasick automaton (ASCII case-insensitive) for
 //! imported rules' keywords, as gitleaks matches them. Built-in keywords
 //! that are lower-case words (`token`, `secret`) are also looked for
@@ -11,11 +11,12 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use crate::Error;
 
-/// The most literals one Teddy searcher gets. Fewer passes over the text
-/// beat smaller groups once the groups are evened out: 113 built-in
-/// literals in 3 groups of 38 scanned ~510 MiB/s, in 4 of 32 ~335, in 2 of
-/// 57-64 ~410 (criterion, interleaved; docs/PERFORMANCE.md).
-const GROUP_MAX: usize = 40;
+/// The most fingerprints (see [`fingerprint`]) one Teddy searcher gets.
+/// A pass costs about the same whatever it holds until its buckets crowd:
+/// with the built-in keywords in searchers of at most 20, 28 and 40 the
+/// source scan ran ~820, ~670 and ~750 MiB/s (criterion, interleaved;
+/// docs/PERFORMANCE.md).
+const FINGERPRINT_MAX: usize = 20;
 
 #[derive(Debug)]
 pub(crate) struct Keywords {
@@ -35,6 +36,38 @@ pub(crate) enum Case {
     Word,
     /// ASCII case-insensitively (imported rules).
     Folded,
+}
+
+/// What Teddy filters a literal on: the low halves of its first four
+/// bytes. Literals with the same one share a bucket (the forms of a word
+/// do: case is in the high half), so it is these, not the literals, that
+/// crowd a searcher.
+fn fingerprint(p: &[u8]) -> Vec<u8> {
+    p.iter().take(4).map(|b| b & 0x0f).collect()
+}
+
+/// Splits `class` into the fewest searchers of at most [`FINGERPRINT_MAX`]
+/// fingerprints each, evened out.
+fn groups(mut class: Vec<(Vec<u8>, usize)>) -> Vec<Vec<(Vec<u8>, usize)>> {
+    class.sort_by(|a, b| fingerprint(&a.0).cmp(&fingerprint(&b.0)).then(a.cmp(b)));
+    class.dedup();
+    let mut prints: Vec<Vec<u8>> = class.iter().map(|(p, _)| fingerprint(p)).collect();
+    prints.dedup();
+    let n = prints.len().div_ceil(FINGERPRINT_MAX).max(1);
+    let per = prints.len().div_ceil(n).max(1);
+    let mut out: Vec<Vec<(Vec<u8>, usize)>> = vec![Vec::new(); n];
+    let mut index = 0;
+    let mut last: Option<Vec<u8>> = None;
+    for lit in class {
+        let f = fingerprint(&lit.0);
+        if last.as_ref().is_some_and(|l| *l != f) {
+            index += 1;
+        }
+        last = Some(f);
+        out[index / per].push(lit);
+    }
+    out.retain(|g| !g.is_empty());
+    out
 }
 
 /// The forms of a word that are looked for.
@@ -67,21 +100,28 @@ impl Keywords {
                 Case::Folded => leftover.push((k.as_bytes().to_vec(), id)),
             }
         }
-        exact.sort();
-        exact.dedup();
+        // Teddy filters on the first min(4, shortest literal) bytes of its
+        // literals, so three-byte literals get their own searchers rather
+        // than weakening the filter of the longer ones.
+        let (three, long): (Vec<_>, Vec<_>) = exact.into_iter().partition(|(p, _)| p.len() == 3);
         let mut packed_searchers = Vec::new();
-        // As few groups as the limit allows, of even size.
-        let groups = exact.len().div_ceil(GROUP_MAX).max(1);
-        let size = exact.len().div_ceil(groups).max(1);
-        for group in exact.chunks(size) {
-            let mut builder = packed::Config::new()
-                .match_kind(packed::MatchKind::LeftmostLongest)
-                .builder();
-            builder.extend(group.iter().map(|(p, _)| p));
-            match builder.build() {
-                Some(s) => packed_searchers.push((s, group.iter().map(|(_, k)| *k).collect())),
-                // No SIMD here: the automaton takes them.
-                None => leftover.extend(group.iter().cloned()),
+        for class in [three, long] {
+            for group in groups(class) {
+                // Slim Teddy (8 buckets, 32 bytes a step) even past 32
+                // literals: the fingerprints, not the literals, fill the
+                // buckets, and fat Teddy steps 16 bytes.
+                let mut builder = packed::Config::new()
+                    .match_kind(packed::MatchKind::LeftmostLongest)
+                    .only_teddy_fat(Some(false))
+                    .builder();
+                builder.extend(group.iter().map(|(p, _)| p));
+                match builder.build() {
+                    Some(s) => {
+                        packed_searchers.push((s, group.iter().map(|(_, k)| *k).collect()));
+                    }
+                    // No SIMD here: the automaton takes them.
+                    None => leftover.extend(group.iter().cloned()),
+                }
             }
         }
         let general = if leftover.is_empty() {
