@@ -12,6 +12,16 @@ use crate::{check, Confidence, Finding, Kind};
 /// The longest personal-data match (an IBAN with spaces).
 pub const MAX_LEN: usize = 64;
 
+/// The shortest: an email address (`a@b.cc`), or with IP addresses on,
+/// `::`.
+pub fn min_len(ip: bool) -> usize {
+    if ip {
+        2
+    } else {
+        6
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Pii {
     pub ip: bool,
@@ -76,7 +86,6 @@ impl Pii {
     pub fn scan(&self, hay: &[u8], out: &mut Vec<Finding>) {
         emails(hay, out);
         numbers(hay, out);
-        ibans(hay, out);
         if self.ip {
             ips(hay, out);
         }
@@ -122,29 +131,42 @@ fn emails(hay: &[u8], out: &mut Vec<Finding>) {
     }
 }
 
-/// Runs of digits with single separators: cards, SSNs, phone numbers.
+/// Runs of digits with single separators: cards, SSNs, phone numbers; and
+/// IBANs, whose first digits follow two letters.
 fn numbers(hay: &[u8], out: &mut Vec<Finding>) {
-    let candidate = |b: u8| b.is_ascii_digit() || b == b'+' || b == b'(';
+    // Not '(' (in code, most of them open argument lists): a number in
+    // parentheses is seen at its first digit.
+    let candidate = |b: u8| b.is_ascii_digit() || b == b'+';
     let mut i = 0;
     while i < hay.len() {
         let Some(next) = next_where(hay, i, candidate) else {
             break;
         };
         i = next;
-        if i > 0 && (word(hay[i - 1]) || hay[i - 1] == b'.' || hay[i - 1] == b'-') {
-            // Inside a word, a version number, or a longer number.
+        let paren = i > 0 && hay[i - 1] == b'(' && hay[i].is_ascii_digit();
+        let first = if paren { i - 1 } else { i };
+        if first > 0 && (word(hay[first - 1]) || hay[first - 1] == b'.' || hay[first - 1] == b'-') {
+            // Inside a word, a version number, or a longer number; an IBAN
+            // if the word is its country code.
+            if !paren {
+                if let Some(end) = iban(hay, i, out) {
+                    i = end;
+                    continue;
+                }
+            }
             i += 1;
             while i < hay.len() && hay[i].is_ascii_digit() {
                 i += 1;
             }
             continue;
         }
-        // Collect digits with single separators ('-', ' ', '.', parens).
-        let start = i;
-        let mut digits = Vec::with_capacity(20);
-        let mut seps = Vec::new();
+        // Collect digits with single separators ('-', ' ', '.', parens),
+        // on the stack: most runs in text are short and go nowhere.
+        let start = first;
+        let mut digits = Run::<u8>::default();
+        let mut seps = Run::<(u8, usize)>::default();
         let mut j = i;
-        if hay[j] == b'+' || hay[j] == b'(' {
+        if hay[j] == b'+' {
             j += 1;
         }
         let mut last_digit = None;
@@ -178,8 +200,43 @@ fn numbers(hay: &[u8], out: &mut Vec<Finding>) {
             i = end + 1;
             continue;
         }
-        let matched = number(hay, start, end, &digits, &seps, out);
+        let matched = digits.len() >= 8 && number(hay, start, end, &digits, &seps, out);
         i = if matched { end } else { (start + 1).max(i + 1) };
+    }
+}
+
+/// Up to 20 values on the stack (a digit run's digits or separators);
+/// more are dropped (the run is then too long to be anything).
+struct Run<T> {
+    items: [T; 20],
+    len: usize,
+}
+
+impl<T: Copy + Default> Default for Run<T> {
+    fn default() -> Self {
+        Run {
+            items: [T::default(); 20],
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy> Run<T> {
+    fn push(&mut self, v: T) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = v;
+        }
+        self.len += 1;
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl<T> std::ops::Deref for Run<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.items[..self.len.min(20)]
     }
 }
 
@@ -195,16 +252,10 @@ fn number(
     let text = &hay[start..end];
     let plus = text.first() == Some(&b'+');
     let paren = text.first() == Some(&b'(');
-    let sep_kinds: Vec<u8> = seps.iter().map(|s| s.0).collect();
-    let only = |allowed: &[u8]| sep_kinds.iter().all(|c| allowed.contains(c));
+    let kinds = |k: &[u8]| seps.iter().map(|s| s.0).eq(k.iter().copied());
+    let only = |allowed: &[u8]| seps.iter().all(|s| allowed.contains(&s.0));
     // US SSN: ddd-dd-dddd.
-    if !plus
-        && !paren
-        && digits.len() == 9
-        && sep_kinds == b"--"
-        && seps[0].1 == 3
-        && seps[1].1 == 5
-    {
+    if !plus && !paren && digits.len() == 9 && kinds(b"--") && seps[0].1 == 3 && seps[1].1 == 5 {
         let area = &digits[..3];
         let ok = area != b"000"
             && area != b"666"
@@ -239,9 +290,9 @@ fn number(
     }
     // North American: (ddd) ddd-dddd, ddd-ddd-dddd, ddd.ddd.dddd.
     if !plus && digits.len() == 10 && digits[0] >= b'2' && digits[3] >= b'2' {
-        let positions: Vec<usize> = seps.iter().map(|s| s.1).collect();
-        let dashed = (sep_kinds == b"--" || sep_kinds == b"..") && positions == [3, 6];
-        let parens = paren && sep_kinds == b") -" && positions == [3, 3, 6];
+        let at = |p: &[usize]| seps.iter().map(|s| s.1).eq(p.iter().copied());
+        let dashed = (kinds(b"--") || kinds(b"..")) && at(&[3, 6]);
+        let parens = paren && kinds(b") -") && at(&[3, 3, 6]);
         if dashed || parens {
             push(out, &ids().phone, start, end, Confidence::Medium);
             return true;
@@ -320,51 +371,45 @@ const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
     (b"UA", 29),
 ];
 
-fn ibans(hay: &[u8], out: &mut Vec<Finding>) {
-    let mut at = 0;
-    while let Some(d) = next_where(hay, at, |b| b.is_ascii_digit()) {
-        at = d + 1;
-        // An IBAN's check digits follow its two-letter country code.
-        if d < 2 || d + 2 > hay.len() {
-            continue;
-        }
-        let i = d - 2;
-        let w = &hay[i..i + 4];
-        let starts = w[0].is_ascii_uppercase()
-            && w[1].is_ascii_uppercase()
-            && w[2].is_ascii_digit()
-            && w[3].is_ascii_digit()
-            && (i == 0 || !word(hay[i - 1]));
-        if !starts {
-            continue;
-        }
-        let Some(&(_, len)) = IBAN_LENGTHS.iter().find(|(c, _)| c[..] == w[..2]) else {
-            continue;
-        };
-        // Compact, or in groups of four separated by single spaces.
-        let mut compact = Vec::with_capacity(34);
-        let mut j = i;
-        while j < hay.len() && compact.len() < len {
-            let c = hay[j];
-            if c.is_ascii_digit() || c.is_ascii_uppercase() {
-                compact.push(c);
-                j += 1;
-            } else if c == b' '
-                && compact.len() % 4 == 0
-                && j + 1 < hay.len()
-                && hay[j + 1].is_ascii_alphanumeric()
-            {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        let bounded = j == hay.len() || !word(hay[j]);
-        if compact.len() == len && bounded && check::iban_mod97(&compact) {
-            push(out, &ids().iban, i, j, Confidence::High);
-            at = j;
+/// An IBAN whose check digits start at `d` (after its country code);
+/// where it ends.
+fn iban(hay: &[u8], d: usize, out: &mut Vec<Finding>) -> Option<usize> {
+    if d < 2 || d + 2 > hay.len() {
+        return None;
+    }
+    let i = d - 2;
+    let w = &hay[i..i + 4];
+    let starts = w[0].is_ascii_uppercase()
+        && w[1].is_ascii_uppercase()
+        && w[2].is_ascii_digit()
+        && w[3].is_ascii_digit()
+        && (i == 0 || !word(hay[i - 1]));
+    if !starts {
+        return None;
+    }
+    let &(_, len) = IBAN_LENGTHS.iter().find(|(c, _)| c[..] == w[..2])?;
+    // Compact, or in groups of four separated by single spaces.
+    let mut compact = [0u8; 34];
+    let mut n = 0;
+    let mut j = i;
+    while j < hay.len() && n < len {
+        let c = hay[j];
+        if c.is_ascii_digit() || c.is_ascii_uppercase() {
+            compact[n] = c;
+            n += 1;
+            j += 1;
+        } else if c == b' ' && n % 4 == 0 && j + 1 < hay.len() && hay[j + 1].is_ascii_alphanumeric()
+        {
+            j += 1;
+        } else {
+            break;
         }
     }
+    let bounded = j == hay.len() || !word(hay[j]);
+    (n == len && bounded && check::iban_mod97(&compact[..n])).then(|| {
+        push(out, &ids().iban, i, j, Confidence::High);
+        j
+    })
 }
 
 fn ips(hay: &[u8], out: &mut Vec<Finding>) {
