@@ -17,6 +17,7 @@ pub const MIN_CANARY: usize = 8;
 pub(crate) struct Canaries {
     ac: AhoCorasick,
     longest: usize,
+    shortest: usize,
     id: Arc<str>,
 }
 
@@ -104,6 +105,7 @@ impl Canaries {
             patterns.extend(forms(v));
         }
         let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let shortest = patterns.iter().map(Vec::len).min().unwrap_or(0);
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns)
@@ -111,12 +113,17 @@ impl Canaries {
         Ok(Canaries {
             ac,
             longest,
+            shortest,
             id: Arc::from("canary"),
         })
     }
 
     pub fn max_len(&self) -> usize {
         self.longest
+    }
+
+    pub fn min_len(&self) -> usize {
+        self.shortest
     }
 
     pub fn scan(&self, hay: &[u8], out: &mut Vec<Finding>) {

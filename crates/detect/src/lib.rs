@@ -196,6 +196,8 @@ pub struct Detector {
     canaries: Option<canary::Canaries>,
     pii: Option<pii::Pii>,
     max_len: usize,
+    /// The shortest finding: shorter text is not searched.
+    min_len: usize,
 }
 
 impl Detector {
@@ -286,6 +288,14 @@ impl Detector {
             .chain(Some(pii::MAX_LEN))
             .max()
             .unwrap_or(0);
+        let min_len = rules
+            .iter()
+            .map(|r| r.min_len)
+            .chain(canaries.as_ref().map(canary::Canaries::min_len))
+            .chain(opts.pii.then(|| pii::min_len(opts.ip)))
+            .min()
+            .unwrap_or(usize::MAX)
+            .max(1);
         Ok(Detector {
             rules,
             keywords,
@@ -294,6 +304,7 @@ impl Detector {
             canaries,
             pii: opts.pii.then_some(pii::Pii { ip: opts.ip }),
             max_len,
+            min_len,
         })
     }
 
@@ -322,6 +333,11 @@ impl Detector {
         self.max_len
     }
 
+    /// The fewest bytes a finding takes: shorter text has none.
+    pub fn min_len(&self) -> usize {
+        self.min_len
+    }
+
     /// Everything found in `hay`, ordered by position, without overlaps
     /// (where two findings overlap the stronger stays: a canary over a
     /// credential over personal data, then the more confident, then the
@@ -334,6 +350,9 @@ impl Detector {
     /// whose allowlist names the path are skipped.
     pub fn scan_path(&self, path: Option<&str>, hay: &[u8]) -> Vec<Finding> {
         let mut out = Vec::new();
+        if hay.len() < self.min_len {
+            return out;
+        }
         let skip = |r: &rules::Rule| path.is_some_and(|p| r.allowed_path(p));
         if let Some(kw) = &self.keywords {
             // Windows around keyword hits, merged per rule so that no byte

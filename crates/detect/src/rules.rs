@@ -229,6 +229,8 @@ pub(crate) struct Rule {
     allow_paths: Vec<Regex>,
     pub back: usize,
     pub window: usize,
+    /// The fewest bytes a match of the regex takes.
+    pub min_len: usize,
 }
 
 fn compile(pattern: &str, what: &str, id: &str) -> Result<Regex, Error> {
@@ -260,6 +262,14 @@ impl Rule {
         let regex = compile(&spec.regex, "regex", &spec.id)?;
         let groups = regex.captures_len();
         let group = spec.group.unwrap_or(if groups > 1 { 1 } else { 0 });
+        let min_len = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(&spec.regex)
+            .ok()
+            .and_then(|h| h.properties().minimum_len())
+            .unwrap_or(0);
         if group >= groups {
             return Err(Error::Regex {
                 rule: spec.id.clone(),
@@ -295,6 +305,7 @@ impl Rule {
                 .collect::<Result<_, _>>()?,
             back: spec.back.unwrap_or(128),
             window: spec.window.unwrap_or(512),
+            min_len,
         })
     }
 

@@ -307,6 +307,82 @@ fn json_bodies_stay_valid_json() {
 }
 
 #[test]
+fn json_grammar_agrees_with_serde_json() {
+    let d = Detector::builtin().unwrap();
+    let docs: &[&[u8]] = &[
+        b"{}",
+        b" [ ] ",
+        b"null",
+        b"-0.5e+10",
+        b"\"a\\u00e9\\ud83d\\ude00\\n\"",
+        b"{\"a\":[1,2,{\"b\":null}],\"c\":true}",
+        b"\"\\ud800\"",
+        b"\"\\udc00x\"",
+        b"\"\xff\xfe\"",
+        b"",
+        b"   ",
+        b"{",
+        b"{\"a\" 1}",
+        b"{\"a\":1,}",
+        b"[1,]",
+        b"[,1]",
+        b"{1:2}",
+        b"[1 2]",
+        b"01",
+        b"1.",
+        b".5",
+        b"-",
+        b"1e",
+        b"+1",
+        b"tru",
+        b"nulll",
+        b"\"a\tb\"",
+        b"\"\\x\"",
+        b"\"\\u12\"",
+        b"\"\\u12g4\"",
+        b"\"abc",
+        b"\"abc\\",
+        b"[}",
+        b"{]",
+        b"[1]]",
+        b"{} {}",
+        b"1 2",
+        b"[\"a\"\"b\"]",
+        b"{\"a\":1:2}",
+    ];
+    for doc in docs {
+        let serde = serde_json::from_slice::<serde::de::IgnoredAny>(doc).is_ok();
+        let mut map = Placeholders::with_key([1; 32]);
+        let ours = redact_json(&d, &mut map, Style::Typed, doc);
+        assert_eq!(
+            ours.is_ok(),
+            serde,
+            "{:?}: serde_json {serde}, redact_json {ours:?}",
+            String::from_utf8_lossy(doc)
+        );
+        if let Ok((out, _)) = ours {
+            assert_eq!(out, *doc, "nothing to redact, nothing changed");
+        }
+    }
+}
+
+#[test]
+fn json_escapes_around_a_secret_are_replaced_whole() {
+    let d = Detector::builtin().unwrap();
+    let token = "ghp_kF3q9XcV2bN7mL1pR8sT4uW6yZ0aB50ZzZzZ";
+    // The token's first characters written as escapes, a multi-byte
+    // character right after it.
+    let body = format!("{{\"t\":\"x \\u0067\\u0068{} \\u00e9\"}}", &token[2..]);
+    let mut map = Placeholders::with_key([1; 32]);
+    let (out, found) = redact_json(&d, &mut map, Style::Typed, body.as_bytes()).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["t"], "x [REDACTED:github-pat#1] \u{e9}");
+    // The escapes before and after the secret are left as they were.
+    assert!(String::from_utf8_lossy(&out).ends_with(" \\u00e9\"}"));
+}
+
+#[test]
 fn gitleaks_rules_load_and_apply_their_allowlists() {
     let config = r#"
 title = "team rules"
