@@ -425,6 +425,15 @@ paths = ['''fixtures/''']
     assert!(d.scan_path(Some("tests/fixtures/a.txt"), hit).is_empty());
     let err = rules::from_gitleaks("[[rules]]\nid = 3", "bad.toml").unwrap_err();
     assert!(err.to_string().starts_with("bad.toml:"), "{err}");
+    let (bad, _) =
+        rules::from_gitleaks("[[rules]]\nid = \"x\"\nregex = 'a(b'", "bad.toml").unwrap();
+    let err = Detector::new(Options {
+        builtin: false,
+        extra_rules: bad,
+        ..Options::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("unclosed group"), "{err}");
 }
 
 #[test]
