@@ -7,10 +7,9 @@
 //! of the incident canaries; `cordon scan` and `cordon redact` put it on the
 //! command line.
 //!
-//! How it stays fast: every credential rule names literals (keywords), and
-//! one Aho-Corasick automaton finds them all in a single pass; a rule's
-//! regex (bytes, ASCII classes) only runs in a window around its keywords'
-//! hits. Personal data is found by hand-written scanners with checksums
+//! How it stays fast: every credential rule names literals (keywords),
+//! found by a few SIMD passes (see `prefilter`); a rule's regex (bytes,
+//! ASCII classes) only runs in a window around its keywords' hits. Personal data is found by hand-written scanners with checksums
 //! (Luhn, mod-97), and canaries by a second automaton over every encoding
 //! of each registered value.
 //!
