@@ -119,6 +119,16 @@ impl Summary {
     }
 }
 
+/// Where the engine's events also go, each as it is recorded.
+#[derive(Clone)]
+pub struct Forward(pub std::sync::Arc<dyn Fn(&NetEvent) + Send + Sync>);
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forward")
+    }
+}
+
 /// Lines are written out once this many bytes are waiting (and by
 /// [`EventLog::flush`], which the engine calls every
 /// [`EventLog::FLUSH_EVERY`] and when it stops).
@@ -130,6 +140,7 @@ const FLUSH_AT: usize = 64 * 1024;
 /// made the engine's threads wait for each other.
 #[derive(Debug)]
 pub struct EventLog {
+    forward: Option<Forward>,
     file: Mutex<File>,
     pending: Mutex<Vec<u8>>,
     summary: Mutex<Summary>,
@@ -137,7 +148,7 @@ pub struct EventLog {
 
 impl EventLog {
     /// Creates (or appends to) the log at `path`, private to the user.
-    pub fn create(path: &Path) -> io::Result<EventLog> {
+    pub fn create(path: &Path, forward: Option<Forward>) -> io::Result<EventLog> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -147,6 +158,7 @@ impl EventLog {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         Ok(EventLog {
+            forward,
             file: Mutex::new(file),
             pending: Mutex::new(Vec::with_capacity(FLUSH_AT)),
             summary: Mutex::new(Summary::default()),
@@ -192,6 +204,9 @@ impl EventLog {
         };
         if queued == Some(true) {
             self.flush();
+        }
+        if let Some(f) = &self.forward {
+            (f.0)(&ev);
         }
         if let Ok(mut s) = self.summary.lock() {
             if queued.is_none() {
@@ -239,7 +254,7 @@ mod tests {
     fn events_are_lines_and_the_summary_counts_denials() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("net.jsonl");
-        let log = EventLog::create(&path).unwrap();
+        let log = EventLog::create(&path, None).unwrap();
         for host in ["evil.test", "evil.test", "10.0.0.1"] {
             log.record(NetEvent {
                 kind: "flow.denied",
@@ -284,7 +299,7 @@ mod tests {
         let target = dir.path().join("elsewhere");
         let link = dir.path().join("net.jsonl");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(EventLog::create(&link).is_err());
+        assert!(EventLog::create(&link, None).is_err());
         assert!(!target.exists());
     }
 }

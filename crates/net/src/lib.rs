@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use cordon_policy::network::NetworkPolicy;
 
-pub use events::{EventLog, NetEvent, Summary};
+pub use events::{EventLog, Forward, NetEvent, Summary};
 
 /// The port the explicit proxy listens on inside the sandbox.
 pub const PROXY_PORT: u16 = 3128;
@@ -65,6 +65,9 @@ pub struct Config {
     /// before the client gets a 502 ([`Config::RESPONSE_TIMEOUT`] unless a
     /// test needs it shorter).
     pub response_timeout: Duration,
+    /// Where every event also goes as it is recorded (the session's audit
+    /// log).
+    pub forward: Option<events::Forward>,
 }
 
 impl Config {
@@ -127,7 +130,7 @@ impl Engine {
     /// signals the runtime's threads block (they inherit the calling
     /// thread's mask): cordon's supervisor blocks the ones it relays.
     pub fn start(config: Config) -> io::Result<Engine> {
-        let log = EventLog::create(&config.log)?;
+        let log = EventLog::create(&config.log, config.forward.clone())?;
         raise_nofile();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -32,6 +32,7 @@ fn setup_with(policy: NetworkPolicy, response_timeout: Duration) -> Setup {
         log: log.clone(),
         upstream_auth: None,
         response_timeout,
+        forward: None,
     })
     .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
