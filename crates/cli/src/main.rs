@@ -95,6 +95,65 @@ enum Command {
     ///   cordon redact --json-body --pii request.json
     #[command(verbatim_doc_comment)]
     Redact(RedactArgs),
+    /// Check and read sessions' tamper-evident audit logs.
+    ///
+    /// Every session writes an audit log (audit.jsonl in its directory):
+    /// OCSF-shaped events, each line chained to the one before it by its
+    /// SHA-256, with checkpoints signed by this host's audit key. Examples:
+    ///
+    ///   cordon audit verify last
+    ///   cordon audit verify --key audit-key.pub copy-of-audit.jsonl
+    ///   cordon audit show last --class network,dns
+    ///   cordon audit show SESSION --follow --json
+    #[command(subcommand, verbatim_doc_comment)]
+    Audit(AuditCmd),
+}
+
+const VERIFY_EXIT: &str = "\
+Exit status:
+  0  the log is intact and closed
+  1  it was altered: a record inserted, deleted, reordered, edited, or the
+     log cut back (the first bad record is named)
+  2  bad usage, unknown session, unreadable file or key
+  3  intact as far as it goes, but incomplete: the writer stopped (a torn
+     last line, or no closing checkpoint; a running session's log is too)";
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check a log's hash chain and checkpoint signatures.
+    ///
+    /// TARGET is a session (id, a unique part of it, or `last`) or a log
+    /// file. The trusted key is this host's (audit-key.pub in the state
+    /// directory) unless --key names another.
+    #[command(after_help = VERIFY_EXIT)]
+    Verify {
+        /// A session or an audit log file.
+        target: String,
+        /// The trusted public key: 64 hex digits, or a file holding them.
+        #[arg(long, value_name = "HEX|FILE")]
+        key: Option<String>,
+        /// Machine-readable result.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a session's events, one line each (or as JSON).
+    Show {
+        /// Session id, a unique part of it, or `last`.
+        session: String,
+        /// Keep printing events as they are written, until the session ends.
+        #[arg(long)]
+        follow: bool,
+        /// The records as written (one JSON object per line).
+        #[arg(long)]
+        json: bool,
+        /// Only these classes: process, file, network, http, dns, finding,
+        /// authorization, session (or OCSF class ids).
+        #[arg(long, value_delimiter = ',', value_name = "CLASS")]
+        class: Vec<String>,
+        /// Also the signed checkpoints.
+        #[arg(long)]
+        checkpoints: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +318,16 @@ fn main() -> ExitCode {
         Command::Apply { session, yes } => cmd_apply(&session, yes),
         Command::Scan(args) => cmd_scan(args),
         Command::Redact(args) => cmd_redact(args),
+        Command::Audit(AuditCmd::Verify { target, key, json }) => {
+            cmd_audit_verify(&target, key.as_deref(), json)
+        }
+        Command::Audit(AuditCmd::Show {
+            session,
+            follow,
+            json,
+            class,
+            checkpoints,
+        }) => cmd_audit_show(&session, follow, json, &class, checkpoints),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -492,6 +561,158 @@ fn overlay_session(query: &str) -> Result<(Store, cordon_session::Record), Fail>
         .into());
     }
     Ok((store, rec))
+}
+
+fn cmd_audit_verify(target: &str, key: Option<&str>, as_json: bool) -> Result<u8, Fail> {
+    use cordon_session::audit;
+    let dirs = Dirs::from_env()?;
+    let trusted = match key {
+        None => audit::trusted_key(&dirs.state)?,
+        Some(k) => match cordon_audit::parse_public(k) {
+            Some(hex) => hex,
+            None => {
+                let text = std::fs::read_to_string(k).map_err(|e| {
+                    Error::Usage(format!(
+                        "--key {k}: neither 64 hex digits nor a readable file ({e})"
+                    ))
+                })?;
+                cordon_audit::parse_public(&text).ok_or_else(|| {
+                    Error::Usage(format!("--key {k}: the file does not hold 64 hex digits"))
+                })?
+            }
+        },
+    };
+    let path = std::path::Path::new(target);
+    let verified = if path.is_file() {
+        audit::verify_file(path, &trusted, None)?
+    } else {
+        let store = Store::new(dirs.sessions());
+        let id = store.find(target)?;
+        let rec = store.load(&id)?;
+        let recorded = if store.is_live(&id) {
+            None
+        } else {
+            rec.audit_head.clone()
+        };
+        audit::verify_file(
+            &store.dir(&id).join(audit::FILE),
+            &trusted,
+            recorded.as_ref(),
+        )?
+    };
+    let verdict = verified.verdict();
+    if as_json {
+        let r = &verified.report;
+        json(&serde_json::json!({
+            "verdict": match verdict {
+                cordon_audit::Verdict::Verified => "verified",
+                cordon_audit::Verdict::Incomplete => "incomplete",
+                cordon_audit::Verdict::Tampered => "tampered",
+            },
+            "path": verified.path,
+            "session": r.session,
+            "records": r.records,
+            "checkpoints": r.checkpoints,
+            "signed_through": r.signed_through,
+            "closed": r.closed,
+            "head": r.head,
+            "torn": r.torn.map(|t| serde_json::json!({"offset": t.offset, "len": t.len})),
+            "problem": r.problem.as_ref().map(|p| serde_json::json!({"line": p.line, "offset": p.offset, "what": p.what})),
+            "head_mismatch": verified.head_mismatch,
+        }))?;
+    } else {
+        let mut text = format!("{}\n", verified.path.display());
+        for l in verified.lines() {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        out(&text)?;
+    }
+    Ok(match verdict {
+        cordon_audit::Verdict::Verified => 0,
+        cordon_audit::Verdict::Tampered => 1,
+        cordon_audit::Verdict::Incomplete => 3,
+    })
+}
+
+fn cmd_audit_show(
+    query: &str,
+    follow: bool,
+    as_json: bool,
+    classes: &[String],
+    checkpoints: bool,
+) -> Result<u8, Fail> {
+    use cordon_session::audit;
+    let mut wanted = Vec::new();
+    for c in classes {
+        wanted.push(cordon_audit::Class::parse(c).ok_or_else(|| {
+            let names: Vec<&str> = cordon_audit::Class::ALL.iter().map(|c| c.short()).collect();
+            Error::Usage(format!(
+                "--class {c}: not a class; one of {} (or an OCSF class id)",
+                names.join(", ")
+            ))
+        })?);
+    }
+    let dirs = Dirs::from_env()?;
+    let store = Store::new(dirs.sessions());
+    let id = store.find(query)?;
+    let path = store.dir(&id).join(audit::FILE);
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| Error::NotFound(format!("{}: {e}", path.display())))?;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut closed = false;
+    loop {
+        use std::io::Read;
+        let mut chunk = Vec::new();
+        file.read_to_end(&mut chunk)?;
+        pending.extend_from_slice(&chunk);
+        let mut text = String::new();
+        let mut used = 0;
+        while let Some(nl) = pending[used..].iter().position(|&b| b == b'\n') {
+            let line = &pending[used..used + nl];
+            used += nl + 1;
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                text.push_str(&format!(
+                    "(line {} bytes: not a record; run `cordon audit verify`)\n",
+                    line.len()
+                ));
+                continue;
+            };
+            let cp = v.get("checkpoint");
+            if cp
+                .and_then(|c| c.get("closing"))
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+            {
+                closed = true;
+            }
+            let keep = match cp {
+                Some(_) => checkpoints,
+                None => {
+                    wanted.is_empty()
+                        || v.get("class_uid")
+                            .and_then(serde_json::Value::as_u64)
+                            .is_some_and(|u| wanted.iter().any(|c| u64::from(c.uid()) == u))
+                }
+            };
+            if !keep {
+                continue;
+            }
+            if as_json {
+                text.push_str(&String::from_utf8_lossy(line));
+            } else {
+                text.push_str(&audit::describe(&v));
+            }
+            text.push('\n');
+        }
+        pending.drain(..used);
+        out(&text)?;
+        if !follow || closed || !store.is_live(&id) && chunk.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(0)
 }
 
 fn cmd_diff(query: &str, stat: bool, as_json: bool) -> Result<u8, Fail> {

@@ -17,6 +17,7 @@
 //! untrusted — it never follows its symlinks and refuses protected paths.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod dirs;
 pub mod doctor;
 pub mod etc;
@@ -55,6 +56,10 @@ pub enum Error {
     /// The sandbox could not be started.
     #[error(transparent)]
     Launch(#[from] cordon_sandbox::LaunchError),
+    /// The audit record cannot be kept (an unusable host key, a log that
+    /// cannot be written): the session does not run without one.
+    #[error("audit: {0}")]
+    Audit(String),
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {

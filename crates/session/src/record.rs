@@ -65,6 +65,9 @@ pub struct Record {
     pub applied_ms: Option<u64>,
     /// Warnings raised while running.
     pub warnings: Vec<String>,
+    /// Where the session's audit log ended when it was closed.
+    #[serde(default)]
+    pub audit_head: Option<crate::audit::Head>,
 }
 
 /// The sessions directory.
@@ -270,6 +273,7 @@ mod tests {
             error: None,
             applied_ms: None,
             warnings: vec![],
+            audit_head: None,
         }
     }
 

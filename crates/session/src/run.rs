@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cordon_policy::network::{EgressMode, HostPattern};
 use cordon_policy::{EnvName, PathRule, Profile, RuleValue};
@@ -144,6 +145,8 @@ pub struct Prepared {
     /// destination (otherwise the sandbox has loopback only).
     pub net: Option<cordon_net::Config>,
     store: Store,
+    /// The session's audit log.
+    audit: Arc<cordon_audit::AuditLog>,
     /// Held until the run is recorded: marks the session live.
     _lock: std::os::fd::OwnedFd,
 }
@@ -291,6 +294,8 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         }
     }
     dirs.ensure_state()?;
+    // The audit record is a required layer: no usable key, no session.
+    let audit_key = crate::audit::host_key(&dirs.state)?;
     let store = Store::new(dirs.sessions());
     let id = store.create()?;
     let mut fixed: Vec<(&str, OsString)> = vec![
@@ -378,18 +383,12 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             mtu: u32::from(cordon_net::TUN_MTU),
         }),
     };
-    let net = (egress != Egress::None).then(|| cordon_net::Config {
-        policy: profile.network.clone(),
-        log: session_dir.join("net.jsonl"),
-        upstream_auth,
-        response_timeout: cordon_net::Config::RESPONSE_TIMEOUT,
-    });
     let mut env_withheld = plan.withheld_credentials.clone();
     env_withheld.extend(plan.withheld_other.iter().cloned());
     let record = Record {
         id,
         profile: profile.name.clone(),
-        profile_digest: String::new(),
+        profile_digest: profile.digest(),
         project,
         mode,
         command: req
@@ -412,8 +411,29 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         error: None,
         applied_ms: None,
         warnings: Vec::new(),
+        audit_head: None,
     };
+    // Its background thread must not take the signals the supervisor
+    // relays (SIGCHLD among them): it inherits a mask that blocks them.
+    let audit = cordon_sandbox::with_relayed_signals_blocked(|| {
+        crate::audit::open(&session_dir, &record, audit_key)
+    })
+    .map_err(|e| Error::io("block signals for the audit thread", e))??;
+    let forward = {
+        let audit = Arc::clone(&audit);
+        cordon_net::Forward(Arc::new(move |ev: &cordon_net::NetEvent| {
+            audit.append(&crate::audit::net_event(ev));
+        }))
+    };
+    let net = (egress != Egress::None).then(|| cordon_net::Config {
+        policy: profile.network.clone(),
+        log: session_dir.join("net.jsonl"),
+        upstream_auth,
+        response_timeout: cordon_net::Config::RESPONSE_TIMEOUT,
+        forward: Some(forward),
+    });
     Ok(Prepared {
+        audit,
         profile,
         record,
         spec,
@@ -440,6 +460,7 @@ pub fn execute(
         store,
         profile,
         net,
+        audit,
         ..
     } = p;
     let mut started = None;
@@ -480,7 +501,10 @@ pub fn execute(
             store.save(&record)?;
             launch.go().and_then(|()| {
                 launch.supervise(&mut |ev| match ev {
-                    Event::Started { pid } => started = Some(pid),
+                    Event::Started { pid } => {
+                        started = Some(pid);
+                        audit.append(&crate::audit::started(&record, Some(pid)));
+                    }
                     Event::Tun(fd) => {
                         let served = match &engine {
                             Some(e) => e.serve_tun(fd),
@@ -533,6 +557,8 @@ pub fn execute(
                 record.status = Status::Exited;
                 record.exit_code = Some(*code);
             }
+            audit.append(&crate::audit::ended(&record));
+            record.audit_head = close_audit(&audit, &mut record.warnings);
             store.save(&record)?;
             return Err(e.into());
         }
@@ -552,15 +578,20 @@ pub fn execute(
             let upper = store.dir(&record.id).join("upper");
             match crate::overlay::changes(&upper, &record.project, &record.placeholders) {
                 Ok(ch) if ch.is_empty() => {}
-                Ok(ch) => notices.push(format!(
-                    "session {}: {} change(s) in the overlay; review with `cordon diff {}`, \
+                Ok(ch) => {
+                    for c in &ch {
+                        audit.append(&crate::audit::file_change(c, &upper));
+                    }
+                    notices.push(format!(
+                        "session {}: {} change(s) in the overlay; review with `cordon diff {}`, \
                      write them to {} with `cordon apply {}`",
-                    record.id,
-                    ch.len(),
-                    record.id,
-                    record.project.display(),
-                    record.id
-                )),
+                        record.id,
+                        ch.len(),
+                        record.id,
+                        record.project.display(),
+                        record.id
+                    ));
+                }
                 Err(e) => notices.push(format!("could not list overlay changes: {e}")),
             }
         }
@@ -624,12 +655,39 @@ pub fn execute(
         }
         ProjectMode::Ro => {}
     }
+    audit.append(&crate::audit::ended(&record));
+    record.audit_head = close_audit(&audit, &mut record.warnings);
+    if record.audit_head.is_none() {
+        notices.push(format!(
+            "warning: the audit log {} could not be completed; see `cordon show {}`",
+            store.dir(&record.id).join(crate::audit::FILE).display(),
+            record.id
+        ));
+    }
     store.save(&record)?;
     Ok(Outcome {
         exit,
         record,
         notices,
     })
+}
+
+/// Closes the audit log with its final checkpoint; where it ends, or a
+/// warning in `warnings` when it cannot be completed.
+fn close_audit(
+    audit: &cordon_audit::AuditLog,
+    warnings: &mut Vec<String>,
+) -> Option<crate::audit::Head> {
+    match audit.close() {
+        Ok(h) => Some(crate::audit::Head {
+            seq: h.seq,
+            hash: h.hash,
+        }),
+        Err(e) => {
+            warnings.push(format!("the audit log could not be completed: {e}"));
+            None
+        }
+    }
 }
 
 /// Whether `bytes` is what git accepts in `HEAD`.

@@ -1,5 +1,6 @@
 mod harness;
 
+mod audit;
 mod detect;
 mod egress;
 mod escape;

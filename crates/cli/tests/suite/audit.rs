@@ -1,0 +1,199 @@
+//! The session's audit log: written by the supervisor for every run,
+//! OCSF-shaped, verified by `cordon audit verify`, read with `cordon audit
+//! show`, and any tampering named.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::both;
+use crate::suite::harness::{ok, stderr, stdout, Env};
+
+fn records(env: &Env) -> Vec<Value> {
+    let o = env
+        .cordon(["audit", "show", "last", "--json", "--checkpoints"])
+        .output()
+        .unwrap();
+    ok(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(env: &Env, target: &str) -> (Option<i32>, String) {
+    let o = env.cordon(["audit", "verify", target]).output().unwrap();
+    (o.status.code(), format!("{}{}", stdout(&o), stderr(&o)))
+}
+
+both!(every_session_leaves_a_verified_ocsf_record, |env| {
+    env.profile(
+        "net",
+        "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n",
+    );
+    let o = env.sh(
+        &["--profile", "net", "--mode", "overlay"],
+        "echo new > added.txt; echo more >> README.md; \
+         curl -s --max-time 5 http://evil.test/ >/dev/null; echo done",
+    );
+    assert_eq!(ok(&o).trim(), "done");
+
+    // The host key: private, made on first use.
+    let key = env.state.join("cordon/audit-key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (code, text) = verify(env, "last");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("verified:"), "{text}");
+
+    let all = records(env);
+    let class = |v: &Value| v["class_uid"].as_u64();
+    let session = all[0]["actor"]["session"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for r in &all {
+        if r.get("checkpoint").is_none() {
+            assert_eq!(r["actor"]["session"]["uid"], session.as_str());
+            assert!(r["time_ns"].as_u64().unwrap() > 0);
+            assert!(r["unmapped"]["profile_digest"].as_str().unwrap().len() > 10);
+        }
+    }
+    // Start and stop, first and last (before the closing checkpoint).
+    assert_eq!(class(&all[0]), Some(6002));
+    assert_eq!(all[0]["activity_name"], "Start");
+    assert!(all[0]["actor"]["process"]["pid"].as_u64().is_some());
+    let stop = &all[all.len() - 2];
+    assert_eq!(stop["activity_name"], "Stop");
+    assert_eq!(stop["unmapped"]["exit_code"], 0);
+    assert_eq!(all.last().unwrap()["checkpoint"]["closing"], true);
+    // The refused connection, with its reason code.
+    let refused = all
+        .iter()
+        .find(|r| class(r) == Some(4001) && r["activity_name"] == "Refuse")
+        .unwrap_or_else(|| panic!("no refused connection in {all:#?}"));
+    assert_eq!(refused["dst_endpoint"]["hostname"], "evil.test");
+    assert_eq!(refused["status_detail"], "net_host_not_allowed");
+    // The overlay's changes, with the new content's digest.
+    let created = all
+        .iter()
+        .find(|r| class(r) == Some(1001) && r["file"]["path"] == "added.txt")
+        .unwrap_or_else(|| panic!("no file record in {all:#?}"));
+    assert_eq!(created["activity_name"], "Create");
+    assert_eq!(created["file"]["size"], 4);
+    assert_eq!(
+        created["file"]["hashes"][0]["value"],
+        cordon_hex(&Sha256::digest(b"new\n"))
+    );
+    assert!(all.iter().any(|r| class(r) == Some(1001)
+        && r["file"]["path"] == "README.md"
+        && r["activity_name"] == "Update"));
+
+    // For people, and filtered.
+    let o = env
+        .cordon(["audit", "show", "last", "--class", "network"])
+        .output()
+        .unwrap();
+    let text = ok(&o);
+    assert!(
+        text.contains("network") && text.contains("evil.test:80"),
+        "{text}"
+    );
+    assert!(!text.contains("Start"), "{text}");
+    let o = env
+        .cordon(["audit", "show", "last", "--class", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a class"), "{}", stderr(&o));
+});
+
+fn cordon_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+both!(tampering_with_the_record_is_named, |env| {
+    let o = env.sh(
+        &["--mode", "overlay"],
+        "echo a > a.txt; echo b > b.txt; echo done",
+    );
+    assert_eq!(ok(&o).trim(), "done");
+    let path = env.last_session().join("audit.jsonl");
+    let original = std::fs::read(&path).unwrap();
+    let lines: Vec<&[u8]> = original.split_inclusive(|&b| b == b'\n').collect();
+    assert!(lines.len() >= 4, "{}", String::from_utf8_lossy(&original));
+
+    // A byte of a record flipped.
+    let mut flipped = original.clone();
+    let at = lines[0].len() + lines[1].len() / 2;
+    flipped[at] ^= 0x01;
+    std::fs::write(&path, &flipped).unwrap();
+    let (code, text) = verify(env, "last");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("TAMPERED: line 2"), "{text}");
+    // A record edited into other valid JSON: the next one no longer names
+    // its hash.
+    let second = String::from_utf8(lines[1].to_vec()).unwrap();
+    assert!(second.contains("a.txt"), "{second}");
+    let edited: Vec<u8> = [
+        lines[0].to_vec(),
+        second.replace("a.txt", "x.txt").into_bytes(),
+        lines[2..].concat(),
+    ]
+    .concat();
+    std::fs::write(&path, &edited).unwrap();
+    let (code, text) = verify(env, "last");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("TAMPERED: line 3") && text.contains("record 2 was altered"),
+        "{text}"
+    );
+
+    // A deleted record.
+    let mut deleted: Vec<u8> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if i != 1 {
+            deleted.extend_from_slice(l);
+        }
+    }
+    std::fs::write(&path, &deleted).unwrap();
+    let (code, text) = verify(env, "last");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("were deleted"), "{text}");
+
+    // Cut back to its first records: the chain alone is intact, but the
+    // session record knows where the log ended.
+    let cut: Vec<u8> = lines[..2].concat();
+    std::fs::write(&path, &cut).unwrap();
+    let (code, text) = verify(env, "last");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cut back or replaced"), "{text}");
+    // The same file on its own: intact as far as it goes, not closed.
+    let copy = env.project.join("copy.jsonl");
+    std::fs::write(&copy, &cut).unwrap();
+    let (code, text) = verify(env, copy.to_str().unwrap());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("not closed"), "{text}");
+    // A torn last line (a crash mid-write) is reported, not counted.
+    let mut torn = cut.clone();
+    torn.extend_from_slice(&lines[2][..lines[2].len() / 2]);
+    std::fs::write(&copy, &torn).unwrap();
+    let (code, text) = verify(env, copy.to_str().unwrap());
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("torn tail"), "{text}");
+
+    // Another key is not trusted.
+    std::fs::write(&path, &original).unwrap();
+    let o = env
+        .cordon(["audit", "verify", "--key", &"ab".repeat(32), "last"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("not the trusted"), "{}", stdout(&o));
+    // And the original verifies again.
+    let (code, text) = verify(env, "last");
+    assert_eq!(code, Some(0), "{text}");
+});

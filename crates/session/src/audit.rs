@@ -1,0 +1,409 @@
+//! A session's audit record: what the supervisor writes to the session's
+//! `audit.jsonl` (OCSF-shaped, hash-chained, signed by the host key in the
+//! state directory), and how a session's log is found and checked.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cordon_audit::{AuditLog, Class, Config, Context, Event, HostKey, Process, Severity};
+use cordon_net::NetEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::overlay::{Change, Kind};
+use crate::record::Record;
+use crate::Error;
+
+/// The log's file name in the session directory.
+pub const FILE: &str = "audit.jsonl";
+
+/// Where a closed log ends, kept in the session record so that a log cut
+/// back to an earlier checkpoint is caught.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// The last record's seq.
+    pub seq: u64,
+    /// Its SHA-256, hex.
+    pub hash: String,
+}
+
+/// The host key, made on first use in the state directory.
+pub fn host_key(state: &Path) -> Result<HostKey, Error> {
+    crate::dirs::create_private_dir(state)?;
+    HostKey::load_or_create(state).map_err(|e| Error::Audit(e.to_string()))
+}
+
+/// The trusted public key (hex) from the state directory.
+pub fn trusted_key(state: &Path) -> Result<String, Error> {
+    let path = state.join(cordon_audit::PUB_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("read the audit public key {}", path.display()), e))?;
+    cordon_audit::parse_public(&text).ok_or_else(|| {
+        Error::Audit(format!(
+            "{} is not an audit public key (64 hex digits)",
+            path.display()
+        ))
+    })
+}
+
+/// Opens a new session's log.
+pub fn open(session_dir: &Path, record: &Record, key: HostKey) -> Result<Arc<AuditLog>, Error> {
+    let path: PathBuf = session_dir.join(FILE);
+    AuditLog::create(
+        &path,
+        Context {
+            session: record.id.as_str().to_owned(),
+            profile_digest: record.profile_digest.clone(),
+        },
+        Arc::new(key),
+        Config::default(),
+    )
+    .map_err(|e| Error::io(format!("create the audit log {}", path.display()), e))
+}
+
+/// The session starts (Application Lifecycle: Start).
+pub fn started(r: &Record, sandbox_pid: Option<i32>) -> Event {
+    let mut e = Event::new(Class::Lifecycle, 3, "Start")
+        .success(true)
+        .message(format!("session {} started", r.id))
+        .field(
+            "app",
+            json!({ "name": "cordon", "version": env!("CARGO_PKG_VERSION") }),
+        )
+        .field(
+            "unmapped",
+            json!({
+                "profile": r.profile,
+                "project": r.project,
+                "mode": r.mode,
+                "command": r.command,
+                "env_withheld": r.env_withheld,
+                "supervisor_pid": r.supervisor_pid,
+            }),
+        );
+    if let Some(pid) = sandbox_pid.and_then(|p| u32::try_from(p).ok()) {
+        e = e.actor(Process {
+            pid: Some(pid),
+            argv: Some(r.command.clone()),
+            ..Process::default()
+        });
+    }
+    e
+}
+
+/// The session ends (Application Lifecycle: Stop), with how.
+pub fn ended(r: &Record) -> Event {
+    let ok = r.error.is_none();
+    let mut e = Event::new(Class::Lifecycle, 4, "Stop")
+        .success(ok)
+        .field(
+            "app",
+            json!({ "name": "cordon", "version": env!("CARGO_PKG_VERSION") }),
+        )
+        .field(
+            "unmapped",
+            json!({
+                "status": r.status,
+                "exit_code": r.exit_code,
+                "signal": r.signal,
+                "warnings": r.warnings,
+                "error": r.error,
+            }),
+        );
+    e = match (&r.error, r.exit_code) {
+        (Some(err), _) => e
+            .severity(Severity::Medium)
+            .reason("setup_failed")
+            .message(format!("session {} failed: {err}", r.id)),
+        (None, Some(code)) => e.message(format!("session {} ended: exit {code}", r.id)),
+        (None, None) => e.message(format!("session {} ended", r.id)),
+    };
+    e
+}
+
+/// A change the agent made in the overlay (File System Activity), with the
+/// new content's size and SHA-256.
+pub fn file_change(c: &Change, upper: &Path) -> Event {
+    let (id, name) = match c.kind {
+        Kind::Added => (1, "Create"),
+        Kind::Modified => (3, "Update"),
+        Kind::ModeChanged => (5, "Set Attributes"),
+        Kind::Deleted => (4, "Delete"),
+    };
+    let mut file = json!({
+        "path": c.path,
+        "name": c.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "type": c.entry,
+    });
+    if c.kind != Kind::Deleted && c.entry == "file" {
+        if let Ok((size, sha)) = digest(&upper.join(&c.path)) {
+            file["size"] = size.into();
+            file["hashes"] = json!([{ "algorithm_id": 3, "algorithm": "SHA-256", "value": sha }]);
+        }
+    }
+    if let Some(m) = c.new_mode {
+        file["mode"] = format!("{m:o}").into();
+    }
+    Event::new(Class::FileSystem, id, name)
+        .success(true)
+        .field("file", file)
+        .message(format!("{} {}", c.kind.as_str(), c.path.display()))
+}
+
+fn digest(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, cordon_audit::hex(&h.finalize())))
+}
+
+fn endpoint(ev: &NetEvent) -> serde_json::Value {
+    let mut ep = json!({ "port": ev.port });
+    if ev.host.parse::<std::net::IpAddr>().is_ok() {
+        ep["ip"] = ev.host.clone().into();
+    } else {
+        ep["hostname"] = ev.host.clone().into();
+    }
+    if let Some(a) = ev.addr {
+        ep["ip"] = a.ip().to_string().into();
+    }
+    ep
+}
+
+/// An egress engine event as an OCSF record (Network, HTTP or DNS
+/// Activity).
+pub fn net_event(ev: &NetEvent) -> Event {
+    let (class, id, name) = match ev.kind {
+        "flow.allowed" => (Class::Network, 1, "Open"),
+        "flow.closed" => (Class::Network, 2, "Close"),
+        "flow.denied" => (Class::Network, 5, "Refuse"),
+        "http.request" => match ev.method.as_deref() {
+            Some("CONNECT") => (Class::Http, 1, "Connect"),
+            Some("DELETE") => (Class::Http, 2, "Delete"),
+            Some("GET") => (Class::Http, 3, "Get"),
+            Some("HEAD") => (Class::Http, 4, "Head"),
+            Some("OPTIONS") => (Class::Http, 5, "Options"),
+            Some("POST") => (Class::Http, 6, "Post"),
+            Some("PUT") => (Class::Http, 7, "Put"),
+            Some("TRACE") => (Class::Http, 8, "Trace"),
+            Some("PATCH") => (Class::Http, 9, "Patch"),
+            _ => (Class::Http, 99, "Other"),
+        },
+        "dns.allowed" | "dns.denied" => (Class::Dns, 2, "Response"),
+        "dns.burst" => (Class::Dns, 6, "Traffic"),
+        _ => (Class::Network, 99, "Other"),
+    };
+    let denied = ev.kind.ends_with(".denied");
+    let mut e = Event::new(class, id, name)
+        .at(ev.time_ms.saturating_mul(1_000_000))
+        .success(!denied);
+    if denied {
+        e = e.severity(Severity::Low);
+    }
+    if ev.kind == "dns.burst" {
+        e = e.severity(Severity::Medium);
+    }
+    if let Some(code) = ev.code {
+        e = e.reason(code.as_str());
+    }
+    if let Some(m) = &ev.message {
+        e = e.message(m.clone());
+    }
+    let mut cordon = json!({ "kind": ev.kind, "via": ev.via, "flow": ev.flow });
+    if let Some(r) = &ev.rule {
+        cordon["rule"] = r.clone().into();
+    }
+    match class {
+        Class::Dns => {
+            e = e.field(
+                "query",
+                json!({ "hostname": ev.host, "type": ev.method.clone().unwrap_or_default() }),
+            );
+            if denied {
+                e = e.field("rcode", "Refused");
+            }
+        }
+        Class::Http => {
+            e = e.field(
+                "http_request",
+                json!({
+                    "http_method": ev.method,
+                    "url": {
+                        "hostname": ev.http_host.clone().unwrap_or_else(|| ev.host.clone()),
+                        "path": ev.path,
+                        "port": ev.port,
+                    },
+                }),
+            );
+            e = e.field("dst_endpoint", endpoint(ev));
+        }
+        _ => {
+            e = e.field("dst_endpoint", endpoint(ev));
+            e = e.field("connection_info", json!({ "protocol_name": "tcp" }));
+            if ev.bytes_up.is_some() || ev.bytes_down.is_some() {
+                e = e.field(
+                    "traffic",
+                    json!({ "bytes_out": ev.bytes_up, "bytes_in": ev.bytes_down }),
+                );
+            }
+            if let Some(d) = ev.duration_ms {
+                e = e.field("duration", d);
+            }
+            if let Some(s) = &ev.sni {
+                cordon["sni"] = s.clone().into();
+            }
+            if let Some(h) = &ev.http_host {
+                cordon["http_host"] = h.clone().into();
+            }
+            if let Some(m) = &ev.method {
+                cordon["method"] = m.clone().into();
+            }
+        }
+    }
+    e.field("unmapped", cordon)
+}
+
+/// What `cordon audit verify` found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The log that was checked.
+    pub path: PathBuf,
+    /// The chain's verdict.
+    pub report: cordon_audit::Report,
+    /// When the session record knows where its log ended and the file does
+    /// not end there: the log was cut back or replaced.
+    pub head_mismatch: Option<String>,
+}
+
+impl Verified {
+    /// The overall verdict (a head mismatch makes it tampered).
+    pub fn verdict(&self) -> cordon_audit::Verdict {
+        if self.head_mismatch.is_some() {
+            cordon_audit::Verdict::Tampered
+        } else {
+            self.report.verdict()
+        }
+    }
+
+    /// What to tell a person.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.head_mismatch {
+            out.push(format!("TAMPERED: {m}"));
+        }
+        out.extend(self.report.lines());
+        out
+    }
+}
+
+/// Verifies the log at `path` with the trusted key; `recorded` is where
+/// the session record says it ended.
+pub fn verify_file(path: &Path, trusted: &str, recorded: Option<&Head>) -> Result<Verified, Error> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::io(format!("read the audit log {}", path.display()), e))?;
+    let report = cordon_audit::verify(&bytes, trusted);
+    let head_mismatch = recorded.and_then(|h| {
+        let same = report.records == h.seq && report.head.as_deref() == Some(h.hash.as_str());
+        (!same && report.problem.is_none()).then(|| {
+            format!(
+                "the session record says its log closed at record {} (hash {}), but the file ends at record {}{}: it was cut back or replaced",
+                h.seq,
+                h.hash,
+                report.records,
+                report.head.as_deref().map(|x| format!(" (hash {x})")).unwrap_or_default()
+            )
+        })
+    });
+    Ok(Verified {
+        path: path.to_owned(),
+        report,
+        head_mismatch,
+    })
+}
+
+/// One record as a line for people: time (UTC), class, activity, what.
+pub fn describe(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let time_ns = v.get("time_ns").and_then(Value::as_u64).unwrap_or(0);
+    let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+    let when = utc(time_ns);
+    if let Some(cp) = v.get("checkpoint") {
+        let closing = cp.get("closing").and_then(Value::as_bool).unwrap_or(false);
+        return format!(
+            "{when} #{seq} {:<13} {}",
+            "checkpoint",
+            if closing {
+                "closing (signed)"
+            } else {
+                "signed"
+            }
+        );
+    }
+    let class = v
+        .get("class_uid")
+        .and_then(Value::as_u64)
+        .and_then(|c| Class::parse(&c.to_string()))
+        .map_or("?", Class::short);
+    let activity = v
+        .get("activity_name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    let what = match class {
+        "process" => s("/actor/process/cmd_line")
+            .or_else(|| s("/actor/process/file/path"))
+            .unwrap_or_default(),
+        "network" | "http" => {
+            let host = s("/dst_endpoint/hostname").or_else(|| s("/dst_endpoint/ip"));
+            let port = v.pointer("/dst_endpoint/port").and_then(Value::as_u64);
+            let path = s("/http_request/url/path").unwrap_or_default();
+            format!(
+                "{}:{}{path}",
+                host.unwrap_or_default(),
+                port.map(|p| p.to_string()).unwrap_or_default()
+            )
+        }
+        "dns" => s("/query/hostname").unwrap_or_default(),
+        "file" => s("/file/path").unwrap_or_default(),
+        _ => s("/message").unwrap_or_default(),
+    };
+    let reason = s("/status_detail")
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!("{when} #{seq} {class:<13} {activity:<8} {what}{reason}")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for nanoseconds since the epoch.
+fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let ms = (ns / 1_000_000) % 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
