@@ -23,6 +23,15 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Appends `bytes` in lower-case hex.
+fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+}
+
 /// The hash the next record names as `prev`: SHA-256 of a record's line
 /// without its newline.
 pub fn line_hash(line: &[u8]) -> [u8; 32] {
@@ -137,10 +146,10 @@ impl Chain {
     /// appended to `out`. `now_ns` stamps events without a time.
     pub fn seal(&mut self, ev: &Event, now_ns: u64, out: &mut Vec<u8>) {
         let time = if ev.time_ns == 0 { now_ns } else { ev.time_ns };
-        let body = ev.to_json(&self.ctx, self.seq, time);
         let start = out.len();
         self.header(out);
-        body_after_header(out, &body);
+        ev.write_members(&self.ctx, self.seq, time, out);
+        out.push(b'}');
         self.finish(start, out);
     }
 
@@ -164,10 +173,11 @@ impl Chain {
     }
 
     fn header(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{{\"seq\":{}", self.seq);
         out.extend_from_slice(b",\"prev\":\"");
-        out.extend_from_slice(hex(&self.prev).as_bytes());
+        hex_into(&self.prev, out);
         out.extend_from_slice(b"\",");
     }
 

@@ -126,10 +126,9 @@ both!(tampering_with_the_record_is_named, |env| {
     let lines: Vec<&[u8]> = original.split_inclusive(|&b| b == b'\n').collect();
     assert!(lines.len() >= 4, "{}", String::from_utf8_lossy(&original));
 
-    // A byte of a record flipped.
+    // A record's first byte flipped: no longer a record.
     let mut flipped = original.clone();
-    let at = lines[0].len() + lines[1].len() / 2;
-    flipped[at] ^= 0x01;
+    flipped[lines[0].len()] ^= 0x01;
     std::fs::write(&path, &flipped).unwrap();
     let (code, text) = verify(env, "last");
     assert_eq!(code, Some(1), "{text}");
