@@ -262,6 +262,27 @@ fn run(args: InitArgs) -> i32 {
         Ok(Some((Order::Go, None))) => {}
         _ => return EXIT_SETUP_FAILED,
     }
+    // The exec audit covers the agent from its first execve on: the filter
+    // goes on init just before the agent is cloned from it (init itself
+    // makes no more execs; its exit is reported too), and the listener to
+    // the supervisor, which answers while init waits.
+    if args.spec.seccomp.audit_exec {
+        let sent = seccomp::install_exec_notify()
+            .map_err(|e| StageError::new("seccomp", "install the exec-audit filter", e))
+            .and_then(|fd| {
+                protocol::send_fd(chan, &Msg::ExecListener, fd.as_fd()).map_err(|e| {
+                    StageError::new(
+                        "seccomp",
+                        "hand the exec-audit listener to the supervisor",
+                        e,
+                    )
+                })
+            });
+        if let Err(e) = sent {
+            let _ = protocol::send(chan, &Msg::SetupFailed(e));
+            return EXIT_SETUP_FAILED;
+        }
+    }
     let agent = match spawn_agent(&args, &program, pty_slave.as_ref()) {
         Ok(pid) => pid,
         Err(e) => {

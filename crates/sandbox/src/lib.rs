@@ -39,6 +39,7 @@
 
 mod child;
 mod confine;
+mod exec_audit;
 mod mounts;
 pub mod probe;
 mod protocol;
@@ -52,6 +53,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+pub use exec_audit::{ExecListener, Notice, MAX_ARGS, MAX_ARG_LEN};
 pub use protocol::Msg;
 pub use spec::{
     LandlockMode, LandlockSpec, Limits, Mount, SandboxSpec, SeccompSpec, Terminal, TunSpec,

@@ -28,6 +28,9 @@ pub enum Msg {
     /// The TUN device (transparent egress capture) travels with this
     /// message (SCM_RIGHTS).
     Tun,
+    /// The exec-audit listener travels with this message (SCM_RIGHTS),
+    /// sent just before the agent starts.
+    ExecListener,
     /// Every stage succeeded; the agent is about to be executed.
     Ready,
     /// A setup stage failed; the sandbox exits without running the agent.

@@ -320,6 +320,34 @@ pub fn install(spec: &SeccompSpec, errno: i32) -> io::Result<()> {
     crate::sys::seccomp_set_filter(&prog, 0).map(drop)
 }
 
+/// The exec-audit filter: `execve`, `execveat` and `exit_group` become
+/// user notifications (see `exec_audit`); every other call, and any
+/// foreign architecture (the deny filter kills those), passes.
+pub fn compile_exec_notify() -> Vec<libc::sock_filter> {
+    let notify = stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF);
+    vec![
+        stmt(BPF_LD_W_ABS, OFF_ARCH),
+        jump(BPF_JEQ_K, AUDIT_ARCH, 1, 0),
+        stmt(BPF_RET_K, RET_ALLOW),
+        stmt(BPF_LD_W_ABS, OFF_NR),
+        jump(BPF_JEQ_K, nr32(libc::SYS_execve), 3, 0),
+        jump(BPF_JEQ_K, nr32(libc::SYS_execveat), 2, 0),
+        jump(BPF_JEQ_K, nr32(libc::SYS_exit_group), 1, 0),
+        stmt(BPF_RET_K, RET_ALLOW),
+        notify,
+    ]
+}
+
+/// Installs the exec-audit filter on the calling thread (after
+/// `no_new_privs`) and returns its listener.
+pub fn install_exec_notify() -> io::Result<std::os::fd::OwnedFd> {
+    crate::sys::seccomp_set_filter(
+        &compile_exec_notify(),
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_ulong,
+    )?
+    .ok_or_else(|| io::Error::other("the kernel returned no seccomp listener"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +383,13 @@ mod tests {
 
     #[test]
     fn jumps_stay_inside_the_program() {
-        for spec in [SeccompSpec::default(), SeccompSpec { allow_ptrace: true }] {
+        for spec in [
+            SeccompSpec::default(),
+            SeccompSpec {
+                allow_ptrace: true,
+                audit_exec: false,
+            },
+        ] {
             let prog = compile(&spec, libc::EPERM);
             for (i, ins) in prog.iter().enumerate() {
                 if ins.code & 0x07 == 0x05 {
@@ -409,7 +443,13 @@ mod tests {
     #[test]
     fn the_tree_decides_every_number_like_the_list() {
         let e = |n: i32| RET_ERRNO | n as u32;
-        for spec in [SeccompSpec::default(), SeccompSpec { allow_ptrace: true }] {
+        for spec in [
+            SeccompSpec::default(),
+            SeccompSpec {
+                allow_ptrace: true,
+                audit_exec: false,
+            },
+        ] {
             let prog = compile(&spec, PROOF);
             let denied = deny_list(&spec, PROOF);
             for nr in 0..1024u32 {

@@ -215,6 +215,10 @@ pub struct LandlockSpec {
 pub struct SeccompSpec {
     /// Leave `ptrace`, `process_vm_*` and friends allowed (debuggers).
     pub allow_ptrace: bool,
+    /// Hand the supervisor a seccomp listener for every `execve`,
+    /// `execveat` and `exit_group` in the sandbox (the exec audit).
+    #[serde(default)]
+    pub audit_exec: bool,
 }
 
 /// Resource limits applied inside the sandbox.
@@ -375,7 +379,10 @@ mod tests {
                 write: vec![PathBuf::from(&odd)],
                 devices: vec!["/dev".into()],
             },
-            seccomp: SeccompSpec { allow_ptrace: true },
+            seccomp: SeccompSpec {
+                allow_ptrace: true,
+                audit_exec: true,
+            },
             limits: Limits::default(),
             terminal: Terminal::Pty,
             proxy_port: None,

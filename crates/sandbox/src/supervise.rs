@@ -34,6 +34,11 @@ pub enum Event {
     },
     /// A non-fatal degradation (already acceptable under the spec).
     Warning(String),
+    /// The exec audit's listener (see [`crate::SeccompSpec::audit_exec`]),
+    /// delivered just before the agent starts. The caller must serve it
+    /// ([`crate::ExecListener::serve`], on a thread of its own) for the
+    /// agent to run at all: every exec waits for its answer.
+    ExecListener(crate::ExecListener),
 }
 
 /// How the agent ended.
@@ -531,6 +536,14 @@ impl Supervisor {
                         return Err(io::Error::other("proxy message without a descriptor").into());
                     };
                     on_event(Event::ProxyListener(listener));
+                }
+                Msg::ExecListener => {
+                    let Some(l) = fd else {
+                        return Err(
+                            io::Error::other("exec-audit message without a descriptor").into()
+                        );
+                    };
+                    on_event(Event::ExecListener(crate::ExecListener::new(l)));
                 }
                 Msg::Tun => {
                     let Some(tun) = fd else {

@@ -656,3 +656,114 @@ pub fn dup2_raw(old: RawFd, new: RawFd) -> io::Result<()> {
     // standard descriptors, which no Rust object in this process owns.
     cvt_int(unsafe { libc::dup2(old, new) }).map(drop)
 }
+
+/// The sizes of the seccomp notification structures this kernel uses.
+pub fn seccomp_notif_sizes() -> io::Result<libc::seccomp_notif_sizes> {
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: the kernel writes one `seccomp_notif_sizes` into `sizes`.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        )
+    })?;
+    Ok(sizes)
+}
+
+/// Receives one notification into `buf` (zeroed first, as the kernel
+/// requires; at least the kernel's `seccomp_notif` size) and returns it.
+pub fn seccomp_notif_recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<libc::seccomp_notif> {
+    if buf.len() < std::mem::size_of::<libc::seccomp_notif>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "notification buffer too small",
+        ));
+    }
+    buf.fill(0);
+    // SAFETY: `buf` is zeroed and at least as large as the kernel's
+    // `seccomp_notif` (checked by the caller against SECCOMP_GET_NOTIF_SIZES
+    // and above against ours); the kernel writes at most that much.
+    cvt_int(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            buf.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: `buf` holds at least size_of::<seccomp_notif>() initialized
+    // bytes; the read is unaligned-safe, and every bit pattern is a valid
+    // `seccomp_notif` (integers only).
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<libc::seccomp_notif>()) })
+}
+
+/// Whether notification `id` is still pending (its target alive and in the
+/// call).
+pub fn seccomp_notif_id_valid(fd: BorrowedFd<'_>, id: u64) -> io::Result<bool> {
+    let mut id = id;
+    // SAFETY: the ioctl reads one u64 from the pointer.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &mut id as *mut u64,
+        )
+    };
+    if ret == 0 {
+        Ok(true)
+    } else {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// Lets the notified call `id` continue as if no filter had asked.
+pub fn seccomp_notif_continue(fd: BorrowedFd<'_>, id: u64) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: the kernel reads one `seccomp_notif_resp` from the pointer.
+    cvt_int(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &mut resp as *mut libc::seccomp_notif_resp,
+        )
+    })
+    .map(drop)
+}
+
+/// Waits until `fd` is readable (`true`) or hung up (`false`).
+pub fn poll_in(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {
+                let r = fds[0].revents();
+                if r.contains(rustix::event::PollFlags::IN) {
+                    return Ok(true);
+                }
+                if r.intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR) {
+                    return Ok(false);
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -181,6 +181,55 @@ fn endpoint(ev: &NetEvent) -> serde_json::Value {
     ep
 }
 
+/// An exec or exit the sandbox's exec audit saw (Process Activity: Launch
+/// or Terminate). `agent` is the command the session started, for an exec
+/// whose memory could not be read (the agent's own first exec when cordon
+/// runs unprivileged).
+pub fn exec_notice(n: &cordon_sandbox::Notice, agent: Option<&[String]>) -> Event {
+    match n {
+        cordon_sandbox::Notice::Exec {
+            pid,
+            ppid,
+            path,
+            argv,
+            cwd,
+            uid,
+            unreadable,
+        } => {
+            let (exe, argv, note) = match (unreadable, agent) {
+                (false, _) => (path.clone(), argv.clone(), None),
+                (true, Some(cmd)) => (
+                    cmd.first().cloned().unwrap_or_default(),
+                    cmd.to_vec(),
+                    Some("the session's command (its memory is not readable)"),
+                ),
+                (true, None) => (String::new(), Vec::new(), Some("arguments not readable")),
+            };
+            let mut e = Event::new(Class::Process, 1, "Launch")
+                .success(true)
+                .actor(Process {
+                    pid: Some(*pid),
+                    ppid: *ppid,
+                    exe: Some(exe),
+                    argv: Some(argv),
+                    cwd: cwd.clone(),
+                    uid: *uid,
+                });
+            if let Some(note) = note {
+                e = e.field("unmapped", json!({ "argv_source": note }));
+            }
+            e
+        }
+        cordon_sandbox::Notice::Exit { pid, status } => Event::new(Class::Process, 2, "Terminate")
+            .success(*status == 0)
+            .actor(Process {
+                pid: Some(*pid),
+                ..Process::default()
+            })
+            .field("exit_code", *status),
+    }
+}
+
 /// An egress engine event as an OCSF record (Network, HTTP or DNS
 /// Activity).
 pub fn net_event(ev: &NetEvent) -> Event {
@@ -361,9 +410,17 @@ pub fn describe(v: &serde_json::Value) -> String {
         .unwrap_or("?");
     let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
     let what = match class {
-        "process" => s("/actor/process/cmd_line")
-            .or_else(|| s("/actor/process/file/path"))
-            .unwrap_or_default(),
+        "process" => match v.get("exit_code").and_then(Value::as_i64) {
+            Some(code) => format!(
+                "pid {} exit {code}",
+                v.pointer("/actor/process/pid")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            ),
+            None => s("/actor/process/cmd_line")
+                .or_else(|| s("/actor/process/file/path"))
+                .unwrap_or_default(),
+        },
         "network" | "http" => {
             let host = s("/dst_endpoint/hostname").or_else(|| s("/dst_endpoint/ip"));
             let port = v.pointer("/dst_endpoint/port").and_then(Value::as_u64);

@@ -371,6 +371,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         landlock: layout.landlock.clone(),
         seccomp: SeccompSpec {
             allow_ptrace: profile.sandbox.allow_ptrace,
+            audit_exec: true,
         },
         limits: cordon_sandbox::Limits {
             nproc: profile.limits.nproc,
@@ -465,6 +466,7 @@ pub fn execute(
     } = p;
     let mut started = None;
     let mut warnings = Vec::new();
+    let mut exec_audit: Option<std::sync::mpsc::Receiver<std::io::Result<()>>> = None;
     let launch = pre.hand_over(&spec);
     // The egress engine starts while the sandbox builds its root; the
     // listening socket arrives during supervision. Without it the agent has
@@ -537,6 +539,37 @@ pub fn execute(
                         on_warning(&w);
                         warnings.push(w);
                     }
+                    Event::ExecListener(l) => {
+                        // Every exec in the sandbox waits for this thread's
+                        // answer; it ends when the last process is gone.
+                        let audit = Arc::clone(&audit);
+                        let command = record.command.clone();
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
+                            std::thread::Builder::new()
+                                .name("cordon-exec-audit".into())
+                                .spawn(move || {
+                                    // The first exec is the agent's own.
+                                    let mut first = true;
+                                    let r = l.serve(&mut |n| {
+                                        let agent = std::mem::take(&mut first)
+                                            .then_some(command.as_slice());
+                                        audit.append(&crate::audit::exec_notice(&n, agent));
+                                    });
+                                    let _ = tx.send(r);
+                                })
+                        });
+                        match spawned {
+                            Ok(Ok(_)) => exec_audit = Some(rx),
+                            Ok(Err(e)) | Err(e) => {
+                                // Without the thread every exec would hang:
+                                // the agent cannot run unaudited either.
+                                let w = format!("the exec audit could not start ({e})");
+                                on_warning(&w);
+                                warnings.push(w);
+                            }
+                        }
+                    }
                 })
             })
         }
@@ -545,6 +578,14 @@ pub fn execute(
     // The agent and everything it started are gone: flows still open end
     // now (their client side is closed) or within the grace period.
     let egress = engine.map(|e| e.finish(std::time::Duration::from_millis(500)));
+    // Every process is gone, so the exec audit's listener has hung up.
+    if let Some(rx) = exec_audit {
+        match rx.recv_timeout(std::time::Duration::from_secs(2)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warnings.push(format!("the exec audit stopped early: {e}")),
+            Err(_) => warnings.push("the exec audit did not finish".into()),
+        }
+    }
     record.sandbox_pid = started;
     record.warnings = warnings;
     record.ended_ms = Some(now_ms());

@@ -133,21 +133,25 @@ both!(tampering_with_the_record_is_named, |env| {
     let (code, text) = verify(env, "last");
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("TAMPERED: line 2"), "{text}");
-    // A record edited into other valid JSON: the next one no longer names
-    // its hash.
-    let second = String::from_utf8(lines[1].to_vec()).unwrap();
-    assert!(second.contains("a.txt"), "{second}");
+    // A record edited into other valid JSON (the file record of a.txt):
+    // the next one no longer names its hash.
+    let k = lines
+        .iter()
+        .position(|l| String::from_utf8_lossy(l).contains("\"path\":\"a.txt\""))
+        .unwrap();
+    let target = String::from_utf8(lines[k].to_vec()).unwrap();
     let edited: Vec<u8> = [
-        lines[0].to_vec(),
-        second.replace("a.txt", "x.txt").into_bytes(),
-        lines[2..].concat(),
+        lines[..k].concat(),
+        target.replace("a.txt", "x.txt").into_bytes(),
+        lines[k + 1..].concat(),
     ]
     .concat();
     std::fs::write(&path, &edited).unwrap();
     let (code, text) = verify(env, "last");
     assert_eq!(code, Some(1), "{text}");
     assert!(
-        text.contains("TAMPERED: line 3") && text.contains("record 2 was altered"),
+        text.contains(&format!("TAMPERED: line {}", k + 2))
+            && text.contains(&format!("record {} was altered", k + 1)),
         "{text}"
     );
 
@@ -195,4 +199,75 @@ both!(tampering_with_the_record_is_named, |env| {
     // And the original verifies again.
     let (code, text) = verify(env, "last");
     assert_eq!(code, Some(0), "{text}");
+});
+
+both!(every_exec_and_exit_is_recorded_with_its_arguments, |env| {
+    std::fs::write(env.project.join("ok.sh"), "exit 3\n").unwrap();
+    let o = env.sh(
+        &[],
+        "ls -a . > /dev/null; git status --short > /dev/null 2>&1; sh ok.sh; echo done",
+    );
+    assert_eq!(ok(&o).trim(), "done");
+    let (code, text) = verify(env, "last");
+    assert_eq!(code, Some(0), "{text}");
+    let all = records(env);
+    let procs: Vec<&Value> = all.iter().filter(|r| r["class_uid"] == 1007).collect();
+    let launch = |argv: &[&str]| {
+        procs
+            .iter()
+            .find(|r| {
+                r["activity_name"] == "Launch"
+                    && r["actor"]["process"]["unmapped"]["argv"]
+                        .as_array()
+                        .is_some_and(|a| {
+                            a.iter()
+                                .map(|x| x.as_str().unwrap())
+                                .eq(argv.iter().copied())
+                        })
+            })
+            .unwrap_or_else(|| panic!("no exec of {argv:?} in {procs:#?}"))
+    };
+    let sh = launch(&[
+        "sh",
+        "-c",
+        "ls -a . > /dev/null; git status --short > /dev/null 2>&1; sh ok.sh; echo done",
+    ]);
+    let ls = launch(&["ls", "-a", "."]);
+    let git = launch(&["git", "status", "--short"]);
+    launch(&["sh", "ok.sh"]);
+    // Path, working directory, parent, pid.
+    assert!(
+        ls["actor"]["process"]["file"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/ls"),
+        "{ls:#}"
+    );
+    assert_eq!(
+        git["actor"]["process"]["working_directory"],
+        env.project.to_str().unwrap()
+    );
+    assert_eq!(
+        ls["actor"]["process"]["parent_process"]["pid"],
+        sh["actor"]["process"]["pid"]
+    );
+    // Exits, with their status: `sh ok.sh` ended with 3.
+    assert!(
+        procs
+            .iter()
+            .any(|r| r["activity_name"] == "Terminate" && r["exit_code"] == 3),
+        "{procs:#?}"
+    );
+    let exits = procs
+        .iter()
+        .filter(|r| r["activity_name"] == "Terminate")
+        .count();
+    assert!(exits >= 4, "{procs:#?}");
+    let o = env
+        .cordon(["audit", "show", "last", "--class", "process"])
+        .output()
+        .unwrap();
+    let text = ok(&o);
+    assert!(text.contains("git status --short"), "{text}");
+    assert!(text.contains("exit 3"), "{text}");
 });

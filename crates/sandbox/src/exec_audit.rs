@@ -1,0 +1,204 @@
+//! Exec audit by seccomp user notification: init installs a second filter,
+//! just before it starts the agent, that turns `execve`, `execveat` and
+//! `exit_group` into notifications, and hands the listener to the
+//! supervisor. The supervisor reads what each call is about (the program,
+//! its arguments, the working directory; the exit status), checks that the
+//! notification is still valid after reading the target's memory, and lets
+//! the call continue.
+//!
+//! It is an audit, not a control: the target's memory can change between
+//! the read and the kernel's own read (a racing thread), so nothing is
+//! decided from it; enforcement stays with mounts, Landlock and the deny
+//! filter. A process killed by a signal makes no `exit_group` call and has
+//! no exit record.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use crate::sys;
+
+/// What a notification was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A process is executing a program.
+    Exec {
+        /// Host pid.
+        pid: u32,
+        /// Host pid of its parent.
+        ppid: Option<u32>,
+        /// The program as the call named it (relative to `cwd` when not
+        /// absolute).
+        path: String,
+        /// Its arguments (at most [`MAX_ARGS`], each at most
+        /// [`MAX_ARG_LEN`] bytes; lossy UTF-8).
+        argv: Vec<String>,
+        /// Working directory, as the supervisor's /proc shows it.
+        cwd: Option<String>,
+        /// Its uid on the host.
+        uid: Option<u32>,
+        /// The target's memory could not be read: `path` and `argv` are
+        /// empty. This happens to the agent's own first exec when cordon
+        /// runs unprivileged: it comes from init's memory, which is
+        /// non-dumpable and belongs to the host's user namespace (the
+        /// caller knows that command from the spec).
+        unreadable: bool,
+    },
+    /// A process is exiting.
+    Exit {
+        /// Host pid.
+        pid: u32,
+        /// The status it passed to `exit_group` (0–255).
+        status: i32,
+    },
+}
+
+/// The most arguments recorded.
+pub const MAX_ARGS: usize = 256;
+/// The most bytes recorded of one argument or path.
+pub const MAX_ARG_LEN: usize = 4096;
+
+/// The supervisor's end of the exec audit.
+#[derive(Debug)]
+pub struct ExecListener {
+    fd: OwnedFd,
+}
+
+impl ExecListener {
+    pub(crate) fn new(fd: OwnedFd) -> ExecListener {
+        ExecListener { fd }
+    }
+
+    /// Answers notifications until every process under the filter is gone
+    /// (the listener hangs up), calling `on` for each. Every notification
+    /// is let through, also when reading it fails.
+    pub fn serve(self, on: &mut dyn FnMut(Notice)) -> io::Result<()> {
+        let sizes = sys::seccomp_notif_sizes()?;
+        let mut req = vec![
+            0u8;
+            usize::from(sizes.seccomp_notif)
+                .max(std::mem::size_of::<libc::seccomp_notif>())
+        ];
+        loop {
+            if !sys::poll_in(self.fd.as_fd())? {
+                // Hung up: no process has the filter any more.
+                return Ok(());
+            }
+            let notif = match sys::seccomp_notif_recv(self.fd.as_fd(), &mut req) {
+                Ok(n) => n,
+                // The target died (or was interrupted) between poll and
+                // recv: nothing to answer.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => continue,
+                Err(e) => return Err(e),
+            };
+            let pid = notif.pid;
+            let notice = describe(&notif);
+            // Only a notification that is still valid after its target's
+            // memory was read describes that target (its pid may have been
+            // reused otherwise).
+            let valid = sys::seccomp_notif_id_valid(self.fd.as_fd(), notif.id).unwrap_or(false);
+            if let (true, Some(n)) = (valid, notice) {
+                on(n);
+            }
+            match sys::seccomp_notif_continue(self.fd.as_fd(), notif.id) {
+                Ok(()) => {}
+                // The target is gone.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("let pid {pid}'s call continue: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The listener's descriptor number (for diagnostics).
+    pub fn raw(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
+    let pid = n.pid;
+    let nr = i64::from(n.data.nr);
+    let args = n.data.args;
+    if nr == libc::SYS_exit_group {
+        return Some(Notice::Exit {
+            pid,
+            status: (args[0] & 0xff) as i32,
+        });
+    }
+    let (path_at, argv_at) = if nr == libc::SYS_execve {
+        (args[0], args[1])
+    } else if nr == libc::SYS_execveat {
+        (args[1], args[2])
+    } else {
+        return None;
+    };
+    let mem = File::open(format!("/proc/{pid}/mem")).ok();
+    let path = mem
+        .as_ref()
+        .and_then(|m| read_string(m, path_at))
+        .unwrap_or_default();
+    let mut argv = Vec::new();
+    let mut at = argv_at;
+    while let (Some(mem), true) = (&mem, argv_at != 0 && argv.len() < MAX_ARGS) {
+        let mut word = [0u8; 8];
+        if mem.read_exact_at(&mut word, at).is_err() {
+            break;
+        }
+        let p = u64::from_ne_bytes(word);
+        if p == 0 {
+            break;
+        }
+        argv.push(read_string(mem, p).unwrap_or_default());
+        at += 8;
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    Some(Notice::Exec {
+        pid,
+        ppid: field("PPid:"),
+        path,
+        argv,
+        cwd,
+        uid: field("Uid:"),
+        unreadable: mem.is_none(),
+    })
+}
+
+/// The NUL-terminated string at `addr` in the target (at most
+/// [`MAX_ARG_LEN`] bytes).
+fn read_string(mem: &File, addr: u64) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 256];
+    while out.len() < MAX_ARG_LEN {
+        // A read may stop at the end of a mapping: take what came.
+        let n = match mem.read_at(&mut chunk, addr + out.len() as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Some(String::from_utf8_lossy(&out).into_owned());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    out.truncate(MAX_ARG_LEN);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
