@@ -75,6 +75,9 @@ impl ExecListener {
     /// is let through, also when reading it fails.
     pub fn serve(self, on: &mut dyn FnMut(Notice)) -> io::Result<()> {
         let sizes = sys::seccomp_notif_sizes()?;
+        // Each exec waits for this thread: hand the CPU straight back to
+        // it when answered (an older kernel answers without this).
+        let _ = sys::seccomp_notif_sync_wake_up(self.fd.as_fd());
         let mut req = vec![
             0u8;
             usize::from(sizes.seccomp_notif)

@@ -767,3 +767,24 @@ pub fn poll_in(fd: BorrowedFd<'_>) -> io::Result<bool> {
         }
     }
 }
+
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` (`_IOW('!', 4, __u64)`; Linux 6.6).
+const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
+/// Wake the target on the answering CPU, without a round through the
+/// scheduler.
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// Asks the kernel to hand the CPU straight back to a notified task when
+/// its notification is answered (Linux 6.6+; an error on older kernels,
+/// where answers still work, only slower).
+pub fn seccomp_notif_sync_wake_up(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: the ioctl takes its u64 argument by value.
+    cvt_int(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    })
+    .map(drop)
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Exec-audit benchmark (not a test: numbers depend on the machine). Every
+# exec and exit inside a cordon sandbox is a seccomp user notification the
+# supervisor answers; this measures what that costs, in one hyperfine run:
+#
+#  * a loop of N executions of /bin/true, inside and outside a sandbox, and
+#    the same loop with 0 iterations (the fixed cost of starting a shell, or
+#    a sandbox): the per-exec difference is the round trip plus the
+#    sandbox's own per-exec costs (seccomp filters, Landlock);
+#  * `make -j2` of a small C project (60 files: every compile runs gcc,
+#    cc1 and as) inside (rw mode) and outside.
+#
+#   bench/audit.sh              # N=1000 RUNS=10
+#   N=300 RUNS=3 bench/audit.sh # quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-1000} RUNS=${RUNS:-10}
+for tool in hyperfine gcc make; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install hyperfine gcc make)" >&2; exit 2; }
+done
+CORDON=$(bash scripts/build-release.sh)
+W=$(mktemp -d /tmp/cordon-audit-bench.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+mkdir -p "$W/home" "$W/state" "$W/config" "$W/proj"
+export HOME="$W/home" XDG_STATE_HOME="$W/state" XDG_CONFIG_HOME="$W/config"
+for i in $(seq 1 60); do
+  printf '#include <stdio.h>\nint f%d(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * %d; return s; }\n' "$i" "$i" > "$W/proj/f$i.c"
+done
+{
+  printf 'OBJS = %s\n' "$(for i in $(seq 1 60); do printf 'f%d.o ' "$i"; done)"
+  printf 'all: $(OBJS)\n\n%%.o: %%.c\n\tgcc -O1 -c $< -o $@\n\nclean:\n\trm -f *.o\n'
+} > "$W/proj/Makefile"
+cd "$W/proj"
+LOOP="i=0; while [ \$i -lt $N ]; do /bin/true; i=\$((i+1)); done"
+NONE="i=0; while [ \$i -lt 0 ]; do /bin/true; i=\$((i+1)); done"
+hyperfine --shell none --warmup 2 --runs "$RUNS" --export-markdown "$W/times.md" --export-json "$W/times.json" \
+  -n "outside: sh, 0 execs" "sh -c '$NONE'" \
+  -n "outside: sh, $N execs" "sh -c '$LOOP'" \
+  -n "cordon: sh, 0 execs" "$CORDON run --no-tty -- sh -c '$NONE'" \
+  -n "cordon: sh, $N execs" "$CORDON run --no-tty -- sh -c '$LOOP'" \
+  -n "outside: make -j2 (60 files)" "make -s -j2 -B" \
+  -n "cordon: make -j2 (60 files)" "$CORDON run --no-tty --mode rw -- make -s -j2 -B" \
+  2>&1 | grep -v "^ *$"
+cat "$W/times.md"
+python3 - "$W/times.json" "$N" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+n = int(sys.argv[2])
+m = lambda k: r[k]["median"]
+o0, o1 = m("outside: sh, 0 execs"), m(f"outside: sh, {n} execs")
+c0, c1 = m("cordon: sh, 0 execs"), m(f"cordon: sh, {n} execs")
+per_out = (o1 - o0) / n * 1e3
+per_in = (c1 - c0) / n * 1e3
+print(f"per exec (median): outside {per_out:.3f} ms, in cordon {per_in:.3f} ms, added {per_in - per_out:.3f} ms")
+mo, mc = m("outside: make -j2 (60 files)"), m("cordon: make -j2 (60 files)")
+print(f"make -j2: outside {mo:.3f} s, in cordon {mc:.3f} s ({(mc / mo - 1) * 100:+.1f} %, sandbox start included)")
+PY
