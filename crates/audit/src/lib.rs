@@ -27,6 +27,7 @@ mod chain;
 mod event;
 mod file;
 mod key;
+pub mod ship;
 mod verify;
 
 use std::path::PathBuf;

@@ -136,6 +136,15 @@ enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Deliver sessions' records to the sinks in audit.toml.
+    ///
+    /// Each sink keeps a cursor per session; this sends what came after it
+    /// (records a sink missed while it was down, or after cordon stopped).
+    /// Exit status 1 when a sink could not take everything.
+    Ship {
+        /// Sessions (default: every ended session).
+        sessions: Vec<String>,
+    },
     /// Print a session's events, one line each (or as JSON).
     Show {
         /// Session id, a unique part of it, or `last`.
@@ -321,6 +330,7 @@ fn main() -> ExitCode {
         Command::Audit(AuditCmd::Verify { target, key, json }) => {
             cmd_audit_verify(&target, key.as_deref(), json)
         }
+        Command::Audit(AuditCmd::Ship { sessions }) => cmd_audit_ship(&sessions),
         Command::Audit(AuditCmd::Show {
             session,
             follow,
@@ -633,6 +643,55 @@ fn cmd_audit_verify(target: &str, key: Option<&str>, as_json: bool) -> Result<u8
         cordon_audit::Verdict::Tampered => 1,
         cordon_audit::Verdict::Incomplete => 3,
     })
+}
+
+fn cmd_audit_ship(queries: &[String]) -> Result<u8, Fail> {
+    use cordon_session::audit;
+    let dirs = Dirs::from_env()?;
+    let sinks = audit::sinks(&dirs.config)?;
+    if sinks.is_empty() {
+        return Err(Error::Usage(format!(
+            "no sinks configured: add [[sink]] entries to {}",
+            dirs.config.join("audit.toml").display()
+        ))
+        .into());
+    }
+    let store = Store::new(dirs.sessions());
+    let ids = if queries.is_empty() {
+        store.records()?.into_iter().map(|r| r.id).collect()
+    } else {
+        queries
+            .iter()
+            .map(|q| store.find(q))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let host = audit::hostname();
+    let mut failed = false;
+    let mut text = String::new();
+    for id in ids {
+        if store.is_live(&id) {
+            text.push_str(&format!("{id}: running; its own shipper delivers it\n"));
+            continue;
+        }
+        let log = store.dir(&id).join(audit::FILE);
+        if !log.exists() {
+            continue;
+        }
+        for s in &sinks {
+            match cordon_audit::ship::ship(&log, s, &host) {
+                Ok(c) => text.push_str(&format!(
+                    "{id}: sink {}: delivered through record {}\n",
+                    s.name, c.seq
+                )),
+                Err(e) => {
+                    failed = true;
+                    text.push_str(&format!("{id}: sink {}: {e}\n", s.name));
+                }
+            }
+        }
+    }
+    out(&text)?;
+    Ok(u8::from(failed))
 }
 
 fn cmd_audit_show(

@@ -464,3 +464,82 @@ fn utc(ns: u64) -> String {
         rem % 60
     )
 }
+
+/// The sinks in `audit.toml` in cordon's configuration directory (none
+/// when there is no such file).
+pub fn sinks(config: &Path) -> Result<Vec<cordon_audit::ship::SinkSpec>, Error> {
+    let path = config.join("audit.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => cordon_audit::ship::SinksFile::parse(&text)
+            .map(|f| f.sinks)
+            .map_err(|e| Error::Usage(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+    }
+}
+
+/// This host's name, for syslog.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Ships a session's log to its sinks while the session runs: every
+/// second, from the log itself (the spool), on a thread of its own. A sink
+/// that is down is retried; whatever it has not received when the session
+/// ends, `cordon audit ship` delivers later.
+#[derive(Debug)]
+pub struct Shipper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Shipper {
+    /// Starts shipping `log` to `sinks`.
+    pub fn start(
+        log: PathBuf,
+        sinks: Vec<cordon_audit::ship::SinkSpec>,
+    ) -> std::io::Result<Shipper> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let host = hostname();
+        let thread = std::thread::Builder::new()
+            .name("cordon-ship".into())
+            .spawn(move || {
+                let mut failed: Vec<Option<String>> = vec![None; sinks.len()];
+                let mut last = false;
+                loop {
+                    let stopping = flag.load(std::sync::atomic::Ordering::Relaxed);
+                    for (i, s) in sinks.iter().enumerate() {
+                        failed[i] = cordon_audit::ship::ship(&log, s, &host)
+                            .err()
+                            .map(|e| format!("audit sink {}: {e}", s.name));
+                    }
+                    if last {
+                        break;
+                    }
+                    last = stopping;
+                    if !last {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                failed.into_iter().flatten().collect()
+            })?;
+        Ok(Shipper {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// One last delivery of what the log holds now; the sinks that could
+    /// not take it (their records wait for `cordon audit ship`).
+    pub fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}

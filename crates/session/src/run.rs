@@ -147,6 +147,8 @@ pub struct Prepared {
     store: Store,
     /// The session's audit log.
     audit: Arc<cordon_audit::AuditLog>,
+    /// Delivers the log to the configured sinks.
+    shipper: Option<crate::audit::Shipper>,
     /// Held until the run is recorded: marks the session live.
     _lock: std::os::fd::OwnedFd,
 }
@@ -296,6 +298,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     dirs.ensure_state()?;
     // The audit record is a required layer: no usable key, no session.
     let audit_key = crate::audit::host_key(&dirs.state)?;
+    let sinks = crate::audit::sinks(&dirs.config)?;
     let store = Store::new(dirs.sessions());
     let id = store.create()?;
     let mut fixed: Vec<(&str, OsString)> = vec![
@@ -433,8 +436,20 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         response_timeout: cordon_net::Config::RESPONSE_TIMEOUT,
         forward: Some(forward),
     });
+    let shipper = if sinks.is_empty() {
+        None
+    } else {
+        Some(
+            cordon_sandbox::with_relayed_signals_blocked(|| {
+                crate::audit::Shipper::start(session_dir.join(crate::audit::FILE), sinks)
+            })
+            .and_then(|r| r)
+            .map_err(|e| Error::io("start the audit shipper", e))?,
+        )
+    };
     Ok(Prepared {
         audit,
+        shipper,
         profile,
         record,
         spec,
@@ -462,6 +477,7 @@ pub fn execute(
         profile,
         net,
         audit,
+        shipper,
         ..
     } = p;
     let mut started = None;
@@ -600,6 +616,9 @@ pub fn execute(
             }
             audit.append(&crate::audit::ended(&record));
             record.audit_head = close_audit(&audit, &mut record.warnings);
+            if let Some(s) = shipper {
+                record.warnings.extend(s.finish());
+            }
             store.save(&record)?;
             return Err(e.into());
         }
@@ -698,6 +717,14 @@ pub fn execute(
     }
     audit.append(&crate::audit::ended(&record));
     record.audit_head = close_audit(&audit, &mut record.warnings);
+    if let Some(s) = shipper {
+        for w in s.finish() {
+            notices.push(format!(
+                "{w}; the records it missed are kept, deliver them with `cordon audit ship`"
+            ));
+            record.warnings.push(w);
+        }
+    }
     if record.audit_head.is_none() {
         notices.push(format!(
             "warning: the audit log {} could not be completed; see `cordon show {}`",

@@ -271,3 +271,184 @@ both!(every_exec_and_exit_is_recorded_with_its_arguments, |env| {
     assert!(text.contains("git status --short"), "{text}");
     assert!(text.contains("exit 3"), "{text}");
 });
+
+/// A real rsyslogd on loopback (TCP with octet counting, and UDP), writing
+/// every message it receives to `out.log`.
+struct Rsyslog {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+    tcp: u16,
+    udp: u16,
+}
+
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+impl Rsyslog {
+    fn binary() -> Option<&'static str> {
+        ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+    }
+
+    fn start(dir: &std::path::Path, tcp: u16, udp: u16) -> Rsyslog {
+        std::fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{d}\")\n\
+                 module(load=\"imtcp\")\nmodule(load=\"imudp\")\n\
+                 template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+                 ruleset(name=\"r\") {{ action(type=\"omfile\" file=\"{d}/out.log\" template=\"raw\" flushOnTXEnd=\"on\" asyncWriting=\"off\") }}\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{tcp}\" ruleset=\"r\")\n\
+                 input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp}\" ruleset=\"r\")\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(Rsyslog::binary().unwrap())
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Listening once a TCP connection is accepted.
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "rsyslogd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Rsyslog {
+            dir: dir.to_owned(),
+            child,
+            tcp,
+            udp,
+        }
+    }
+
+    /// Waits until every line of `want` (audit records) arrived at least
+    /// `times` times; returns what arrived.
+    fn wait_for(&self, want: &[String], times: usize) -> String {
+        let t = std::time::Instant::now();
+        loop {
+            let got = std::fs::read_to_string(self.dir.join("out.log")).unwrap_or_default();
+            let ok = want
+                .iter()
+                .all(|l| got.matches(l.as_str()).count() >= times);
+            if ok {
+                return got;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(15),
+                "not every record arrived {times} time(s): {} of {} lines in {got}",
+                want.iter().filter(|l| got.contains(l.as_str())).count(),
+                want.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+both!(
+    records_reach_a_real_rsyslogd_and_survive_its_outage,
+    |env| {
+        if Rsyslog::binary().is_none() {
+            crate::suite::harness::skip(
+                "records_reach_a_real_rsyslogd_and_survive_its_outage",
+                "rsyslogd is not installed (apt-get install rsyslog)",
+            );
+            return;
+        }
+        let (tcp, udp) = (free_port(false), free_port(true));
+        let syslog = Rsyslog::start(&env.project.join("../rsyslog"), tcp, udp);
+        let conf = env.config.join("cordon/audit.toml");
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        std::fs::write(
+        &conf,
+        format!(
+            "[[sink]]\nname = \"siem-tcp\"\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{tcp}\"\n\n\
+             [[sink]]\nname = \"siem-udp\"\ntype = \"syslog\"\naddress = \"udp://127.0.0.1:{udp}\"\n"
+        ),
+    )
+    .unwrap();
+        if env.who == crate::suite::harness::As::Nobody {
+            std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&env.config)
+                .status()
+                .unwrap();
+        }
+        let o = env.sh(&[], "ls > /dev/null; echo done");
+        assert_eq!(ok(&o).trim(), "done");
+        let log = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        let lines: Vec<String> = log.lines().map(str::to_owned).collect();
+        // Both sinks: every record, the closing checkpoint included.
+        let got = syslog.wait_for(&lines, 2);
+        assert!(got.contains("cordon@32473"), "{got}");
+        assert!(
+            got.lines()
+                .any(|l| l.starts_with("<134>1 ") && l.contains(" cordon - process ")),
+            "{got}"
+        );
+
+        // The sink goes down: the session runs anyway, and says what to do.
+        let (tcp_port, udp_port, dir) = (syslog.tcp, syslog.udp, syslog.dir.clone());
+        syslog.stop();
+        let o = env.sh(&[], "echo second");
+        assert_eq!(ok(&o).trim(), "second");
+        assert!(stderr(&o).contains("cordon audit ship"), "{}", stderr(&o));
+        let second = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        let second: Vec<String> = second.lines().map(str::to_owned).collect();
+        // Back up: `cordon audit ship` delivers what it missed.
+        let syslog = Rsyslog::start(&dir, tcp_port, udp_port);
+        let o = env.cordon(["audit", "ship"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains("delivered through record"),
+            "{}",
+            stdout(&o)
+        );
+        syslog.wait_for(&second, 1);
+        // Nothing is sent twice by a ship with nothing new.
+        let before = std::fs::read_to_string(dir.join("out.log")).unwrap().len();
+        let o = env.cordon(["audit", "ship"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out.log")).unwrap().len(),
+            before
+        );
+    }
+);
