@@ -61,15 +61,19 @@ pub fn open(session_dir: &Path, record: &Record, key: HostKey) -> Result<Arc<Aud
     .map_err(|e| Error::io(format!("create the audit log {}", path.display()), e))
 }
 
+/// An Application Lifecycle event about cordon itself.
+fn lifecycle(activity_id: u8, activity: &'static str) -> Event {
+    Event::new(Class::Lifecycle, activity_id, activity).field(
+        "app",
+        json!({ "name": "cordon", "version": env!("CARGO_PKG_VERSION") }),
+    )
+}
+
 /// The session starts (Application Lifecycle: Start).
 pub fn started(r: &Record, sandbox_pid: Option<i32>) -> Event {
-    let mut e = Event::new(Class::Lifecycle, 3, "Start")
+    let mut e = lifecycle(3, "Start")
         .success(true)
         .message(format!("session {} started", r.id))
-        .field(
-            "app",
-            json!({ "name": "cordon", "version": env!("CARGO_PKG_VERSION") }),
-        )
         .field(
             "unmapped",
             json!({
@@ -94,22 +98,16 @@ pub fn started(r: &Record, sandbox_pid: Option<i32>) -> Event {
 /// The session ends (Application Lifecycle: Stop), with how.
 pub fn ended(r: &Record) -> Event {
     let ok = r.error.is_none();
-    let mut e = Event::new(Class::Lifecycle, 4, "Stop")
-        .success(ok)
-        .field(
-            "app",
-            json!({ "name": "cordon", "version": env!("CARGO_PKG_VERSION") }),
-        )
-        .field(
-            "unmapped",
-            json!({
-                "status": r.status,
-                "exit_code": r.exit_code,
-                "signal": r.signal,
-                "warnings": r.warnings,
-                "error": r.error,
-            }),
-        );
+    let mut e = lifecycle(4, "Stop").success(ok).field(
+        "unmapped",
+        json!({
+            "status": r.status,
+            "exit_code": r.exit_code,
+            "signal": r.signal,
+            "warnings": r.warnings,
+            "error": r.error,
+        }),
+    );
     e = match (&r.error, r.exit_code) {
         (Some(err), _) => e
             .severity(Severity::Medium)
@@ -443,26 +441,9 @@ pub fn describe(v: &serde_json::Value) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for nanoseconds since the epoch.
 fn utc(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
+    let (y, m, d, h, mi, s) = cordon_types::civil_from_unix(ns / 1_000_000_000);
     let ms = (ns / 1_000_000) % 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
 /// The sinks in `audit.toml` in cordon's configuration directory (none

@@ -13,4 +13,4 @@ mod reason;
 mod session;
 
 pub use reason::ReasonCode;
-pub use session::{ParseError, ProjectMode, SessionId};
+pub use session::{civil_from_unix, ParseError, ProjectMode, SessionId};

@@ -78,7 +78,7 @@ impl From<SessionId> for String {
 
 /// Converts seconds since the Unix epoch to a UTC civil date and time
 /// (Howard Hinnant's days-from-civil algorithm, inverted).
-pub(crate) fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+pub fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
