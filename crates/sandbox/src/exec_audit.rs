@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use crate::sys;
@@ -116,11 +116,6 @@ impl ExecListener {
                 }
             }
         }
-    }
-
-    /// The listener's descriptor number (for diagnostics).
-    pub fn raw(&self) -> i32 {
-        self.fd.as_raw_fd()
     }
 }
 
