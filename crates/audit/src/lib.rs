@@ -26,6 +26,7 @@
 mod chain;
 mod event;
 mod file;
+mod http;
 mod key;
 pub mod ship;
 mod verify;

@@ -447,16 +447,24 @@ fn utc(ns: u64) -> String {
 }
 
 /// The sinks in `audit.toml` in cordon's configuration directory (none
-/// when there is no such file).
-pub fn sinks(config: &Path) -> Result<Vec<cordon_audit::ship::SinkSpec>, Error> {
+/// when there is no such file), ready to deliver: a sink whose token or CA
+/// cannot be read is an error now, not a silent gap later.
+pub fn sinks(config: &Path) -> Result<Vec<cordon_audit::ship::Sink>, Error> {
     let path = config.join("audit.toml");
-    match std::fs::read_to_string(&path) {
+    let specs = match std::fs::read_to_string(&path) {
         Ok(text) => cordon_audit::ship::SinksFile::parse(&text)
             .map(|f| f.sinks)
-            .map_err(|e| Error::Usage(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
-    }
+            .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    specs
+        .iter()
+        .map(|s| {
+            cordon_audit::ship::Sink::open(s)
+                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+        })
+        .collect()
 }
 
 /// This host's name, for syslog.
@@ -479,10 +487,7 @@ pub struct Shipper {
 
 impl Shipper {
     /// Starts shipping `log` to `sinks`.
-    pub fn start(
-        log: PathBuf,
-        sinks: Vec<cordon_audit::ship::SinkSpec>,
-    ) -> std::io::Result<Shipper> {
+    pub fn start(log: PathBuf, sinks: Vec<cordon_audit::ship::Sink>) -> std::io::Result<Shipper> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let host = hostname();

@@ -452,3 +452,249 @@ both!(
         );
     }
 );
+
+/// The audit collector (crates/cli/tests/fixtures/sink_server.py) on
+/// 127.0.0.1, plain HTTP or HTTPS with the test CA; every record it takes
+/// is a line of `out`. Killed on drop.
+struct Collector {
+    child: std::process::Child,
+    port: u16,
+    out: std::path::PathBuf,
+}
+
+impl Collector {
+    fn start(out: std::path::PathBuf, tls: bool) -> Collector {
+        use std::io::BufRead;
+        let mut c = std::process::Command::new("/usr/bin/python3");
+        c.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sink_server.py"
+        ))
+        .arg(&out);
+        if tls {
+            let pki = crate::suite::egress::pki();
+            c.arg(&pki.cert).arg(&pki.key);
+        }
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap();
+        Collector { child, port, out }
+    }
+
+    /// Every row received so far, by sink type.
+    fn rows(&self, sink: &str) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["sink"] == sink)
+            .collect()
+    }
+
+    /// Waits until every record of `want` arrived at `sink` at least once;
+    /// returns how many times each arrived.
+    fn wait_for(&self, sink: &str, want: &[Value]) -> Vec<usize> {
+        let t = std::time::Instant::now();
+        loop {
+            let rows = self.rows(sink);
+            let counts: Vec<usize> = want
+                .iter()
+                .map(|w| rows.iter().filter(|r| &r["record"] == w).count())
+                .collect();
+            if counts.iter().all(|&c| c >= 1) {
+                return counts;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(15),
+                "{sink}: {} of {} records arrived",
+                counts.iter().filter(|&&c| c >= 1).count(),
+                want.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn set_down(&self, down: bool) {
+        let flag = self.out.with_extension("jsonl.down");
+        if down {
+            std::fs::write(flag, "").unwrap();
+        } else {
+            std::fs::remove_file(flag).unwrap();
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_records(env: &Env) -> Vec<Value> {
+    std::fs::read_to_string(env.last_session().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+both!(
+    records_reach_http_splunk_and_otlp_collectors_at_least_once,
+    |env| {
+        let dir = env.project.join("../collectors");
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = Collector::start(dir.join("plain.jsonl"), false);
+        let tls = Collector::start(dir.join("tls.jsonl"), true);
+        std::fs::write(dir.join("tls.jsonl.token"), "hec-0d2c6a\n").unwrap();
+        let conf_dir = env.config.join("cordon");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        let token = conf_dir.join("hec.token");
+        std::fs::write(&token, "hec-0d2c6a\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let ca = conf_dir.join("siem-ca.pem");
+        std::fs::copy(&crate::suite::egress::pki().ca, &ca).unwrap();
+        std::fs::write(
+            conf_dir.join("audit.toml"),
+            format!(
+                "[[sink]]\nname = \"generic\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{p}/generic\"\nbatch = 3\n\n\
+                 [[sink]]\nname = \"splunk\"\ntype = \"splunk-hec\"\n\
+                 url = \"https://127.0.0.1:{t}/services/collector/event\"\n\
+                 token_file = \"{token}\"\nca_file = \"{ca}\"\n\n\
+                 [[sink]]\nname = \"otel\"\ntype = \"otlp\"\nurl = \"https://127.0.0.1:{t}/v1/logs\"\nca_file = \"{ca}\"\n",
+                p = plain.port,
+                t = tls.port,
+                token = token.display(),
+                ca = ca.display()
+            ),
+        )
+        .unwrap();
+        if env.who == crate::suite::harness::As::Nobody {
+            std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&env.config)
+                .status()
+                .unwrap();
+        }
+        let o = env.sh(&[], "ls > /dev/null; echo done");
+        assert_eq!(ok(&o).trim(), "done");
+        let first = log_records(env);
+        assert!(first.len() >= 5, "{first:?}");
+        plain.wait_for("generic", &first);
+        tls.wait_for("hec", &first);
+        tls.wait_for("otlp", &first);
+        // Each format's own fields.
+        let hec = tls.rows("hec");
+        let e = &hec[0]["extra"];
+        assert_eq!(e["sourcetype"], "cordon:ocsf", "{e}");
+        assert_eq!(e["source"], "cordon", "{e}");
+        let ns = hec[0]["record"]["time_ns"].as_u64().unwrap();
+        let secs = e["time"].as_f64().unwrap();
+        assert!((secs - ns as f64 / 1e9).abs() < 1e-3, "{secs} vs {ns}");
+        let otlp = tls.rows("otlp");
+        let x = &otlp[0]["extra"];
+        assert_eq!(
+            x["resource"]["service.name"]["stringValue"], "cordon",
+            "{x}"
+        );
+        assert_eq!(
+            x["attributes"]["cordon.session"]["stringValue"],
+            otlp[0]["record"]["actor"]["session"]["uid"],
+            "{x}"
+        );
+        assert_eq!(
+            x["timeUnixNano"].as_str().unwrap(),
+            otlp[0]["record"]["time_ns"].to_string(),
+            "{x}"
+        );
+
+        // Both collectors go down: the session runs anyway and says what
+        // to do; nothing of it is recorded.
+        plain.set_down(true);
+        tls.set_down(true);
+        let o = env.sh(&[], "echo second");
+        assert_eq!(ok(&o).trim(), "second");
+        let err = stderr(&o);
+        for sink in ["generic", "splunk", "otel"] {
+            assert!(err.contains(&format!("audit sink {sink}")), "{err}");
+        }
+        assert!(err.contains("HTTP 503"), "{err}");
+        assert!(err.contains("cordon audit ship"), "{err}");
+        let second = log_records(env);
+        let (before_plain, before_tls) = (plain.rows("generic").len(), tls.rows("hec").len());
+        // While they are down `cordon audit ship` fails, naming the answer.
+        let o = env.cordon(["audit", "ship"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        assert!(stdout(&o).contains("HTTP 503"), "{}", stdout(&o));
+        assert_eq!(plain.rows("generic").len(), before_plain);
+        assert_eq!(tls.rows("hec").len(), before_tls);
+
+        // Back up: every record of the second session arrives, and every
+        // record of both sessions is counted once or more at each sink.
+        plain.set_down(false);
+        tls.set_down(false);
+        let o = env.cordon(["audit", "ship"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        let all: Vec<Value> = first.iter().chain(&second).cloned().collect();
+        for (c, sink) in [(&plain, "generic"), (&tls, "hec"), (&tls, "otlp")] {
+            let counts = c.wait_for(sink, &all);
+            assert!(counts.iter().all(|&n| n >= 1), "{sink}: {counts:?}");
+        }
+        // A ship with nothing new sends nothing.
+        let n = plain.rows("generic").len();
+        let o = env.cordon(["audit", "ship"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        assert_eq!(plain.rows("generic").len(), n);
+    }
+);
+
+both!(
+    a_sink_that_cannot_be_used_stops_the_run_before_it_starts,
+    |env| {
+        let conf_dir = env.config.join("cordon");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        let token = conf_dir.join("hec.token");
+        std::fs::write(&token, "t\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let conf = conf_dir.join("audit.toml");
+        let cases = [
+        (
+            format!(
+                "[[sink]]\nname = \"s\"\ntype = \"splunk-hec\"\nurl = \"https://127.0.0.1:1/\"\ntoken_file = \"{}\"\n",
+                token.display()
+            ),
+            "chmod 600",
+        ),
+        (
+            "[[sink]]\nname = \"s\"\ntype = \"splunk-hec\"\nurl = \"https://127.0.0.1:1/\"\n".to_owned(),
+            "needs its HEC token",
+        ),
+        (
+            "[[sink]]\nname = \"s\"\ntype = \"http\"\nurl = \"https://127.0.0.1:1/\"\nca_file = \"/nonexistent.pem\"\n".to_owned(),
+            "/nonexistent.pem",
+        ),
+        (
+            "[[sink]]\nname = \"s\"\ntype = \"http\"\nurl = \"127.0.0.1:1\"\n".to_owned(),
+            "expected http:// or https://",
+        ),
+    ];
+        for (text, says) in cases {
+            std::fs::write(&conf, text).unwrap();
+            if env.who == crate::suite::harness::As::Nobody {
+                std::process::Command::new("chown")
+                    .args(["-R", "65534:65534"])
+                    .arg(&env.config)
+                    .status()
+                    .unwrap();
+            }
+            env.refused(&[], says);
+        }
+    }
+);

@@ -12,13 +12,13 @@ use std::sync::OnceLock;
 use crate::both;
 use crate::suite::harness::{ok, stderr, stdout, Env};
 
-/// A test CA and a server certificate for api.test, git.test and
-/// evil.test, made once per test run with the openssl CLI.
-struct Pki {
+/// A test CA and a server certificate for api.test, git.test,
+/// evil.test and 127.0.0.1 (the audit sinks), made once per test run with the openssl CLI.
+pub(crate) struct Pki {
     _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 fn openssl(args: &[&str], dir: &Path) {
@@ -34,7 +34,7 @@ fn openssl(args: &[&str], dir: &Path) {
     );
 }
 
-fn pki() -> &'static Pki {
+pub(crate) fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -72,7 +72,7 @@ fn pki() -> &'static Pki {
         openssl(&csr, d);
         std::fs::write(
             d.join("ext.cnf"),
-            "subjectAltName=DNS:api.test,DNS:git.test,DNS:evil.test\n\
+            "subjectAltName=DNS:api.test,DNS:git.test,DNS:evil.test,IP:127.0.0.1\n\
              basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();

@@ -1,0 +1,456 @@
+//! A small blocking HTTP/1.1 client for the HTTP sinks: one POST per
+//! connection (`Connection: close`), over TCP or TLS (rustls, verifying
+//! against the system's roots plus an optional extra CA file; never
+//! weakened). Only what acknowledging a batch needs: the status and the
+//! start of the response body.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// How much of a response body is kept (for error messages and OTLP's
+/// partial-success answer).
+const BODY_MAX: usize = 64 * 1024;
+/// How much of a response head is read before giving up on it.
+const HEAD_MAX: usize = 64 * 1024;
+
+/// Where a request goes: `http://HOST[:PORT]/PATH` or `https://…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// TLS or not.
+    pub tls: bool,
+    /// The host as written (a name, an IPv4 address or `[IPv6]`).
+    pub host: String,
+    /// The port (80 or 443 when not written).
+    pub port: u16,
+    /// The path and query, starting with `/`.
+    pub path: String,
+}
+
+impl Url {
+    /// Parses an `http://` or `https://` URL; no user info, no fragment.
+    pub fn parse(url: &str) -> Result<Url, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("url {url:?}: expected http:// or https://"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err(format!(
+                "url {url:?}: credentials do not belong in the URL (use token_file)"
+            ));
+        }
+        if path.contains('#') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(format!(
+                "url {url:?}: the path has a fragment, a space or a control character"
+            ));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let end = v6
+                .find(']')
+                .ok_or_else(|| format!("url {url:?}: unclosed '['"))?;
+            let port = &v6[end + 1..];
+            (format!("[{}]", &v6[..end]), port.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (authority.to_owned(), None),
+            }
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(format!("url {url:?}: no host"));
+        }
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("url {url:?}: bad port {p:?}"))?,
+            None if tls => 443,
+            None => 80,
+        };
+        Ok(Url {
+            tls,
+            host,
+            port,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The `Host` header's value.
+    fn authority(&self) -> String {
+        match (self.tls, self.port) {
+            (true, 443) | (false, 80) => self.host.clone(),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// The host without IPv6 brackets (for connecting and for TLS).
+    fn bare_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+}
+
+/// The TLS settings of a client: the system's roots, plus the
+/// certificates of `ca_file` when one is given.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "ca_file {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted CA certificates: the system has none (install ca-certificates) \
+             and no ca_file is set"
+                .to_owned(),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A response: its status and the start of its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Up to 64 KiB of the body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Whether the server took the request (2xx).
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The status and the first line of the body, for messages.
+    pub fn describe(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let first: String = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        if first.is_empty() {
+            format!("HTTP {}", self.status)
+        } else {
+            format!("HTTP {}: {first}", self.status)
+        }
+    }
+}
+
+/// Sends `POST url` with `headers` and `body`; waits for the response.
+pub fn post(
+    url: &Url,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: cordon/{}\r\n",
+        url.path,
+        url.authority(),
+        body.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, value) in headers {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("header {name}: the value has a line break"),
+            ));
+        }
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let addr = (url.bare_host(), url.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("{}: no address", url.host)))?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_nodelay(true)?;
+    if url.tls {
+        let config = tls.ok_or_else(|| io::Error::other("https without a TLS configuration"))?;
+        let name = ServerName::try_from(url.bare_host().to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn =
+            rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        exchange(&mut stream, head.as_bytes(), body)
+    } else {
+        let mut stream = tcp;
+        exchange(&mut stream, head.as_bytes(), body)
+    }
+}
+
+fn exchange<S: Read + Write>(s: &mut S, head: &[u8], body: &[u8]) -> io::Result<Response> {
+    s.write_all(head)?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    // The head.
+    let (status, body_start, length, chunked) = loop {
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut hs);
+        match r.parse(&buf) {
+            Ok(httparse::Status::Complete(at)) => {
+                let status = r.code.unwrap_or(0);
+                let mut length = None;
+                let mut chunked = false;
+                for h in r.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<usize>().ok());
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        chunked = String::from_utf8_lossy(h.value)
+                            .to_ascii_lowercase()
+                            .contains("chunked");
+                    }
+                }
+                // 1xx answers come before the real one.
+                if (100..200).contains(&status) {
+                    buf.drain(..at);
+                    continue;
+                }
+                break (status, at, length, chunked);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < HEAD_MAX => {
+                let n = read_some(s, &mut chunk)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection without answering",
+                    ));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok(httparse::Status::Partial) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the response head is too long",
+                ))
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("not an HTTP response: {e}"),
+                ))
+            }
+        }
+    };
+    let mut raw = buf.split_off(body_start);
+    let want = if chunked {
+        None
+    } else {
+        Some(length.unwrap_or(usize::MAX).min(BODY_MAX))
+    };
+    // The body, up to what is kept.
+    loop {
+        let done = match want {
+            Some(w) => raw.len() >= w,
+            None => chunked_end(&raw) || raw.len() >= BODY_MAX,
+        };
+        if done {
+            break;
+        }
+        match read_some(s, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            // A server that closes without TLS close_notify, after its
+            // body, is no failure of the request.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut body = if chunked { dechunk(&raw) } else { raw };
+    body.truncate(BODY_MAX);
+    Ok(Response { status, body })
+}
+
+fn read_some<S: Read>(s: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Whether a chunked body has reached its last chunk.
+fn chunked_end(raw: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        let Some(nl) = raw[at..].windows(2).position(|w| w == b"\r\n") else {
+            return false;
+        };
+        let line = String::from_utf8_lossy(&raw[at..at + nl]);
+        let Ok(size) = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            return true;
+        };
+        if size == 0 {
+            return true;
+        }
+        at += nl + 2 + size + 2;
+        if at > raw.len() {
+            return false;
+        }
+    }
+}
+
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(nl) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&raw[at..at + nl]);
+        let Ok(size) = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            break;
+        };
+        at += nl + 2;
+        if size == 0 {
+            break;
+        }
+        let end = (at + size).min(raw.len());
+        out.extend_from_slice(&raw[at..end]);
+        at = end + 2;
+        if at >= raw.len() {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_parsed_and_checked() {
+        let u = Url::parse("https://siem.example:8088/services/collector/event").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "siem.example", 8088, "/services/collector/event")
+        );
+        assert_eq!(u.authority(), "siem.example:8088");
+        let u = Url::parse("http://[::1]/v1/logs?x=1").unwrap();
+        assert_eq!(
+            (u.bare_host(), u.port, u.path.as_str()),
+            ("::1", 80, "/v1/logs?x=1")
+        );
+        assert_eq!(Url::parse("https://h").unwrap().path, "/");
+        for bad in [
+            "ftp://h/",
+            "h:80/x",
+            "http://user:pw@h/",
+            "http://h:0/",
+            "http://h:x/",
+            "http:///x",
+            "http://h/a b",
+            "http://h/#f",
+            "http://[::1/",
+        ] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_are_read() {
+        let raw = b"4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\n\r\n";
+        assert!(chunked_end(raw));
+        assert!(!chunked_end(&raw[..10]));
+        assert_eq!(dechunk(raw), b"abcdefg");
+    }
+
+    /// A real exchange over loopback: the request as the server saw it,
+    /// and a chunked answer read back.
+    #[test]
+    fn posts_reach_a_server_and_answers_come_back() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            while !got.ends_with(b"{\"a\":1}") {
+                let n = s.read(&mut b).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&b[..n]);
+            }
+            s.write_all(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nbusy \r\n3\r\nnow\r\n0\r\n\r\n",
+            )
+            .unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/in")).unwrap();
+        let r = post(
+            &url,
+            None,
+            &[("Content-Type", "application/json")],
+            b"{\"a\":1}",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (503, b"busy now".as_slice()));
+        assert!(!r.ok());
+        assert_eq!(r.describe(), "HTTP 503: busy now");
+        let req = server.join().unwrap();
+        assert!(req.starts_with("POST /in HTTP/1.1\r\n"), "{req}");
+        assert!(
+            req.contains(&format!("Host: 127.0.0.1:{port}\r\n")),
+            "{req}"
+        );
+        assert!(req.contains("Content-Length: 7\r\n"), "{req}");
+        assert!(req.contains("Content-Type: application/json\r\n"), "{req}");
+        let e = post(&url, None, &[("X", "a\r\nb")], b"", Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    }
+}
