@@ -142,19 +142,33 @@ impl AuditLog {
     /// Seals `ev` into the chain. Never blocks on the disk for long: the
     /// write happens once a batch is full, the sync in the background.
     pub fn append(&self, ev: &Event) {
+        self.seal(ev, false);
+    }
+
+    /// Like [`append`](Self::append), and returns the record's line
+    /// (without its newline) for whoever watches the records; `None` when
+    /// the record could not be written.
+    pub fn append_seen(&self, ev: &Event) -> Option<Vec<u8>> {
+        self.seal(ev, true)
+    }
+
+    fn seal(&self, ev: &Event, copy: bool) -> Option<Vec<u8>> {
         let mut g = self.lock();
         if g.closed || g.failed.is_some() {
             g.lost += 1;
-            return;
+            return None;
         }
         let inner = &mut *g;
+        let start = inner.buf.len();
         inner.chain.seal(ev, now_ns(), &mut inner.buf);
+        let line = copy.then(|| inner.buf[start..inner.buf.len() - 1].to_vec());
         inner.since_checkpoint += 1;
         if inner.since_checkpoint >= self.cfg.checkpoint_every {
             self.checkpoint(inner, false);
         } else if inner.buf.len() >= BATCH {
             write_out(inner);
         }
+        line
     }
 
     /// Writes what is waiting, a checkpoint if one is due, and syncs.

@@ -28,6 +28,7 @@ mod event;
 mod file;
 mod http;
 mod key;
+pub mod rules;
 pub mod ship;
 mod verify;
 

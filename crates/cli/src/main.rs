@@ -163,6 +163,21 @@ enum AuditCmd {
         #[arg(long)]
         checkpoints: bool,
     },
+    /// List the detection rules a profile's sessions run with.
+    ///
+    /// The built-in rules, plus rules.toml in cordon's configuration
+    /// directory (which adds rules and replaces built-in ones by id), less
+    /// what the profile's [audit] section disables. Rules limited to tiers
+    /// other than the profile's are listed as not in force. The format is
+    /// in docs/detection.md.
+    Rules {
+        /// The profile (default: default).
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// One JSON object per rule.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -338,6 +353,7 @@ fn main() -> ExitCode {
             class,
             checkpoints,
         }) => cmd_audit_show(&session, follow, json, &class, checkpoints),
+        Command::Audit(AuditCmd::Rules { profile, json }) => cmd_audit_rules(&profile, json),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -643,6 +659,74 @@ fn cmd_audit_verify(target: &str, key: Option<&str>, as_json: bool) -> Result<u8
         cordon_audit::Verdict::Tampered => 1,
         cordon_audit::Verdict::Incomplete => 3,
     })
+}
+
+fn cmd_audit_rules(profile: &str, as_json: bool) -> Result<u8, Fail> {
+    let dirs = Dirs::from_env()?;
+    let p = cordon_session::profiles::load(profile, &dirs).map_err(Error::from)?;
+    let set = cordon_session::detection::rules(&dirs.config, &p)?;
+    let tier = p.tier.map(|t| t.as_str());
+    let mut text = if as_json {
+        String::new()
+    } else {
+        format!(
+            "# rules for profile {:?} (tier: {})\n",
+            p.name,
+            tier.unwrap_or("none")
+        )
+    };
+    for r in set.iter() {
+        let in_force = r.tiers.is_empty() || tier.is_some_and(|t| r.tiers.iter().any(|x| x == t));
+        let classes: Vec<&str> = r.classes.iter().map(|c| c.short()).collect();
+        if as_json {
+            let v = serde_json::json!({
+                "id": r.id,
+                "title": r.title,
+                "severity": severity_name(r.severity),
+                "action": r.action.as_str(),
+                "classes": classes,
+                "tiers": r.tiers,
+                "count": r.count,
+                "window_ms": r.window_ns / 1_000_000,
+                "in_force": in_force,
+            });
+            text.push_str(&format!("{v}\n"));
+            continue;
+        }
+        let when = if r.count > 1 {
+            format!(" ({} within {} s)", r.count, r.window_ns / 1_000_000_000)
+        } else {
+            String::new()
+        };
+        let tiers = if r.tiers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [tiers: {}{}]",
+                r.tiers.join(", "),
+                if in_force { "" } else { "; not in force" }
+            )
+        };
+        text.push_str(&format!(
+            "{:<24} {:<8} {:<13} {}{when}{tiers}\n",
+            r.id,
+            r.action.as_str(),
+            severity_name(r.severity),
+            r.title
+        ));
+    }
+    out(&text)?;
+    Ok(0)
+}
+
+fn severity_name(s: cordon_audit::Severity) -> &'static str {
+    match s {
+        cordon_audit::Severity::Informational => "informational",
+        cordon_audit::Severity::Low => "low",
+        cordon_audit::Severity::Medium => "medium",
+        cordon_audit::Severity::High => "high",
+        cordon_audit::Severity::Critical => "critical",
+    }
 }
 
 fn cmd_audit_ship(queries: &[String]) -> Result<u8, Fail> {

@@ -187,6 +187,9 @@ pub enum ProfileError {
 struct ProfileFile {
     extends: Option<String>,
     description: Option<String>,
+    tier: Option<Tier>,
+    #[serde(default)]
+    audit: AuditFile,
     #[serde(default)]
     project: ProjectFile,
     #[serde(default)]
@@ -268,6 +271,16 @@ struct LimitsFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AuditFile {
+    decoys: Option<bool>,
+    #[serde(default)]
+    disable: Vec<String>,
+    #[serde(default)]
+    contain: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SandboxFile {
     landlock: Option<LandlockLevel>,
     allow_ptrace: Option<bool>,
@@ -323,6 +336,41 @@ pub enum LandlockLevel {
     BestEffort,
 }
 
+/// A profile's risk tier: which detection rules apply (and, with the
+/// governance layer, what it may grant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// Trying an agent out: model hosts only, nothing installed.
+    Experiment,
+    /// An agent and task the organisation approved.
+    Approved,
+    /// Work on sensitive code or with production credentials.
+    HighRisk,
+}
+
+impl Tier {
+    /// The tier's name as written in profiles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Experiment => "experiment",
+            Tier::Approved => "approved",
+            Tier::HighRisk => "high-risk",
+        }
+    }
+}
+
+/// What the session's audit watches for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditPolicy {
+    /// Decoy credentials in the fake home (on by default).
+    pub decoys: bool,
+    /// Detection rules switched off, by id.
+    pub disable: Vec<String>,
+    /// Detection rules whose action becomes `contain`, by id.
+    pub contain: Vec<String>,
+}
+
 /// The effective, fully resolved profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Profile {
@@ -330,6 +378,10 @@ pub struct Profile {
     pub name: String,
     /// One line for `cordon profile list`.
     pub description: String,
+    /// The risk tier (none unless a profile sets one).
+    pub tier: Option<Tier>,
+    /// Detection settings.
+    pub audit: AuditPolicy,
     /// The chain of files it was resolved from, most general first.
     pub sources: Vec<String>,
     /// The project directory.
@@ -435,6 +487,12 @@ impl Profile {
         Profile {
             name: name.to_owned(),
             description: String::new(),
+            tier: None,
+            audit: AuditPolicy {
+                decoys: true,
+                disable: Vec::new(),
+                contain: Vec::new(),
+            },
             sources: Vec::new(),
             project: ProjectPolicy {
                 mode: ProjectMode::Ro,
@@ -473,6 +531,14 @@ impl Profile {
         if let Some(d) = f.description {
             self.description = d;
         }
+        if let Some(t) = f.tier {
+            self.tier = Some(t);
+        }
+        if let Some(d) = f.audit.decoys {
+            self.audit.decoys = d;
+        }
+        extend(&mut self.audit.disable, f.audit.disable);
+        extend(&mut self.audit.contain, f.audit.contain);
         if let Some(m) = f.project.mode {
             self.project.mode = m;
         }

@@ -106,6 +106,8 @@ pub fn ended(r: &Record) -> Event {
             "signal": r.signal,
             "warnings": r.warnings,
             "error": r.error,
+            "contained": r.contained,
+            "findings": r.findings.len(),
         }),
     );
     e = match (&r.error, r.exit_code) {

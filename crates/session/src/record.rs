@@ -68,6 +68,12 @@ pub struct Record {
     /// Where the session's audit log ended when it was closed.
     #[serde(default)]
     pub audit_head: Option<crate::audit::Head>,
+    /// Why a detection rule contained the session, if one did.
+    #[serde(default)]
+    pub contained: Option<String>,
+    /// The detection findings, one line each.
+    #[serde(default)]
+    pub findings: Vec<String>,
 }
 
 /// The sessions directory.
@@ -274,6 +280,8 @@ mod tests {
             applied_ms: None,
             warnings: vec![],
             audit_head: None,
+            contained: None,
+            findings: vec![],
         }
     }
 

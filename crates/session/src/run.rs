@@ -145,8 +145,12 @@ pub struct Prepared {
     /// destination (otherwise the sandbox has loopback only).
     pub net: Option<cordon_net::Config>,
     store: Store,
-    /// The session's audit log.
-    audit: Arc<cordon_audit::AuditLog>,
+    /// Writes the session's audit log and applies the detection rules.
+    audit: Arc<crate::detection::Recorder>,
+    /// Kills the sandbox when a rule says contain.
+    containment: Arc<crate::detection::Containment>,
+    /// Watches the decoy credentials in the fake home.
+    decoy_watch: Option<crate::detection::DecoyWatch>,
     /// Delivers the log to the configured sinks.
     shipper: Option<crate::audit::Shipper>,
     /// Held until the run is recorded: marks the session live.
@@ -299,6 +303,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     // The audit record is a required layer: no usable key, no session.
     let audit_key = crate::audit::host_key(&dirs.state)?;
     let sinks = crate::audit::sinks(&dirs.config)?;
+    let rules = crate::detection::rules(&dirs.config, &profile)?;
     let store = Store::new(dirs.sessions());
     let id = store.create()?;
     let mut fixed: Vec<(&str, OsString)> = vec![
@@ -359,6 +364,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         allow_read,
         allow_write,
     })?;
+    let decoys = crate::detection::Decoys::plant(&session_dir, home, &profile)?;
+    let mut mounts = layout.mounts.clone();
+    mounts.extend(decoys.mounts());
     let cwd_inside = if cwd.starts_with(&project) {
         cwd
     } else {
@@ -369,7 +377,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         env: plan.vars,
         cwd: cwd_inside,
         hostname: profile.sandbox.hostname.clone(),
-        mounts: layout.mounts.clone(),
+        mounts,
         root_size: 16 << 20,
         landlock: layout.landlock.clone(),
         seccomp: SeccompSpec {
@@ -416,6 +424,8 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         applied_ms: None,
         warnings: Vec::new(),
         audit_head: None,
+        contained: None,
+        findings: Vec::new(),
     };
     // Its background thread must not take the signals the supervisor
     // relays (SIGCHLD among them): it inherits a mask that blocks them.
@@ -423,6 +433,17 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         crate::audit::open(&session_dir, &record, audit_key)
     })
     .map_err(|e| Error::io("block signals for the audit thread", e))??;
+    let containment = Arc::new(crate::detection::Containment::default());
+    let engine = cordon_audit::rules::Engine::new(
+        &rules,
+        profile.tier.map(cordon_policy::profile::Tier::as_str),
+        decoys.canary_check()?,
+    );
+    let audit = Arc::new(crate::detection::Recorder::new(
+        audit,
+        engine,
+        Arc::clone(&containment),
+    ));
     let forward = {
         let audit = Arc::clone(&audit);
         cordon_net::Forward(Arc::new(move |ev: &cordon_net::NetEvent| {
@@ -447,8 +468,17 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             .map_err(|e| Error::io("start the audit shipper", e))?,
         )
     };
+    // Watching from before the sandbox exists: an open by the agent's
+    // very first command is seen (building the view opens no decoy).
+    let decoy_watch = cordon_sandbox::with_relayed_signals_blocked(|| {
+        crate::detection::DecoyWatch::start(&decoys, Arc::clone(&audit))
+    })
+    .and_then(|r| r)
+    .map_err(|e| Error::io("watch the decoy credentials", e))?;
     Ok(Prepared {
         audit,
+        containment,
+        decoy_watch,
         shipper,
         profile,
         record,
@@ -477,6 +507,8 @@ pub fn execute(
         profile,
         net,
         audit,
+        containment,
+        decoy_watch,
         shipper,
         ..
     } = p;
@@ -521,6 +553,7 @@ pub fn execute(
                 launch.supervise(&mut |ev| match ev {
                     Event::Started { pid } => {
                         started = Some(pid);
+                        containment.started(pid);
                         audit.append(&crate::audit::started(&record, Some(pid)));
                     }
                     Event::Tun(fd) => {
@@ -602,8 +635,13 @@ pub fn execute(
             Err(_) => warnings.push("the exec audit did not finish".into()),
         }
     }
+    if let Some(w) = decoy_watch {
+        w.finish();
+    }
     record.sandbox_pid = started;
     record.warnings = warnings;
+    record.contained = containment.reason();
+    record.findings = audit.findings();
     record.ended_ms = Some(now_ms());
     let exit = match result {
         Ok(exit) => exit,
@@ -615,7 +653,7 @@ pub fn execute(
                 record.exit_code = Some(*code);
             }
             audit.append(&crate::audit::ended(&record));
-            record.audit_head = close_audit(&audit, &mut record.warnings);
+            record.audit_head = close_audit(audit.log(), &mut record.warnings);
             if let Some(s) = shipper {
                 record.warnings.extend(s.finish());
             }
@@ -715,8 +753,20 @@ pub fn execute(
         }
         ProjectMode::Ro => {}
     }
+    if let Some(why) = &record.contained {
+        notices.push(format!(
+            "session {} was contained by {why}; its record: `cordon audit show {} --class finding,session`",
+            record.id, record.id
+        ));
+    } else if !record.findings.is_empty() {
+        notices.push(format!(
+            "{} detection finding(s); see `cordon audit show {} --class finding`",
+            record.findings.len(),
+            record.id
+        ));
+    }
     audit.append(&crate::audit::ended(&record));
-    record.audit_head = close_audit(&audit, &mut record.warnings);
+    record.audit_head = close_audit(audit.log(), &mut record.warnings);
     if let Some(s) = shipper {
         for w in s.finish() {
             notices.push(format!(

@@ -107,13 +107,13 @@ pub(crate) fn pki() -> &'static Pki {
 
 /// The HTTPS test server (crates/cli/tests/fixtures/https_server.py) on
 /// 127.0.0.1; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
 }
 
 impl Server {
-    fn start(git_root: Option<&Path>) -> Server {
+    pub(crate) fn start(git_root: Option<&Path>) -> Server {
         let pki = pki();
         let mut c = Command::new("/usr/bin/python3");
         c.arg(Self::SCRIPT).arg(&pki.cert).arg(&pki.key);
@@ -164,7 +164,7 @@ fn setup(env: &Env, srv: &Server, extra: &str) -> String {
     setup_mode(env, srv, "proxy", extra)
 }
 
-fn setup_mode(env: &Env, srv: &Server, mode: &str, extra: &str) -> String {
+pub(crate) fn setup_mode(env: &Env, srv: &Server, mode: &str, extra: &str) -> String {
     std::fs::copy(&pki().ca, env.project.join("ca.crt")).unwrap();
     env.profile(
         "net",
@@ -181,7 +181,7 @@ fn setup_mode(env: &Env, srv: &Server, mode: &str, extra: &str) -> String {
 
 /// Whether the environment's uid can open /dev/net/tun (transparent
 /// capture); skips the test visibly when it cannot.
-fn tun_or_skip(env: &Env, test: &str) -> bool {
+pub(crate) fn tun_or_skip(env: &Env, test: &str) -> bool {
     let ok = env
         .command("sh", ["-c", "exec 3<>/dev/net/tun"])
         .output()
@@ -198,7 +198,7 @@ fn tun_or_skip(env: &Env, test: &str) -> bool {
     ok
 }
 
-fn net_events(env: &Env) -> Vec<serde_json::Value> {
+pub(crate) fn net_events(env: &Env) -> Vec<serde_json::Value> {
     let log = env.last_session().join("net.jsonl");
     std::fs::read_to_string(&log)
         .unwrap_or_else(|e| panic!("{}: {e}", log.display()))

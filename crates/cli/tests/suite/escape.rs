@@ -15,12 +15,13 @@ both!(host_secrets_are_invisible, |env| {
     );
     let o = env.sh(&[], &script);
     let out = ok(&o);
-    // The host's home files are not there, and neither is any env secret.
+    // The host's home files are not there, and neither is any env secret:
+    // the fake home holds only cordon's decoy credentials.
     let listing = out.lines().find(|l| l.starts_with("home:")).unwrap();
     assert_eq!(
         listing.trim(),
-        "home:",
-        "the fake home must start empty: {out}"
+        "home: .aws .git-credentials .netrc",
+        "the fake home must start with the decoys only: {out}"
     );
     assert!(out.contains("No such file or directory"), "{out}");
     assert!(!out.contains(CANARY), "canary visible inside:\n{out}");

@@ -2,6 +2,7 @@ mod harness;
 
 mod audit;
 mod detect;
+mod detection;
 mod egress;
 mod escape;
 mod filesystem;

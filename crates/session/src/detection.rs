@@ -1,0 +1,489 @@
+//! Detection during a session: decoy credentials in the fake home, a
+//! watch on them, the detection rules applied to every audit record as it
+//! is written, and what a rule's action does (a Detection Finding and a
+//! notice; for `contain`, the sandbox is killed).
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cordon_audit::rules::{Action, CanaryCheck, Engine, Finding, RuleSet};
+use cordon_audit::{AuditLog, Class, Event, Severity};
+use cordon_policy::profile::Profile;
+use cordon_sandbox::Mount;
+use serde_json::{json, Value};
+
+use crate::Error;
+
+/// The user's rules file in cordon's configuration directory.
+pub const RULES_FILE: &str = "rules.toml";
+
+/// The rules in force for `profile`: the built-in ones, the user's file
+/// (which adds rules and replaces built-in ones by id), less what the
+/// profile disables, with the profile's `contain` list applied.
+pub fn rules(config: &Path, profile: &Profile) -> Result<RuleSet, Error> {
+    let mut set = RuleSet::builtin();
+    let path = config.join(RULES_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => set.merge(
+            RuleSet::parse(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    }
+    let unknown_disable = set.disable(&profile.audit.disable);
+    let unknown_contain = set.contain(&profile.audit.contain);
+    for (list, unknown) in [("disable", unknown_disable), ("contain", unknown_contain)] {
+        if let Some(id) = unknown.first() {
+            return Err(Error::Usage(format!(
+                "profile {:?}: [audit] {list} names rule {id:?}, which does not exist \
+                 (`cordon audit rules` lists them)",
+                profile.name
+            )));
+        }
+    }
+    Ok(set)
+}
+
+/// A decoy credential file: where the agent sees it and the host file
+/// behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoy {
+    /// The path inside the sandbox.
+    pub inside: PathBuf,
+    /// The host file (in the session directory), bound read-only there.
+    pub host: PathBuf,
+}
+
+/// The session's decoys and the canary values they hold.
+#[derive(Debug, Clone, Default)]
+pub struct Decoys {
+    /// The files.
+    pub files: Vec<Decoy>,
+    /// The values, as the rules' canary check looks for them.
+    pub values: Vec<Vec<u8>>,
+}
+
+const UPPER_B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+fn random_from(alphabet: &[u8], n: usize) -> Result<String, Error> {
+    let mut bytes = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        filled +=
+            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
+                .map_err(|e| Error::io("read random bytes for the decoys", e.into()))?;
+    }
+    // 256 is a multiple of both alphabets' sizes (32) or close enough that
+    // the bias (62) does not matter for a decoy.
+    Ok(bytes
+        .iter()
+        .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
+        .collect())
+}
+
+impl Decoys {
+    /// Writes this session's decoys into `session_dir/decoys`: fresh values
+    /// each time, at the usual credential paths of `home`, except where the
+    /// profile grants the real thing.
+    pub fn plant(session_dir: &Path, home: &Path, profile: &Profile) -> Result<Decoys, Error> {
+        if !profile.audit.decoys {
+            return Ok(Decoys::default());
+        }
+        let key_id = format!("AKIA{}", random_from(UPPER_B32, 16)?);
+        let secret = random_from(ALNUM, 40)?;
+        let token = format!("ghp_{}", random_from(ALNUM, 36)?);
+        let files: [(&str, String); 3] = [
+            (
+                ".aws/credentials",
+                format!(
+                    "[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+                ),
+            ),
+            (
+                ".git-credentials",
+                format!("https://x-access-token:{token}@github.com\n"),
+            ),
+            (
+                ".netrc",
+                format!("machine api.github.com\n  login x-access-token\n  password {token}\n"),
+            ),
+        ];
+        let granted: Vec<&Path> = [
+            &profile.home.read,
+            &profile.home.write,
+            &profile.home.persist,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| r.value.0.as_path())
+        .collect();
+        let dir = session_dir.join("decoys");
+        crate::dirs::create_private_dir(&dir)?;
+        let mut out = Decoys::default();
+        for (rel, text) in files {
+            let rel = Path::new(rel);
+            if granted
+                .iter()
+                .any(|g| rel.starts_with(g) || g.starts_with(rel))
+            {
+                continue;
+            }
+            let host = dir.join(rel.to_string_lossy().replace('/', "_"));
+            write_new(&host, text.as_bytes())?;
+            out.files.push(Decoy {
+                inside: home.join(rel),
+                host,
+            });
+        }
+        if !out.files.is_empty() {
+            for v in [&key_id, &secret, &token] {
+                out.values.push(v.as_bytes().to_vec());
+                // DNS names arrive lower-cased.
+                out.values.push(v.to_ascii_lowercase().into_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The read-only binds that put the decoys in place.
+    pub fn mounts(&self) -> Vec<Mount> {
+        self.files
+            .iter()
+            .map(|d| Mount::Bind {
+                src: d.host.clone(),
+                dest: d.inside.clone(),
+                writable: false,
+                optional: false,
+                dev: false,
+            })
+            .collect()
+    }
+
+    /// A check for the decoys' values in every encoding cordon-detect
+    /// knows (raw, base64, URL-encoded, hex); none without decoys.
+    pub fn canary_check(&self) -> Result<Option<CanaryCheck>, Error> {
+        if self.values.is_empty() {
+            return Ok(None);
+        }
+        let mut values = self.values.clone();
+        values.dedup();
+        let det = cordon_detect::Detector::new(cordon_detect::Options {
+            builtin: false,
+            canaries: values,
+            ..cordon_detect::Options::default()
+        })
+        .map_err(|e| Error::Audit(format!("decoy canaries: {e}")))?;
+        Ok(Some(Box::new(move |b: &[u8]| !det.scan(b).is_empty())))
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("create decoy {}", path.display()), e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io(format!("write decoy {}", path.display()), e))
+}
+
+/// What containment has done so far.
+#[derive(Debug, Default)]
+pub struct Containment {
+    /// A pidfd for the sandbox's init once it runs, or its pid where
+    /// pidfds are not available.
+    pidfd: Mutex<Option<Result<OwnedFd, i32>>>,
+    /// Why the session was contained (the first rule that did it).
+    reason: Mutex<Option<String>>,
+}
+
+impl Containment {
+    /// Remembers the sandbox's init (a pidfd, so a later kill can never
+    /// reach a recycled pid).
+    pub fn started(&self, pid: i32) {
+        let fd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        *lock(&self.pidfd) = Some(fd.ok_or(pid));
+    }
+
+    /// Kills the sandbox (init's death takes its whole pid namespace with
+    /// it) and records why; returns whether this call contained it.
+    fn contain(&self, why: String) -> bool {
+        let mut reason = lock(&self.reason);
+        if reason.is_some() {
+            return false;
+        }
+        match lock(&self.pidfd).as_ref() {
+            Some(Ok(fd)) => {
+                let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+            }
+            // Init is the supervisor's child and is not reaped while the
+            // session runs: its pid cannot have been reused.
+            Some(Err(pid)) => {
+                if let Some(p) = rustix::process::Pid::from_raw(*pid) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+            None => {}
+        }
+        *reason = Some(why);
+        true
+    }
+
+    /// Why the session was contained, if it was.
+    pub fn reason(&self) -> Option<String> {
+        lock(&self.reason).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes the session's audit records and applies the rules to each.
+pub struct Recorder {
+    log: Arc<AuditLog>,
+    engine: Mutex<Engine>,
+    containment: Arc<Containment>,
+    findings: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// A recorder writing to `log`, applying `engine`.
+    pub fn new(log: Arc<AuditLog>, engine: Engine, containment: Arc<Containment>) -> Recorder {
+        Recorder {
+            log,
+            engine: Mutex::new(engine),
+            containment,
+            findings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Arc<AuditLog> {
+        &self.log
+    }
+
+    /// Writes `ev`; every finding it completes is written after it, told
+    /// on stderr, and acted on.
+    pub fn append(&self, ev: &Event) {
+        let Some(line) = self.log.append_seen(ev) else {
+            return;
+        };
+        let Ok(record) = serde_json::from_slice::<Value>(&line) else {
+            return;
+        };
+        let found = lock(&self.engine).observe(&record, &line);
+        for f in found {
+            self.act(&f);
+        }
+    }
+
+    fn act(&self, f: &Finding) {
+        // What the record says, without its time and seq.
+        let described = crate::audit::describe(&f.last);
+        let what = described
+            .split_whitespace()
+            .skip(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let r = &f.rule;
+        let line = format!(
+            "detection [{}] {}: {} ({}; action: {})",
+            severity_name(r.severity),
+            r.id,
+            r.title,
+            what.trim(),
+            r.action.as_str()
+        );
+        eprintln!("cordon: {line}");
+        lock(&self.findings).push(line);
+        self.log.append(&finding_event(f, &what));
+        if r.action == Action::Contain
+            && self
+                .containment
+                .contain(format!("detection rule {}: {}", r.id, r.title))
+        {
+            eprintln!(
+                "cordon: session contained: every process in the sandbox was killed (rule {})",
+                r.id
+            );
+            self.log.append(
+                &Event::new(Class::Lifecycle, 99, "Contain")
+                    .severity(Severity::High)
+                    .success(true)
+                    .reason("contained_by_rule")
+                    .message(format!(
+                        "session contained by detection rule {}: every process was killed",
+                        r.id
+                    ))
+                    .field("unmapped", json!({ "rule": r.id, "response": "kill" })),
+            );
+        }
+    }
+
+    /// The findings so far, one line each, and the rules whose findings
+    /// were capped.
+    pub fn findings(&self) -> Vec<String> {
+        let mut out = lock(&self.findings).clone();
+        for (id, n) in lock(&self.engine).suppressed() {
+            out.push(format!(
+                "detection rule {id} fired {n} more time(s), not recorded (at most {} per session)",
+                cordon_audit::rules::MAX_FINDINGS
+            ));
+        }
+        out
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Informational => "info",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+/// The Detection Finding (2004) for `f`.
+fn finding_event(f: &Finding, what: &str) -> Event {
+    let r = &f.rule;
+    let session = f
+        .last
+        .pointer("/actor/session/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let related: Vec<Value> = f
+        .evidence
+        .iter()
+        .map(|seq| json!({ "uid": format!("{session}-{seq}") }))
+        .collect();
+    Event::new(Class::DetectionFinding, 1, "Create")
+        .severity(r.severity)
+        .message(format!("{}: {}", r.title, what.trim()))
+        .field(
+            "finding_info",
+            json!({
+                "uid": format!("{session}-{}-{}", r.id, f.nth),
+                "title": r.title,
+                "desc": r.description,
+                "types": [r.id],
+                "analytic": { "uid": r.id, "name": r.id, "type_id": 1, "type": "Rule" },
+                "related_events": related,
+            }),
+        )
+        .field("status_id", 1)
+        .field(
+            "unmapped",
+            json!({ "action": r.action.as_str(), "count": f.count, "evidence_seq": f.evidence }),
+        )
+}
+
+/// Watches the decoys for opens (inotify on the host files behind the
+/// binds) and records each as File System Activity: Open.
+#[derive(Debug)]
+pub struct DecoyWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Opens recorded per decoy file; more are not itemised.
+const MAX_OPENS: u32 = 100;
+
+impl DecoyWatch {
+    /// Starts watching `decoys`, recording through `rec`.
+    pub fn start(decoys: &Decoys, rec: Arc<Recorder>) -> std::io::Result<Option<DecoyWatch>> {
+        use rustix::fs::inotify;
+        if decoys.files.is_empty() {
+            return Ok(None);
+        }
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        let mut watched = Vec::new();
+        for d in &decoys.files {
+            let wd = inotify::add_watch(&fd, &d.host, inotify::WatchFlags::OPEN)?;
+            watched.push((wd, d.inside.clone(), 0u32));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("cordon-decoys".into())
+            .spawn(move || watch(&fd, &mut watched, &rec, &flag))?;
+        Ok(Some(DecoyWatch {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Records what is pending and stops.
+    pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for DecoyWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn watch(fd: &OwnedFd, watched: &mut [(i32, PathBuf, u32)], rec: &Recorder, stop: &AtomicBool) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::fs::inotify;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        let wait = Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        let _ = poll(&mut fds, Some(&wait));
+        let mut reader = inotify::Reader::new(fd, &mut buf);
+        while let Ok(ev) = reader.next() {
+            if !ev.events().contains(inotify::ReadFlags::OPEN) {
+                continue;
+            }
+            let Some(w) = watched.iter_mut().find(|w| w.0 == ev.wd()) else {
+                continue;
+            };
+            w.2 += 1;
+            if w.2 > MAX_OPENS {
+                continue;
+            }
+            rec.append(
+                &Event::new(Class::FileSystem, 14, "Open")
+                    .severity(Severity::Medium)
+                    .message(format!("decoy credential file {} opened", w.1.display()))
+                    .field(
+                        "file",
+                        json!({
+                            "path": w.1,
+                            "name": w.1.file_name().map(|n| n.to_string_lossy().into_owned()),
+                            "type": "file",
+                        }),
+                    )
+                    .field("unmapped", json!({ "decoy": true, "opens": w.2 })),
+            );
+        }
+        if stopping {
+            return;
+        }
+    }
+}
