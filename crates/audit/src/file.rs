@@ -244,6 +244,11 @@ impl AuditLog {
         self.lock().lost
     }
 
+    /// Why writing stopped, if a write failed: nothing more is written.
+    pub fn failed(&self) -> Option<io::ErrorKind> {
+        self.lock().failed
+    }
+
     /// The last record's seq and hash so far.
     pub fn head(&self) -> Head {
         let g = self.lock();

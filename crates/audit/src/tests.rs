@@ -293,3 +293,57 @@ fn a_killed_writer_leaves_a_log_that_verifies_as_far_as_it_goes() {
     assert_eq!(r.records, complete - 1);
     assert!(r.torn.is_some_and(|t| t.len > 0));
 }
+
+/// A write that fails (here: past the file size limit, as on a full disk)
+/// stops the writer: it says why, counts what it could not write, and what
+/// reached the file verifies as far as it goes.
+#[test]
+fn a_failed_write_stops_the_log_and_says_why() {
+    if let Ok(path) = std::env::var("CORDON_AUDIT_TEST_FULL") {
+        let log = AuditLog::create(
+            std::path::Path::new(&path),
+            ctx(),
+            Arc::new(key()),
+            Config::default(),
+        )
+        .unwrap();
+        for i in 0..20_000 {
+            log.append(&exec(i));
+        }
+        println!("failed={:?} lost={}", log.failed(), log.lost());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // SIGXFSZ ignored (inherited through exec), files capped at 128 KiB.
+    let o = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\""])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "tests::a_failed_write_stops_the_log_and_says_why",
+            "--nocapture",
+        ])
+        .env("CORDON_AUDIT_TEST_FULL", &path)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("failed=Some(FileTooLarge)"), "{out}");
+    let lost: u64 = out
+        .split("lost=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(lost > 10_000, "{out}");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() <= 128 * 1024);
+    let r = verify(&bytes, &key().public_hex());
+    assert_eq!(r.verdict(), Verdict::Incomplete, "{:?}", r.lines());
+    assert!(r.problem.is_none());
+}

@@ -95,6 +95,36 @@ pub fn started(r: &Record, sandbox_pid: Option<i32>) -> Event {
     e
 }
 
+/// Something the command line granted for this session beyond its
+/// profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// `read`, `write`, `host` or `env`.
+    pub kind: &'static str,
+    /// The path, host pattern or variable name (never a value).
+    pub value: String,
+    /// The option that granted it.
+    pub source: &'static str,
+}
+
+/// A grant (Authorize Session: Assign Privileges).
+pub fn granted(g: &Grant) -> Event {
+    let what = match g.kind {
+        "read" => format!("read access to {}", g.value),
+        "write" => format!("write access to {}", g.value),
+        "host" => format!("egress to {}", g.value),
+        _ => format!("the host's variable {}", g.value),
+    };
+    Event::new(Class::AuthorizeSession, 1, "Assign Privileges")
+        .success(true)
+        .message(format!("granted {what} ({})", g.source))
+        .field("privileges", json!([format!("{}:{}", g.kind, g.value)]))
+        .field(
+            "unmapped",
+            json!({ "grant": g.kind, "value": g.value, "source": g.source }),
+        )
+}
+
 /// The session ends (Application Lifecycle: Stop), with how.
 pub fn ended(r: &Record) -> Event {
     let ok = r.error.is_none();

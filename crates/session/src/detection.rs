@@ -278,9 +278,19 @@ impl Recorder {
     }
 
     /// Writes `ev`; every finding it completes is written after it, told
-    /// on stderr, and acted on.
+    /// on stderr, and acted on. A log that can no longer be written
+    /// contains the session: an agent never goes on unrecorded.
     pub fn append(&self, ev: &Event) {
-        let Some(line) = self.log.append_seen(ev) else {
+        let written = self.log.append_seen(ev);
+        if let Some(kind) = self.log.failed() {
+            let why = format!("the audit log cannot be written ({kind})");
+            if self.containment.contain(why.clone()) {
+                eprintln!(
+                    "cordon: {why}: session contained, every process in the sandbox was killed"
+                );
+            }
+        }
+        let Some(line) = written else {
             return;
         };
         let Ok(record) = serde_json::from_slice::<Value>(&line) else {

@@ -149,6 +149,8 @@ pub struct Prepared {
     audit: Arc<crate::detection::Recorder>,
     /// Kills the sandbox when a rule says contain.
     containment: Arc<crate::detection::Containment>,
+    /// What the command line granted beyond the profile, for the record.
+    grants: Vec<crate::audit::Grant>,
     /// Watches the decoy credentials in the fake home.
     decoy_watch: Option<crate::detection::DecoyWatch>,
     /// Delivers the log to the configured sinks.
@@ -353,6 +355,36 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         notices.push(format!("--env {m}: not set on the host, so not passed"));
     }
 
+    let mut grants: Vec<crate::audit::Grant> = Vec::new();
+    for (paths, kind, flag) in [
+        (&allow_read, "read", "--allow-read"),
+        (&allow_write, "write", "--allow-write"),
+    ] {
+        for p in paths {
+            grants.push(crate::audit::Grant {
+                kind,
+                value: p.display().to_string(),
+                source: flag,
+            });
+        }
+    }
+    for h in &req.allow_host {
+        grants.push(crate::audit::Grant {
+            kind: "host",
+            value: h.clone(),
+            source: "--allow-host",
+        });
+    }
+    for e in &req.env {
+        if !e.contains('=') && !plan.missing.iter().any(|m| m == e) {
+            grants.push(crate::audit::Grant {
+                kind: "env",
+                value: e.clone(),
+                source: "--env",
+            });
+        }
+    }
+
     let lock = store.lock(&id)?;
     let session_dir = store.dir(&id);
     let layout = layout::build(&layout::Input {
@@ -477,6 +509,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     .map_err(|e| Error::io("watch the decoy credentials", e))?;
     Ok(Prepared {
         audit,
+        grants,
         containment,
         decoy_watch,
         shipper,
@@ -507,6 +540,7 @@ pub fn execute(
         profile,
         net,
         audit,
+        grants,
         containment,
         decoy_watch,
         shipper,
@@ -555,6 +589,9 @@ pub fn execute(
                         started = Some(pid);
                         containment.started(pid);
                         audit.append(&crate::audit::started(&record, Some(pid)));
+                        for g in &grants {
+                            audit.append(&crate::audit::granted(g));
+                        }
                     }
                     Event::Tun(fd) => {
                         let served = match &engine {
@@ -611,9 +648,13 @@ pub fn execute(
                         match spawned {
                             Ok(Ok(_)) => exec_audit = Some(rx),
                             Ok(Err(e)) | Err(e) => {
-                                // Without the thread every exec would hang:
-                                // the agent cannot run unaudited either.
-                                let w = format!("the exec audit could not start ({e})");
+                                // The listener was dropped with the thread:
+                                // the kernel fails every exec in the sandbox
+                                // with ENOSYS, so nothing runs unaudited.
+                                let w = format!(
+                                    "the exec audit could not start ({e}): every exec in the \
+                                     sandbox fails"
+                                );
                                 on_warning(&w);
                                 warnings.push(w);
                             }

@@ -698,3 +698,53 @@ both!(
         }
     }
 );
+
+both!(command_line_grants_are_authorization_records, |env| {
+    let extra = env.project.join("../extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    if env.who == crate::suite::harness::As::Nobody {
+        std::process::Command::new("chown")
+            .args(["65534:65534"])
+            .arg(&extra)
+            .status()
+            .unwrap();
+    }
+    let extra = std::fs::canonicalize(&extra).unwrap();
+    let o = env
+        .cordon(["run", "--no-tty", "--allow-read"])
+        .arg(&extra)
+        .args([
+            "--allow-host",
+            "pypi.org",
+            "--env",
+            "GITHUB_TOKEN",
+            "--env",
+            "FOO=bar",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    ok(&o);
+    let grants: Vec<Value> = records(env)
+        .into_iter()
+        .filter(|r| r["class_uid"] == 3003)
+        .collect();
+    let privileges: Vec<&str> = grants
+        .iter()
+        .map(|g| g["privileges"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        privileges,
+        [
+            format!("read:{}", extra.display()).as_str(),
+            "host:pypi.org",
+            "env:GITHUB_TOKEN"
+        ]
+    );
+    // Names only: the variable's value is never recorded.
+    let log = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+    assert!(!log.contains(crate::suite::harness::CANARY), "{log}");
+    assert_eq!(grants[1]["activity_name"], "Assign Privileges");
+    assert_eq!(grants[1]["unmapped"]["source"], "--allow-host");
+});

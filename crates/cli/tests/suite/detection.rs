@@ -271,3 +271,45 @@ for i in range(3):
     let ids = rule_ids(&findings(env));
     assert!(ids.contains(&"dns-tunnel".to_owned()), "{ids:?}");
 });
+
+both!(a_log_that_cannot_be_written_contains_the_session, |env| {
+    // cordon with files capped at 128 KiB (SIGXFSZ ignored, so writes fail
+    // with EFBIG, as on a full disk): its audit log fills up after a few
+    // hundred execs, and the agent must not go on unrecorded.
+    let o = env
+        .command(
+            "sh",
+            [
+                "-c",
+                "trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\"",
+                crate::suite::harness::cordon_bin(),
+                "run",
+                "--no-tty",
+                "--",
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 5000 ]; do /bin/true; i=$((i+1)); done; echo survived",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}{}", stdout(&o), stderr(&o));
+    assert!(!stdout(&o).contains("survived"));
+    let err = stderr(&o);
+    assert!(err.contains("the audit log cannot be written"), "{err}");
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.last_session().join("final.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        record["contained"]
+            .as_str()
+            .unwrap()
+            .contains("audit log cannot be written"),
+        "{record}"
+    );
+    // What reached the file verifies as far as it goes (no closing
+    // checkpoint: exit 3, never "tampered").
+    let o = env.cordon(["audit", "verify", "last"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+});
