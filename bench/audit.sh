@@ -8,7 +8,11 @@
 #    a sandbox): the per-exec difference is the round trip plus the
 #    sandbox's own per-exec costs (seccomp filters, Landlock);
 #  * `make -j2` of a small C project (60 files: every compile runs gcc,
-#    cc1 and as) inside (rw mode) and outside.
+#    cc1 and as) inside (rw mode: every object file written is also a
+#    file record, watched with inotify) and outside;
+#  * the start of a session on a project of 5000 directories, read-only
+#    and read-write (rw mode puts an inotify watch on every directory
+#    before the agent starts).
 #
 #   bench/audit.sh              # N=1000 RUNS=10
 #   N=300 RUNS=3 bench/audit.sh # quicker
@@ -30,6 +34,8 @@ done
   printf 'OBJS = %s\n' "$(for i in $(seq 1 60); do printf 'f%d.o ' "$i"; done)"
   printf 'all: $(OBJS)\n\n%%.o: %%.c\n\tgcc -O1 -c $< -o $@\n\nclean:\n\trm -f *.o\n'
 } > "$W/proj/Makefile"
+mkdir -p "$W/tree"
+for a in $(seq 1 50); do for b in $(seq 1 100); do mkdir -p "$W/tree/d$a/e$b"; done; done
 cd "$W/proj"
 LOOP="i=0; while [ \$i -lt $N ]; do /bin/true; i=\$((i+1)); done"
 NONE="i=0; while [ \$i -lt 0 ]; do /bin/true; i=\$((i+1)); done"
@@ -40,6 +46,8 @@ hyperfine --shell none --warmup 2 --runs "$RUNS" --export-markdown "$W/times.md"
   -n "cordon: sh, $N execs" "$CORDON run --no-tty -- sh -c '$LOOP'" \
   -n "outside: make -j2 (60 files)" "make -s -j2 -B" \
   -n "cordon: make -j2 (60 files)" "$CORDON run --no-tty --mode rw -- make -s -j2 -B" \
+  -n "cordon: true, 5000-dir project, ro" "$CORDON run --no-tty --project $W/tree --mode ro -- true" \
+  -n "cordon: true, 5000-dir project, rw (watched)" "$CORDON run --no-tty --project $W/tree --mode rw -- true" \
   2>&1 | grep -v "^ *$"
 cat "$W/times.md"
 python3 - "$W/times.json" "$N" <<'PY'
@@ -54,4 +62,6 @@ per_in = (c1 - c0) / n * 1e3
 print(f"per exec (median): outside {per_out:.3f} ms, in cordon {per_in:.3f} ms, added {per_in - per_out:.3f} ms")
 mo, mc = m("outside: make -j2 (60 files)"), m("cordon: make -j2 (60 files)")
 print(f"make -j2: outside {mo:.3f} s, in cordon {mc:.3f} s ({(mc / mo - 1) * 100:+.1f} %, sandbox start included)")
+ro, rw = m("cordon: true, 5000-dir project, ro"), m("cordon: true, 5000-dir project, rw (watched)")
+print(f"5000-dir project: start ro {ro * 1e3:.1f} ms, rw with watches {rw * 1e3:.1f} ms ({(rw - ro) * 1e3:+.1f} ms)")
 PY

@@ -22,6 +22,8 @@
 #![forbid(unsafe_code)]
 
 mod canary;
+
+pub use canary::MIN_CANARY;
 pub mod check;
 mod json;
 mod pii;

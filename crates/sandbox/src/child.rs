@@ -258,10 +258,12 @@ fn run(args: InitArgs) -> i32 {
     // The supervisor records the session while the sandbox sets up; the
     // agent starts only once that record exists.
     let mut buf = [0u8; 64];
-    match protocol::recv_blocking::<Order>(chan, &mut buf) {
-        Ok(Some((Order::Go, None))) => {}
+    // What the supervisor asks init to hold until it exits (close-on-exec,
+    // never used here).
+    let held = match protocol::recv_blocking::<Order>(chan, &mut buf) {
+        Ok(Some((Order::Go, held))) => held,
         _ => return EXIT_SETUP_FAILED,
-    }
+    };
     // The exec audit covers the agent from its first execve on: the filter
     // goes on init just before the agent is cloned from it (init itself
     // makes no more execs; its exit is reported too), and the listener to
@@ -295,7 +297,16 @@ fn run(args: InitArgs) -> i32 {
     };
     drop(pty_slave);
     detach_stdio();
-    init_loop(agent, &args.signals, chan)
+    let (code, alone) = init_loop(agent, &args.signals, chan);
+    if held.is_some() && alone {
+        // Hold it until the supervisor's process exits (the parent-death
+        // signal, SIGKILL, ends this), so that its last close is not the
+        // supervisor's: see `Launch::go_holding`.
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    code
 }
 
 /// Stages 4–6. Returns warnings to report.
@@ -580,7 +591,8 @@ fn detach_stdio() {
 
 /// PID 1: reap every child, relay signals to the agent, and exit with the
 /// agent's status. Exiting makes the kernel kill the rest of the namespace.
-fn init_loop(agent: libc::pid_t, signals: &SigSet, chan: BorrowedFd<'_>) -> i32 {
+/// Returns the status and whether nothing else is left.
+fn init_loop(agent: libc::pid_t, signals: &SigSet, chan: BorrowedFd<'_>) -> (i32, bool) {
     loop {
         let sig = match sys::sigwait(signals) {
             Ok(s) => s,
@@ -607,7 +619,7 @@ fn init_loop(agent: libc::pid_t, signals: &SigSet, chan: BorrowedFd<'_>) -> i32 
                         alone,
                     },
                 );
-                return status.code();
+                return (status.code(), alone);
             }
         }
     }

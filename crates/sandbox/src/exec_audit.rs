@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use crate::sys;
@@ -74,6 +74,18 @@ impl ExecListener {
     /// (the listener hangs up), calling `on` for each. Every notification
     /// is let through, also when reading it fails.
     pub fn serve(self, on: &mut dyn FnMut(Notice)) -> io::Result<()> {
+        self.serve_until(None, on)
+    }
+
+    /// Like [`serve`](Self::serve), and also returns once `stop` is
+    /// readable and no notification is waiting: for a supervisor whose init
+    /// lingers (see `Launch::go_holding`), stopped once the agent and
+    /// everything it started are gone.
+    pub fn serve_until(
+        self,
+        stop: Option<BorrowedFd<'_>>,
+        on: &mut dyn FnMut(Notice),
+    ) -> io::Result<()> {
         let sizes = sys::seccomp_notif_sizes()?;
         // Each exec waits for this thread: hand the CPU straight back to
         // it when answered (an older kernel answers without this).
@@ -84,8 +96,9 @@ impl ExecListener {
                 .max(std::mem::size_of::<libc::seccomp_notif>())
         ];
         loop {
-            if !sys::poll_in(self.fd.as_fd())? {
-                // Hung up: no process has the filter any more.
+            if !sys::poll_in(self.fd.as_fd(), stop)? {
+                // Hung up (no process has the filter any more), or told to
+                // stop with nothing waiting.
                 return Ok(());
             }
             let notif = match sys::seccomp_notif_recv(self.fd.as_fd(), &mut req) {

@@ -63,7 +63,8 @@ pub(crate) enum Order {
     /// The sandbox spec, as JSON in the memfd sent with this message.
     Spec,
     /// Start the agent (init has reported `Ready`, or will): the supervisor
-    /// has recorded the session.
+    /// has recorded the session. A descriptor sent with it is for init to
+    /// hold until it exits.
     Go,
 }
 

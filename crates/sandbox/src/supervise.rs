@@ -210,6 +210,26 @@ impl Launch {
         Ok(())
     }
 
+    /// Like [`go`](Self::go), and init keeps `hold` open (close-on-exec:
+    /// the agent never has it) until the supervisor's process exits: after
+    /// reporting the agent's exit, init waits for its parent-death signal
+    /// instead of exiting. For a descriptor whose last close is slow — an
+    /// inotify instance with watches, where the kernel waits for a grace
+    /// period of 10–20 ms — the supervisor's own close is then never the
+    /// last, and the wait falls to init's death, which nobody waits for.
+    /// [`Launch::supervise_and_reap`] kills init once it has reported.
+    pub fn go_holding(&mut self, hold: Option<BorrowedFd<'_>>) -> Result<(), LaunchError> {
+        let Some(fd) = hold else {
+            return self.go();
+        };
+        // As in `go`: a failure is reported by `supervise`.
+        let _ = protocol::send_fd(self.chan()?, &Order::Go, fd);
+        if let Some(sup) = self.sup.as_mut() {
+            sup.holding = true;
+        }
+        Ok(())
+    }
+
     /// Relays signals and the terminal until the agent exits; returns how it
     /// ended. Without [`Launch::go`] the agent never starts.
     ///
@@ -356,6 +376,8 @@ struct Supervisor {
     chan_open: bool,
     /// Init reported that nothing but itself is left.
     alone: bool,
+    /// Init holds a descriptor for us and lingers after reporting.
+    holding: bool,
 }
 
 impl Supervisor {
@@ -373,6 +395,7 @@ impl Supervisor {
             buf: protocol::buffer(),
             chan_open: true,
             alone: false,
+            holding: false,
         }
     }
 
@@ -390,6 +413,10 @@ impl Supervisor {
             self.child_status = Some(st);
         }
         let result = self.supervise(on_event);
+        if reap && self.holding && self.child_status.is_none() {
+            // It lingers until our process exits; this caller goes on.
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
         if self.child_status.is_none() {
             // Init is exiting (it reported with nothing else left): reap it
             // if it already has, or wait for it when asked to; otherwise the

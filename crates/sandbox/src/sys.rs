@@ -745,20 +745,26 @@ pub fn seccomp_notif_continue(fd: BorrowedFd<'_>, id: u64) -> io::Result<()> {
     .map(drop)
 }
 
-/// Waits until `fd` is readable (`true`) or hung up (`false`).
-pub fn poll_in(fd: BorrowedFd<'_>) -> io::Result<bool> {
+/// Waits until `fd` is readable (`true`), or hung up, or `stop` is
+/// readable with nothing waiting on `fd` (`false`).
+pub fn poll_in(fd: BorrowedFd<'_>, stop: Option<BorrowedFd<'_>>) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags};
     loop {
-        let mut fds = [rustix::event::PollFd::new(
-            &fd,
-            rustix::event::PollFlags::IN,
-        )];
+        let mut fds = vec![PollFd::new(&fd, PollFlags::IN)];
+        if let Some(s) = &stop {
+            fds.push(PollFd::new(s, PollFlags::IN));
+        }
         match rustix::event::poll(&mut fds, None) {
             Ok(_) => {
                 let r = fds[0].revents();
-                if r.contains(rustix::event::PollFlags::IN) {
+                if r.contains(PollFlags::IN) {
                     return Ok(true);
                 }
-                if r.intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR) {
+                if r.intersects(PollFlags::HUP | PollFlags::ERR) {
+                    return Ok(false);
+                }
+                // Asked to stop, and nothing is waiting.
+                if fds.get(1).is_some_and(|s| !s.revents().is_empty()) {
                     return Ok(false);
                 }
             }

@@ -180,7 +180,8 @@ pub fn file_change(c: &Change, upper: &Path) -> Event {
         .message(format!("{} {}", c.kind.as_str(), c.path.display()))
 }
 
-fn digest(path: &Path) -> std::io::Result<(u64, String)> {
+/// The size and SHA-256 (hex) of a file's content.
+pub(crate) fn digest(path: &Path) -> std::io::Result<(u64, String)> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -462,7 +463,10 @@ pub fn describe(v: &serde_json::Value) -> String {
             )
         }
         "dns" => s("/query/hostname").unwrap_or_default(),
-        "file" => s("/file/path").unwrap_or_default(),
+        "file" => match (s("/unmapped/from"), s("/file/path")) {
+            (Some(from), Some(to)) => format!("{from} -> {to}"),
+            (_, path) => path.or_else(|| s("/message")).unwrap_or_default(),
+        },
         _ => s("/message").unwrap_or_default(),
     };
     let reason = s("/status_detail")

@@ -3,9 +3,8 @@
 //! is written, and what a rule's action does (a Detection Finding and a
 //! notice; for `contain`, the sandbox is killed).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cordon_audit::rules::{Action, CanaryCheck, Engine, Finding, RuleSet};
@@ -163,20 +162,35 @@ impl Decoys {
     }
 
     /// A check for the decoys' values in every encoding cordon-detect
-    /// knows (raw, base64, URL-encoded, hex); none without decoys.
+    /// knows (raw, base64 at each alignment, URL-encoded, hex); none
+    /// without decoys. One substring search per form: records are short,
+    /// and this costs nothing to build at session start (a full matcher
+    /// took milliseconds).
     pub fn canary_check(&self) -> Result<Option<CanaryCheck>, Error> {
         if self.values.is_empty() {
             return Ok(None);
         }
-        let mut values = self.values.clone();
-        values.dedup();
-        let det = cordon_detect::Detector::new(cordon_detect::Options {
-            builtin: false,
-            canaries: values,
-            ..cordon_detect::Options::default()
-        })
-        .map_err(|e| Error::Audit(format!("decoy canaries: {e}")))?;
-        Ok(Some(Box::new(move |b: &[u8]| !det.scan(b).is_empty())))
+        let mut forms: Vec<Vec<u8>> = Vec::new();
+        for v in &self.values {
+            if v.len() < cordon_detect::MIN_CANARY {
+                return Err(Error::Audit(format!(
+                    "decoy value of {} bytes: too short to be a canary",
+                    v.len()
+                )));
+            }
+            for f in cordon_detect::canary_forms(v) {
+                if !forms.contains(&f) {
+                    forms.push(f);
+                }
+            }
+        }
+        let finders: Vec<memchr::memmem::Finder<'static>> = forms
+            .iter()
+            .map(|f| memchr::memmem::Finder::new(f).into_owned())
+            .collect();
+        Ok(Some(Box::new(move |b: &[u8]| {
+            finders.iter().any(|f| f.find(b).is_some())
+        })))
     }
 }
 
@@ -403,97 +417,202 @@ fn finding_event(f: &Finding, what: &str) -> Event {
         )
 }
 
-/// Watches the decoys for opens (inotify on the host files behind the
-/// binds) and records each as File System Activity: Open.
+/// What the session watches with inotify, on one instance read by one
+/// thread: the decoy credentials (opens), and in rw mode every directory
+/// of the project (changes, see [`crate::filewatch`]). Watching starts
+/// before the sandbox exists, so the agent's very first command is seen;
+/// building the view opens no decoy.
+///
+/// Closing an inotify instance that has watches waits for a kernel grace
+/// period (10–20 ms here): [`SessionWatch::hold`] is handed to the
+/// sandbox's init, which keeps it until it exits, so the supervisor's own
+/// close is not the last one and costs nothing.
 #[derive(Debug)]
-pub struct DecoyWatch {
-    stop: Arc<AtomicBool>,
+pub struct SessionWatch {
+    fd: Arc<OwnedFd>,
+    wake: OwnedFd,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Opens recorded per decoy file; more are not itemised.
+/// Opens recorded per decoy file; more are counted, not itemised.
 const MAX_OPENS: u32 = 100;
 
-impl DecoyWatch {
-    /// Starts watching `decoys`, recording through `rec`.
-    pub fn start(decoys: &Decoys, rec: Arc<Recorder>) -> std::io::Result<Option<DecoyWatch>> {
+/// A decoy file under watch: its watch, the path the agent sees, opens so
+/// far.
+struct Watched {
+    wd: i32,
+    inside: PathBuf,
+    opens: u32,
+}
+
+impl SessionWatch {
+    /// Starts watching `decoys` and, in rw mode, the project at `rw`,
+    /// recording through `rec`. A project that cannot be watched is a
+    /// warning (returned), not a failure; decoys that cannot be watched
+    /// are an error. `None` when there is nothing to watch.
+    pub fn start(
+        decoys: &Decoys,
+        rw: Option<&Path>,
+        rec: Arc<Recorder>,
+    ) -> std::io::Result<(Option<SessionWatch>, Option<String>)> {
+        use rustix::event::{eventfd, EventfdFlags};
         use rustix::fs::inotify;
-        if decoys.files.is_empty() {
-            return Ok(None);
+        if decoys.files.is_empty() && rw.is_none() {
+            return Ok((None, None));
         }
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        let fd = Arc::new(inotify::init(
+            inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK,
+        )?);
         let mut watched = Vec::new();
         for d in &decoys.files {
-            let wd = inotify::add_watch(&fd, &d.host, inotify::WatchFlags::OPEN)?;
-            watched.push((wd, d.inside.clone(), 0u32));
+            let wd = inotify::add_watch(&*fd, &d.host, inotify::WatchFlags::OPEN)?;
+            watched.push(Watched {
+                wd,
+                inside: d.inside.clone(),
+                opens: 0,
+            });
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let mut warning = None;
+        let mut project = match rw {
+            Some(root) => match crate::filewatch::Watcher::new(Arc::clone(&fd), root, &rec) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warning = Some(format!(
+                        "file changes in the project will not be recorded ({e})"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        if watched.is_empty() && project.is_none() {
+            return Ok((None, warning));
+        }
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let stop = wake.try_clone()?;
+        let reading = Arc::clone(&fd);
         let thread = std::thread::Builder::new()
-            .name("cordon-decoys".into())
-            .spawn(move || watch(&fd, &mut watched, &rec, &flag))?;
-        Ok(Some(DecoyWatch {
-            stop,
-            thread: Some(thread),
-        }))
+            .name("cordon-watch".into())
+            .spawn(move || {
+                use rustix::event::{poll, PollFd, PollFlags};
+                let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 * 1024];
+                loop {
+                    let mut fds = [
+                        PollFd::new(&*reading, PollFlags::IN),
+                        PollFd::new(&stop, PollFlags::IN),
+                    ];
+                    let _ = poll(&mut fds, None);
+                    let stopping = !fds[1].revents().is_empty();
+                    let batch = crate::filewatch::read_all(&reading, &mut buf);
+                    let (decoy, rest): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .partition(|ev| watched.iter().any(|w| w.wd == ev.wd));
+                    for ev in decoy {
+                        opened(&ev, &mut watched, &rec);
+                    }
+                    if let Some(p) = project.as_mut() {
+                        let rest: Vec<_> = rest
+                            .into_iter()
+                            .filter(|ev| ev.wd == -1 || p.owns(ev.wd))
+                            .collect();
+                        if !rest.is_empty() {
+                            p.handle(&rec, rest);
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            })?;
+        Ok((
+            Some(SessionWatch {
+                fd,
+                wake,
+                thread: Some(thread),
+            }),
+            warning,
+        ))
     }
 
-    /// Records what is pending and stops.
+    /// The inotify instance, for the sandbox's init to hold.
+    pub fn hold(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Records what is queued and stops.
     pub fn finish(self) {
         drop(self);
     }
 }
 
-impl Drop for DecoyWatch {
+impl Drop for SessionWatch {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn watch(fd: &OwnedFd, watched: &mut [(i32, PathBuf, u32)], rec: &Recorder, stop: &AtomicBool) {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    use rustix::fs::inotify;
-    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        let mut fds = [PollFd::new(fd, PollFlags::IN)];
-        let wait = Timespec {
-            tv_sec: 0,
-            tv_nsec: 100_000_000,
+fn opened(ev: &crate::filewatch::Raw, watched: &mut [Watched], rec: &Recorder) {
+    if !ev.flags.contains(rustix::fs::inotify::ReadFlags::OPEN) {
+        return;
+    }
+    let Some(w) = watched.iter_mut().find(|w| w.wd == ev.wd) else {
+        return;
+    };
+    w.opens += 1;
+    if w.opens > MAX_OPENS {
+        return;
+    }
+    rec.append(
+        &Event::new(Class::FileSystem, 14, "Open")
+            .severity(Severity::Medium)
+            .message(format!(
+                "decoy credential file {} opened",
+                w.inside.display()
+            ))
+            .field(
+                "file",
+                json!({
+                    "path": w.inside,
+                    "name": w.inside.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    "type": "file",
+                }),
+            )
+            .field("unmapped", json!({ "decoy": true, "opens": w.opens })),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canaries_are_found_in_every_form_and_nothing_else() {
+        let key = b"AKIAQ2W3E4R5T6Y7U8I9".to_vec();
+        let d = Decoys {
+            files: Vec::new(),
+            values: vec![key.clone(), key.to_ascii_lowercase()],
         };
-        let _ = poll(&mut fds, Some(&wait));
-        let mut reader = inotify::Reader::new(fd, &mut buf);
-        while let Ok(ev) = reader.next() {
-            if !ev.events().contains(inotify::ReadFlags::OPEN) {
-                continue;
-            }
-            let Some(w) = watched.iter_mut().find(|w| w.0 == ev.wd()) else {
-                continue;
-            };
-            w.2 += 1;
-            if w.2 > MAX_OPENS {
-                continue;
-            }
-            rec.append(
-                &Event::new(Class::FileSystem, 14, "Open")
-                    .severity(Severity::Medium)
-                    .message(format!("decoy credential file {} opened", w.1.display()))
-                    .field(
-                        "file",
-                        json!({
-                            "path": w.1,
-                            "name": w.1.file_name().map(|n| n.to_string_lossy().into_owned()),
-                            "type": "file",
-                        }),
-                    )
-                    .field("unmapped", json!({ "decoy": true, "opens": w.2 })),
-            );
+        let check = d.canary_check().unwrap().unwrap();
+        let b64 = cordon_detect::check::base64_encode(&key);
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        for hay in [
+            format!("curl -d k={} x", String::from_utf8_lossy(&key)),
+            format!("echo {b64}"),
+            format!("xx{b64}yy"),
+            format!("{hex}.evil.test"),
+            "akiaq2w3e4r5t6y7u8i9.evil.test".to_owned(),
+        ] {
+            assert!(check(hay.as_bytes()), "{hay}");
         }
-        if stopping {
-            return;
-        }
+        assert!(!check(b"AKIAQ2W3E4R5T6Y7U8I8 is another key"));
+        assert!(Decoys::default().canary_check().unwrap().is_none());
+        let short = Decoys {
+            files: Vec::new(),
+            values: vec![b"abc".to_vec()],
+        };
+        assert!(short.canary_check().is_err());
     }
 }

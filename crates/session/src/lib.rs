@@ -22,6 +22,7 @@ pub mod detection;
 pub mod dirs;
 pub mod doctor;
 pub mod etc;
+pub mod filewatch;
 pub mod layout;
 pub mod overlay;
 pub mod profiles;

@@ -189,10 +189,22 @@ impl Store {
         }
         let ids = self.ids()?;
         if query == "last" {
-            return ids
+            let newest = ids
                 .last()
-                .cloned()
-                .ok_or_else(|| Error::NotFound("there are no sessions yet".into()));
+                .ok_or_else(|| Error::NotFound("there are no sessions yet".into()))?;
+            // Ids order by the second they were made in; within one second
+            // the records' start times decide.
+            let second = newest.as_str().get(..15).unwrap_or(newest.as_str());
+            return Ok(ids
+                .iter()
+                .filter(|id| id.as_str().starts_with(second))
+                .max_by_key(|id| {
+                    self.load(id).map_or((0, id.as_str().to_owned()), |r| {
+                        (r.started_ms, id.as_str().to_owned())
+                    })
+                })
+                .unwrap_or(newest)
+                .clone());
         }
         let matches: Vec<&SessionId> = ids
             .iter()

@@ -151,8 +151,9 @@ pub struct Prepared {
     containment: Arc<crate::detection::Containment>,
     /// What the command line granted beyond the profile, for the record.
     grants: Vec<crate::audit::Grant>,
-    /// Watches the decoy credentials in the fake home.
-    decoy_watch: Option<crate::detection::DecoyWatch>,
+    /// Watches the decoy credentials in the fake home and, in rw mode,
+    /// the project.
+    watch: Option<crate::detection::SessionWatch>,
     /// Delivers the log to the configured sinks.
     shipper: Option<crate::audit::Shipper>,
     /// Held until the run is recorded: marks the session live.
@@ -500,18 +501,25 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             .map_err(|e| Error::io("start the audit shipper", e))?,
         )
     };
-    // Watching from before the sandbox exists: an open by the agent's
-    // very first command is seen (building the view opens no decoy).
-    let decoy_watch = cordon_sandbox::with_relayed_signals_blocked(|| {
-        crate::detection::DecoyWatch::start(&decoys, Arc::clone(&audit))
+    // Watching from before the sandbox exists: an open or a write by the
+    // agent's very first command is seen (building the view opens no decoy).
+    let (watch, warning) = cordon_sandbox::with_relayed_signals_blocked(|| {
+        crate::detection::SessionWatch::start(
+            &decoys,
+            (mode == ProjectMode::Rw).then_some(record.project.as_path()),
+            Arc::clone(&audit),
+        )
     })
     .and_then(|r| r)
     .map_err(|e| Error::io("watch the decoy credentials", e))?;
+    if let Some(w) = warning {
+        notices.push(format!("warning: {w}"));
+    }
     Ok(Prepared {
         audit,
         grants,
         containment,
-        decoy_watch,
+        watch,
         shipper,
         profile,
         record,
@@ -542,13 +550,21 @@ pub fn execute(
         audit,
         grants,
         containment,
-        decoy_watch,
+        watch,
         shipper,
         ..
     } = p;
     let mut started = None;
     let mut warnings = Vec::new();
     let mut exec_audit: Option<std::sync::mpsc::Receiver<std::io::Result<()>>> = None;
+    // Tells the exec audit that the sandbox is empty (init lingers while it
+    // holds the watch, so its listener does not hang up by itself).
+    let exec_stop = rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .map_err(|e| Error::io("create the exec audit's stop signal", e.into()))?;
+    let exec_stop = Arc::new(exec_stop);
     let launch = pre.hand_over(&spec);
     // The egress engine starts while the sandbox builds its root; the
     // listening socket arrives during supervision. Without it the agent has
@@ -581,94 +597,102 @@ pub fn execute(
         Ok(_) if engine_error.is_some() => Err(cordon_sandbox::LaunchError::Io(
             engine_error.unwrap_or_else(|| std::io::Error::other("egress proxy")),
         )),
-        Ok(launch) => {
+        Ok(mut launch) => {
             store.save(&record)?;
-            launch.go().and_then(|()| {
-                launch.supervise(&mut |ev| match ev {
-                    Event::Started { pid } => {
-                        started = Some(pid);
-                        containment.started(pid);
-                        audit.append(&crate::audit::started(&record, Some(pid)));
-                        for g in &grants {
-                            audit.append(&crate::audit::granted(g));
+            launch
+                .go_holding(watch.as_ref().map(|w| w.hold()))
+                .and_then(|()| {
+                    launch.supervise(&mut |ev| match ev {
+                        Event::Started { pid } => {
+                            started = Some(pid);
+                            containment.started(pid);
+                            audit.append(&crate::audit::started(&record, Some(pid)));
+                            for g in &grants {
+                                audit.append(&crate::audit::granted(g));
+                            }
                         }
-                    }
-                    Event::Tun(fd) => {
-                        let served = match &engine {
-                            Some(e) => e.serve_tun(fd),
-                            None => Err(std::io::Error::other("no egress engine")),
-                        };
-                        if let Err(e) = served {
-                            let w = format!(
-                                "transparent egress could not start ({e}): the agent has no \
-                                 network"
-                            );
-                            on_warning(&w);
-                            warnings.push(w);
-                        }
-                    }
-                    Event::ProxyListener(fd) => {
-                        let served = match &engine {
-                            Some(e) => e.serve_proxy(fd),
-                            None => Err(std::io::Error::other("no egress engine")),
-                        };
-                        if let Err(e) = served {
-                            let w = format!(
-                                "the egress proxy could not start ({e}): the agent has no \
-                                 network"
-                            );
-                            on_warning(&w);
-                            warnings.push(w);
-                        }
-                    }
-                    Event::Warning(w) => {
-                        on_warning(&w);
-                        warnings.push(w);
-                    }
-                    Event::ExecListener(l) => {
-                        // Every exec in the sandbox waits for this thread's
-                        // answer; it ends when the last process is gone.
-                        let audit = Arc::clone(&audit);
-                        let command = record.command.clone();
-                        let (tx, rx) = std::sync::mpsc::channel();
-                        let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
-                            std::thread::Builder::new()
-                                .name("cordon-exec-audit".into())
-                                .spawn(move || {
-                                    // The first exec is the agent's own.
-                                    let mut first = true;
-                                    let r = l.serve(&mut |n| {
-                                        let agent = std::mem::take(&mut first)
-                                            .then_some(command.as_slice());
-                                        audit.append(&crate::audit::exec_notice(&n, agent));
-                                    });
-                                    let _ = tx.send(r);
-                                })
-                        });
-                        match spawned {
-                            Ok(Ok(_)) => exec_audit = Some(rx),
-                            Ok(Err(e)) | Err(e) => {
-                                // The listener was dropped with the thread:
-                                // the kernel fails every exec in the sandbox
-                                // with ENOSYS, so nothing runs unaudited.
+                        Event::Tun(fd) => {
+                            let served = match &engine {
+                                Some(e) => e.serve_tun(fd),
+                                None => Err(std::io::Error::other("no egress engine")),
+                            };
+                            if let Err(e) = served {
                                 let w = format!(
-                                    "the exec audit could not start ({e}): every exec in the \
-                                     sandbox fails"
+                                    "transparent egress could not start ({e}): the agent has no \
+                                 network"
                                 );
                                 on_warning(&w);
                                 warnings.push(w);
                             }
                         }
-                    }
+                        Event::ProxyListener(fd) => {
+                            let served = match &engine {
+                                Some(e) => e.serve_proxy(fd),
+                                None => Err(std::io::Error::other("no egress engine")),
+                            };
+                            if let Err(e) = served {
+                                let w = format!(
+                                    "the egress proxy could not start ({e}): the agent has no \
+                                 network"
+                                );
+                                on_warning(&w);
+                                warnings.push(w);
+                            }
+                        }
+                        Event::Warning(w) => {
+                            on_warning(&w);
+                            warnings.push(w);
+                        }
+                        Event::ExecListener(l) => {
+                            // Every exec in the sandbox waits for this thread's
+                            // answer; it ends when the last process is gone.
+                            let audit = Arc::clone(&audit);
+                            let command = record.command.clone();
+                            let stop = Arc::clone(&exec_stop);
+                            let (tx, rx) = std::sync::mpsc::channel();
+                            let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
+                                std::thread::Builder::new()
+                                    .name("cordon-exec-audit".into())
+                                    .spawn(move || {
+                                        // The first exec is the agent's own.
+                                        let mut first = true;
+                                        let r = l.serve_until(
+                                            Some(std::os::fd::AsFd::as_fd(&*stop)),
+                                            &mut |n| {
+                                                let agent = std::mem::take(&mut first)
+                                                    .then_some(command.as_slice());
+                                                audit.append(&crate::audit::exec_notice(&n, agent));
+                                            },
+                                        );
+                                        let _ = tx.send(r);
+                                    })
+                            });
+                            match spawned {
+                                Ok(Ok(_)) => exec_audit = Some(rx),
+                                Ok(Err(e)) | Err(e) => {
+                                    // The listener was dropped with the thread:
+                                    // the kernel fails every exec in the sandbox
+                                    // with ENOSYS, so nothing runs unaudited.
+                                    let w = format!(
+                                        "the exec audit could not start ({e}): every exec in the \
+                                     sandbox fails"
+                                    );
+                                    on_warning(&w);
+                                    warnings.push(w);
+                                }
+                            }
+                        }
+                    })
                 })
-            })
         }
         Err(e) => Err(e),
     };
     // The agent and everything it started are gone: flows still open end
     // now (their client side is closed) or within the grace period.
     let egress = engine.map(|e| e.finish(std::time::Duration::from_millis(500)));
-    // Every process is gone, so the exec audit's listener has hung up.
+    // Every process but a lingering init is gone: the exec audit answers
+    // what is queued and ends.
+    let _ = rustix::io::write(&*exec_stop, &1u64.to_ne_bytes());
     if let Some(rx) = exec_audit {
         match rx.recv_timeout(std::time::Duration::from_secs(2)) {
             Ok(Ok(())) => {}
@@ -676,7 +700,7 @@ pub fn execute(
             Err(_) => warnings.push("the exec audit did not finish".into()),
         }
     }
-    if let Some(w) = decoy_watch {
+    if let Some(w) = watch {
         w.finish();
     }
     record.sandbox_pid = started;

@@ -748,3 +748,58 @@ both!(command_line_grants_are_authorization_records, |env| {
     assert_eq!(grants[1]["activity_name"], "Assign Privileges");
     assert_eq!(grants[1]["unmapped"]["source"], "--allow-host");
 });
+
+both!(
+    read_write_projects_have_their_changes_recorded_as_they_happen,
+    |env| {
+        std::fs::create_dir_all(env.project.join("src")).unwrap();
+        std::fs::write(env.project.join("src/old.txt"), "old\n").unwrap();
+        if env.who == crate::suite::harness::As::Nobody {
+            std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&env.project)
+                .status()
+                .unwrap();
+        }
+        let o = env.sh(
+            &["--mode", "rw"],
+            "printf new > new.txt; echo more >> src/old.txt; mkdir -p d/e; printf f > d/e/f; \
+         mv new.txt renamed.txt; mv d d2; printf g > d2/e/g; rm src/old.txt; \
+         printf t > tmp.txt; rm tmp.txt; echo done",
+        );
+        assert_eq!(ok(&o).trim(), "done");
+        let files: Vec<Value> = records(env)
+            .into_iter()
+            .filter(|r| r["class_uid"] == 1001)
+            .collect();
+        let seen = |activity: &str, path: &str| {
+            files
+                .iter()
+                .find(|r| r["activity_name"] == activity && r["file"]["path"] == path)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {activity} of {path} in {files:#?}"))
+        };
+        seen("Create", "new.txt");
+        let written = seen("Update", "new.txt");
+        assert_eq!(written["file"]["size"], 3);
+        assert_eq!(
+            written["file"]["hashes"][0]["value"],
+            cordon_hex(&Sha256::digest(b"new"))
+        );
+        seen("Update", "src/old.txt");
+        seen("Create", "d");
+        seen("Update", "d/e/f");
+        let renamed = seen("Rename", "renamed.txt");
+        assert_eq!(renamed["unmapped"]["from"], "new.txt");
+        assert_eq!(seen("Rename", "d2")["unmapped"]["from"], "d");
+        // After the directory moved, changes inside it carry its new name.
+        seen("Update", "d2/e/g");
+        seen("Delete", "src/old.txt");
+        // A file that lived and died during the session is on the record too.
+        seen("Create", "tmp.txt");
+        seen("Delete", "tmp.txt");
+        assert!(files.iter().all(|r| r["unmapped"]["source"] == "inotify"));
+        let (code, text) = verify(env, "last");
+        assert_eq!(code, Some(0), "{text}");
+    }
+);

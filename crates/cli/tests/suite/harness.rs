@@ -237,12 +237,31 @@ impl Env {
     /// The most recent session's directory.
     pub fn last_session(&self) -> PathBuf {
         let dir = self.state.join("cordon/sessions");
-        let mut ids: Vec<PathBuf> = std::fs::read_dir(&dir)
+        // Ids order by the second; within one, the record's start time.
+        let started = |p: &PathBuf| {
+            ["final.json", "session.json"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(p.join(f)).ok())
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["started_ms"].as_u64())
+                .unwrap_or(0)
+        };
+        let mut ids: Vec<(String, u64, PathBuf)> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .map(|p| {
+                let name: String = p
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .chars()
+                    .take(15)
+                    .collect();
+                (name, started(&p), p)
+            })
             .collect();
         ids.sort();
-        ids.pop().expect("a session directory")
+        ids.pop().expect("a session directory").2
     }
 }
 
