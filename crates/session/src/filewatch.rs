@@ -249,13 +249,7 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
             let digest = digest(&w.root.join(&rel));
             rec.append(&change(3, "Update", &rel, "file", digest));
         } else if ev.flags.contains(R::DELETE) {
-            rec.append(&change(
-                4,
-                "Delete",
-                &rel,
-                if is_dir { "dir" } else { "file" },
-                None,
-            ));
+            rec.append(&change(4, "Delete", &rel, dir_or_file(is_dir), None));
         } else if ev.flags.contains(R::MOVED_TO) {
             match moved_from.remove(&ev.cookie) {
                 Some((from, _)) => {
@@ -289,13 +283,15 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
         if is_dir {
             w.drop_tree(&from);
         }
-        rec.append(&change(
-            4,
-            "Delete",
-            &from,
-            if is_dir { "dir" } else { "file" },
-            None,
-        ));
+        rec.append(&change(4, "Delete", &from, dir_or_file(is_dir), None));
+    }
+}
+
+fn dir_or_file(is_dir: bool) -> &'static str {
+    if is_dir {
+        "dir"
+    } else {
+        "file"
     }
 }
 

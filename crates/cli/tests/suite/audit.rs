@@ -403,13 +403,7 @@ both!(
         ),
     )
     .unwrap();
-        if env.who == crate::suite::harness::As::Nobody {
-            std::process::Command::new("chown")
-                .args(["-R", "65534:65534"])
-                .arg(&env.config)
-                .status()
-                .unwrap();
-        }
+        env.own(&env.config);
         let o = env.sh(&[], "ls > /dev/null; echo done");
         assert_eq!(ok(&o).trim(), "done");
         let log = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
@@ -576,13 +570,7 @@ both!(
             ),
         )
         .unwrap();
-        if env.who == crate::suite::harness::As::Nobody {
-            std::process::Command::new("chown")
-                .args(["-R", "65534:65534"])
-                .arg(&env.config)
-                .status()
-                .unwrap();
-        }
+        env.own(&env.config);
         let o = env.sh(&[], "ls > /dev/null; echo done");
         assert_eq!(ok(&o).trim(), "done");
         let first = log_records(env);
@@ -687,13 +675,7 @@ both!(
     ];
         for (text, says) in cases {
             std::fs::write(&conf, text).unwrap();
-            if env.who == crate::suite::harness::As::Nobody {
-                std::process::Command::new("chown")
-                    .args(["-R", "65534:65534"])
-                    .arg(&env.config)
-                    .status()
-                    .unwrap();
-            }
+            env.own(&env.config);
             env.refused(&[], says);
         }
     }
@@ -702,13 +684,7 @@ both!(
 both!(command_line_grants_are_authorization_records, |env| {
     let extra = env.project.join("../extra");
     std::fs::create_dir_all(&extra).unwrap();
-    if env.who == crate::suite::harness::As::Nobody {
-        std::process::Command::new("chown")
-            .args(["65534:65534"])
-            .arg(&extra)
-            .status()
-            .unwrap();
-    }
+    env.own(&extra);
     let extra = std::fs::canonicalize(&extra).unwrap();
     let o = env
         .cordon(["run", "--no-tty", "--allow-read"])
@@ -754,13 +730,7 @@ both!(
     |env| {
         std::fs::create_dir_all(env.project.join("src")).unwrap();
         std::fs::write(env.project.join("src/old.txt"), "old\n").unwrap();
-        if env.who == crate::suite::harness::As::Nobody {
-            std::process::Command::new("chown")
-                .args(["-R", "65534:65534"])
-                .arg(&env.project)
-                .status()
-                .unwrap();
-        }
+        env.own(&env.project);
         let o = env.sh(
             &["--mode", "rw"],
             "printf new > new.txt; echo more >> src/old.txt; mkdir -p d/e; printf f > d/e/f; \

@@ -33,6 +33,17 @@ fn rule_ids(found: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The last session's record says it was contained, and why.
+#[track_caller]
+fn assert_contained(env: &Env, why: &str) {
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.last_session().join("final.json")).unwrap(),
+    )
+    .unwrap();
+    let contained = record["contained"].as_str().unwrap_or_default();
+    assert!(contained.contains(why), "{record}");
+}
+
 fn verified(env: &Env) {
     let o = env.cordon(["audit", "verify", "last"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -133,17 +144,7 @@ both!(a_canary_leaving_contains_the_session, |env| {
         text.contains("Contain") && text.contains("contained_by_rule"),
         "{text}"
     );
-    let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(env.last_session().join("final.json")).unwrap(),
-    )
-    .unwrap();
-    assert!(
-        record["contained"]
-            .as_str()
-            .unwrap()
-            .contains("canary-sent"),
-        "{record}"
-    );
+    assert_contained(env, "canary-sent");
     // Nothing of the sandbox outlived it: the background sleep is gone.
     let o = std::process::Command::new("pgrep")
         .args(["-f", &format!("^sleep {nap}$")])
@@ -171,13 +172,7 @@ both!(user_rules_and_profile_switches_apply, |env| {
         "quiet",
         "extends = \"default\"\n[audit]\ndisable = [\"decoy-credential-read\"]\n",
     );
-    if env.who == crate::suite::harness::As::Nobody {
-        std::process::Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(&env.config)
-            .status()
-            .unwrap();
-    }
+    env.own(&env.config);
     let o = env
         .cordon(["audit", "rules", "--profile", "quiet"])
         .output()
@@ -297,17 +292,7 @@ both!(a_log_that_cannot_be_written_contains_the_session, |env| {
     assert!(!stdout(&o).contains("survived"));
     let err = stderr(&o);
     assert!(err.contains("the audit log cannot be written"), "{err}");
-    let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(env.last_session().join("final.json")).unwrap(),
-    )
-    .unwrap();
-    assert!(
-        record["contained"]
-            .as_str()
-            .unwrap()
-            .contains("audit log cannot be written"),
-        "{record}"
-    );
+    assert_contained(env, "audit log cannot be written");
     // What reached the file verifies as far as it goes (no closing
     // checkpoint: exit 3, never "tampered").
     let o = env.cordon(["audit", "verify", "last"]).output().unwrap();

@@ -199,13 +199,7 @@ both!(unix_sockets_in_the_project_are_unreachable, |env| {
     let path = env.project.join("agent.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     listener.set_nonblocking(true).unwrap();
-    if env.who == crate::suite::harness::As::Nobody {
-        std::process::Command::new("chown")
-            .args(["65534:65534"])
-            .arg(&path)
-            .status()
-            .unwrap();
-    }
+    env.own(&path);
     let py = format!(
         "import socket\ns = socket.socket(socket.AF_UNIX)\n\
          try:\n    s.connect('{}'); print('connected')\n\

@@ -224,14 +224,21 @@ impl Env {
             .join("cordon/profiles")
             .join(format!("{name}.toml"));
         write(&p, text);
+        self.own(&self.config);
+        p
+    }
+
+    /// Gives `path` (recursively) to the environment's user: files a test
+    /// makes as root must be the user's for a run as uid 65534.
+    pub fn own(&self, path: &Path) {
         if self.who == As::Nobody {
-            Command::new("chown")
+            let st = Command::new("chown")
                 .args(["-R", &format!("{NOBODY}:{NOBODY}")])
-                .arg(&self.config)
+                .arg(path)
                 .status()
                 .unwrap();
+            assert!(st.success(), "chown {}", path.display());
         }
-        p
     }
 
     /// The most recent session's directory.

@@ -15,13 +15,7 @@ fn prepare(env: &crate::suite::harness::Env) {
     std::fs::create_dir_all(p.join("redo/old")).unwrap();
     std::fs::write(p.join("redo/keep-name"), "old\n").unwrap();
     std::fs::write(p.join("redo/old/f"), "old\n").unwrap();
-    if env.who == crate::suite::harness::As::Nobody {
-        std::process::Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(p)
-            .status()
-            .unwrap();
-    }
+    env.own(p);
 }
 
 const AGENT: &str = "set -e; echo 'hello, world' > README.md; echo new > added.txt; \

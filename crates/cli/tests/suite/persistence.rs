@@ -4,18 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use super::harness::{ok, stderr, stdout, As, Env};
+use super::harness::{ok, stderr, stdout, Env};
 use crate::both;
-
-fn chown(env: &Env) {
-    if env.who == As::Nobody {
-        Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(&env.project)
-            .status()
-            .unwrap();
-    }
-}
 
 /// Replaces the harness's fake `.git` with a real repository.
 fn real_repo(env: &Env) {
@@ -45,7 +35,7 @@ fn real_repo(env: &Env) {
         "-m",
         "init",
     ]);
-    chown(env);
+    env.own(&env.project);
 }
 
 fn host_git_status(env: &Env) -> String {
@@ -93,7 +83,7 @@ both!(git_commondir_redirect_is_quarantined_in_rw_mode, |env| {
 both!(gitfile_cannot_be_rewritten, |env| {
     std::fs::remove_dir_all(env.project.join(".git")).unwrap();
     std::fs::write(env.project.join(".git"), "gitdir: /nonexistent/worktree\n").unwrap();
-    chown(env);
+    env.own(&env.project);
     for mode in ["rw", "overlay"] {
         let out = ok(&env.sh(
             &["--mode", mode],
@@ -118,7 +108,7 @@ both!(symlinked_hooks_and_hooks_path_are_protected, |env| {
         "[core]\n\tbare = false\n\thooksPath = .husky\n",
     )
     .unwrap();
-    chown(env);
+    env.own(&env.project);
     let out = ok(&env.sh(
         &["--mode", "rw"],
         "for f in .git/hooks/pre-commit githooks/pre-commit .husky/pre-commit; do \
@@ -135,10 +125,10 @@ both!(fifos_and_unreadable_dirs_are_masked, |env| {
     assert!(st.success());
     std::fs::create_dir_all(p.join("locked")).unwrap();
     std::fs::write(p.join("locked/.env"), "SECRET=topsecret\n").unwrap();
-    chown(env);
+    env.own(&env.project);
     std::fs::set_permissions(p.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
     std::fs::write(p.join("vault.txt"), "SECRET=modezero\n").unwrap();
-    chown(env);
+    env.own(&env.project);
     std::fs::set_permissions(p.join("vault.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let o = env.sh(
         &["--mode", "overlay"],
@@ -159,14 +149,8 @@ both!(quarantine_never_follows_an_agent_symlink, |env| {
     let victim = env.home.join("victim");
     std::fs::create_dir_all(&victim).unwrap();
     std::fs::write(victim.join("config"), "precious\n").unwrap();
-    chown(env);
-    if env.who == As::Nobody {
-        Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(&victim)
-            .status()
-            .unwrap();
-    }
+    env.own(&env.project);
+    env.own(&victim);
     let o = env.sh(
         &["--mode", "rw"],
         &format!("ln -s {} .git", victim.display()),
@@ -305,7 +289,7 @@ both!(git_config_paths_are_protected_in_every_form, |env| {
     // A dangling protected symlink: its target must not be creatable.
     std::fs::remove_dir_all(p.join(".git/hooks")).unwrap();
     std::os::unix::fs::symlink("../missing-hooks", p.join(".git/hooks")).unwrap();
-    chown(env);
+    env.own(&env.project);
     for mode in ["rw", "overlay"] {
         let out = ok(&env.sh(
             &["--mode", mode],
@@ -351,7 +335,7 @@ both!(parents_of_protected_paths_cannot_be_swapped, |env| {
         "[core]\n\thooksPath = .github/hooks\n",
     )
     .unwrap();
-    chown(env);
+    env.own(&env.project);
     let out = ok(&env.sh(
         &["--mode", "rw"],
         "mv .github .github_old 2>/dev/null && echo MOVED; \
@@ -417,13 +401,7 @@ both!(grant_symlinks_are_checked_everywhere_under_home, |env| {
     std::fs::create_dir_all(h.join(".kube/configs")).unwrap();
     std::fs::write(h.join(".kube/configs/dev.yaml"), "kind: Config\n").unwrap();
     std::os::unix::fs::symlink("configs/dev.yaml", h.join(".kube/config")).unwrap();
-    if env.who == As::Nobody {
-        Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(h)
-            .status()
-            .unwrap();
-    }
+    env.own(h);
     env.profile(
         "kube",
         "extends = \"default\"\n[home]\nread = [\".kube/config\"]\n",
