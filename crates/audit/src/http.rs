@@ -228,7 +228,20 @@ pub fn post(
     }
 }
 
+/// The longest one request may take in all (a server answering a byte at a
+/// time stays under every per-read timeout).
+const DEADLINE: Duration = Duration::from_secs(30);
+
 fn exchange<S: Read + Write>(s: &mut S, head: &[u8], body: &[u8]) -> io::Result<Response> {
+    let started = std::time::Instant::now();
+    let late = || {
+        (started.elapsed() > DEADLINE).then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no complete answer within {} s", DEADLINE.as_secs()),
+            )
+        })
+    };
     s.write_all(head)?;
     s.write_all(body)?;
     s.flush()?;
@@ -262,6 +275,9 @@ fn exchange<S: Read + Write>(s: &mut S, head: &[u8], body: &[u8]) -> io::Result<
                 break (status, at, length, chunked);
             }
             Ok(httparse::Status::Partial) if buf.len() < HEAD_MAX => {
+                if let Some(e) = late() {
+                    return Err(e);
+                }
                 let n = read_some(s, &mut chunk)?;
                 if n == 0 {
                     return Err(io::Error::new(
@@ -299,6 +315,9 @@ fn exchange<S: Read + Write>(s: &mut S, head: &[u8], body: &[u8]) -> io::Result<
         };
         if done {
             break;
+        }
+        if let Some(e) = late() {
+            return Err(e);
         }
         match read_some(s, &mut chunk) {
             Ok(0) => break,
@@ -338,10 +357,18 @@ fn chunked_end(raw: &[u8]) -> bool {
         if size == 0 {
             return true;
         }
-        at += nl + 2 + size + 2;
-        if at > raw.len() {
-            return false;
+        // A size no body of ours reaches ends the reading (the server's
+        // numbers are not trusted to fit).
+        let Some(next) = (at + nl + 2)
+            .checked_add(size)
+            .and_then(|x| x.checked_add(2))
+        else {
+            return true;
+        };
+        if next > raw.len() {
+            return next > BODY_MAX;
         }
+        at = next;
     }
 }
 
@@ -358,7 +385,7 @@ fn dechunk(raw: &[u8]) -> Vec<u8> {
         if size == 0 {
             break;
         }
-        let end = (at + size).min(raw.len());
+        let end = at.saturating_add(size).min(raw.len());
         out.extend_from_slice(&raw[at..end]);
         at = end + 2;
         if at >= raw.len() {
@@ -407,6 +434,12 @@ mod tests {
         assert!(chunked_end(raw));
         assert!(!chunked_end(&raw[..10]));
         assert_eq!(dechunk(raw), b"abcdefg");
+        // Sizes a server sends to overflow or to keep us reading.
+        let huge = b"FFFFFFFFFFFFFFEC\r\nabc";
+        assert!(chunked_end(huge));
+        assert_eq!(dechunk(huge), b"abc");
+        let big = b"7FFFFFFF\r\nabc";
+        assert!(chunked_end(big));
     }
 
     /// A real exchange over loopback: the request as the server saw it,

@@ -382,6 +382,26 @@ fn hec_event(out: &mut Vec<u8>, line: &[u8], m: &Meta, hostname: &str) {
     out.extend_from_slice(b"}\n");
 }
 
+/// What an OTLP collector's answer says it rejected: the count and its
+/// message (`partialSuccess`; int64 fields may come as strings).
+fn otlp_rejected(body: &[u8]) -> Option<(u64, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let p = v.get("partialSuccess")?;
+    let n = match p.get("rejectedLogRecords")? {
+        Value::String(s) => s.parse().ok()?,
+        other => other.as_u64()?,
+    };
+    let msg = p
+        .get("errorMessage")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    (n > 0).then_some((n, msg))
+}
+
 /// An OTLP ExportLogsServiceRequest (JSON encoding) carrying `lines`: each
 /// record is one log record whose body is the record's JSON text, with
 /// the session, seq and class as attributes.
@@ -626,6 +646,8 @@ impl HttpBatch<'_> {
         cursor: &mut Cursor,
     ) -> io::Result<()> {
         let mut lines = lines.peekable();
+        let mut rejected = 0u64;
+        let mut why = String::new();
         while lines.peek().is_some() {
             let mut taken: Vec<(&[u8], Meta)> = Vec::new();
             let mut bytes = 0;
@@ -648,6 +670,25 @@ impl HttpBatch<'_> {
             cursor.offset += size;
             cursor.seq = taken.last().map_or(cursor.seq, |(_, m)| m.seq);
             write_cursor(cpath, *cursor)?;
+            if self.format == Format::Otlp {
+                // A collector that took the request but dropped records says
+                // so in `partialSuccess`; sending them again would not help.
+                if let Some((n, m)) = otlp_rejected(&answer.body) {
+                    rejected += n;
+                    why = m;
+                }
+            }
+        }
+        if rejected > 0 {
+            return Err(io::Error::other(format!(
+                "{} accepted the requests but rejected {rejected} record(s){}",
+                self.url_text(),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            )));
         }
         Ok(())
     }
@@ -898,6 +939,23 @@ mod tests {
         );
         // Nothing new: nothing sent (the server is gone).
         assert_eq!(ship(&log, &sink, "h").unwrap().seq, 7);
+    }
+
+    #[test]
+    fn otlp_partial_success_is_read() {
+        assert_eq!(
+            otlp_rejected(
+                br#"{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"too old"}}"#
+            ),
+            Some((3, "too old".to_owned()))
+        );
+        assert_eq!(
+            otlp_rejected(br#"{"partialSuccess":{"rejectedLogRecords":2}}"#).map(|x| x.0),
+            Some(2)
+        );
+        assert_eq!(otlp_rejected(br#"{"partialSuccess":{}}"#), None);
+        assert_eq!(otlp_rejected(b"{}"), None);
+        assert_eq!(otlp_rejected(b"not json"), None);
     }
 
     #[test]

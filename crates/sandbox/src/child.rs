@@ -260,7 +260,7 @@ fn run(args: InitArgs) -> i32 {
     let mut buf = [0u8; 64];
     // What the supervisor asks init to hold until it exits (close-on-exec,
     // never used here).
-    let held = match protocol::recv_blocking::<Order>(chan, &mut buf) {
+    let held = match protocol::recv_blocking_fds::<Order>(chan, &mut buf) {
         Ok(Some((Order::Go, held))) => held,
         _ => return EXIT_SETUP_FAILED,
     };
@@ -298,7 +298,7 @@ fn run(args: InitArgs) -> i32 {
     drop(pty_slave);
     detach_stdio();
     let (code, alone) = init_loop(agent, &args.signals, chan);
-    if held.is_some() && alone {
+    if !held.is_empty() && alone {
         // Hold it until the supervisor's process exits (the parent-death
         // signal, SIGKILL, ends this), so that its last close is not the
         // supervisor's: see `Launch::go_holding`.

@@ -80,18 +80,32 @@ pub(crate) fn send<T: Serialize>(fd: BorrowedFd<'_>, msg: &T) -> io::Result<()> 
     Ok(())
 }
 
+/// The most descriptors one message carries.
+pub(crate) const MAX_FDS: usize = 4;
+
 /// Sends one message with a file descriptor attached (SCM_RIGHTS).
 pub(crate) fn send_fd<T: Serialize>(
     chan: BorrowedFd<'_>,
     msg: &T,
     fd: BorrowedFd<'_>,
 ) -> io::Result<()> {
+    send_fds(chan, msg, &[fd])
+}
+
+/// Sends one message with up to [`MAX_FDS`] descriptors attached.
+pub(crate) fn send_fds<T: Serialize>(
+    chan: BorrowedFd<'_>,
+    msg: &T,
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::other("too many descriptors for one message"));
+    }
     let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
-    let fds = [fd];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut anc = SendAncillaryBuffer::new(&mut space);
-    if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
+    if !anc.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("ancillary buffer too small"));
     }
     rustix::net::sendmsg(
@@ -114,8 +128,17 @@ pub(crate) fn recv<T: DeserializeOwned>(
     chan: impl AsFd,
     buf: &mut [u8],
 ) -> io::Result<Option<(T, Option<OwnedFd>)>> {
+    // Any extra descriptors are closed on drop.
+    Ok(recv_fds(chan, buf)?.map(|(m, fds)| (m, fds.into_iter().next())))
+}
+
+/// Like [`recv`], with every descriptor sent with the message.
+pub(crate) fn recv_fds<T: DeserializeOwned>(
+    chan: impl AsFd,
+    buf: &mut [u8],
+) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
     let n = loop {
         match rustix::net::recvmsg(
@@ -136,15 +159,10 @@ pub(crate) fn recv<T: DeserializeOwned>(
             other => break other?.bytes,
         }
     };
-    let mut fd = None;
+    let mut got = Vec::new();
     for m in anc.drain() {
         if let RecvAncillaryMessage::ScmRights(fds) = m {
-            // Keep the first; any extra descriptors are closed on drop.
-            for f in fds {
-                if fd.is_none() {
-                    fd = Some(f);
-                }
-            }
+            got.extend(fds);
         }
     }
     if n == 0 {
@@ -152,7 +170,7 @@ pub(crate) fn recv<T: DeserializeOwned>(
     }
     let msg = serde_json::from_slice(&buf[..n])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Some((msg, fd)))
+    Ok(Some((msg, got)))
 }
 
 /// Like [`recv`], but waits for a message (or the end of the stream).
@@ -160,9 +178,17 @@ pub(crate) fn recv_blocking<T: DeserializeOwned>(
     chan: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<Option<(T, Option<OwnedFd>)>> {
+    Ok(recv_blocking_fds(chan, buf)?.map(|(m, fds)| (m, fds.into_iter().next())))
+}
+
+/// Like [`recv_fds`], but waits for a message (or the end of the stream).
+pub(crate) fn recv_blocking_fds<T: DeserializeOwned>(
+    chan: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
     use rustix::event::{poll, PollFd, PollFlags};
     loop {
-        match recv(chan, buf) {
+        match recv_fds(chan, buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let mut fds = [PollFd::new(&chan, PollFlags::IN)];
                 match poll(&mut fds, None) {

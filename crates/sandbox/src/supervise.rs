@@ -210,7 +210,8 @@ impl Launch {
         Ok(())
     }
 
-    /// Like [`go`](Self::go), and init keeps `hold` open (close-on-exec:
+    /// Like [`go`](Self::go), and init keeps `hold` (at most four
+    /// descriptors) open (close-on-exec:
     /// the agent never has it) until the supervisor's process exits: after
     /// reporting the agent's exit, init waits for its parent-death signal
     /// instead of exiting. For a descriptor whose last close is slow — an
@@ -218,12 +219,15 @@ impl Launch {
     /// period of 10–20 ms — the supervisor's own close is then never the
     /// last, and the wait falls to init's death, which nobody waits for.
     /// [`Launch::supervise_and_reap`] kills init once it has reported.
-    pub fn go_holding(&mut self, hold: Option<BorrowedFd<'_>>) -> Result<(), LaunchError> {
-        let Some(fd) = hold else {
+    pub fn go_holding(&mut self, hold: &[BorrowedFd<'_>]) -> Result<(), LaunchError> {
+        if hold.is_empty() {
             return self.go();
-        };
+        }
+        if hold.len() > protocol::MAX_FDS {
+            return Err(io::Error::other("too many descriptors for init to hold").into());
+        }
         // As in `go`: a failure is reported by `supervise`.
-        let _ = protocol::send_fd(self.chan()?, &Order::Go, fd);
+        let _ = protocol::send_fds(self.chan()?, &Order::Go, hold);
         if let Some(sup) = self.sup.as_mut() {
             sup.holding = true;
         }

@@ -78,7 +78,7 @@ pub fn started(r: &Record, sandbox_pid: Option<i32>) -> Event {
             "unmapped",
             json!({
                 "profile": r.profile,
-                "project": r.project,
+                "project": r.project.to_string_lossy(),
                 "mode": r.mode,
                 "command": r.command,
                 "env_withheld": r.env_withheld,
@@ -161,7 +161,7 @@ pub fn file_change(c: &Change, upper: &Path) -> Event {
         Kind::Deleted => (4, "Delete"),
     };
     let mut file = json!({
-        "path": c.path,
+        "path": c.path.to_string_lossy(),
         "name": c.path.file_name().map(|n| n.to_string_lossy().into_owned()),
         "type": c.entry,
     });

@@ -225,6 +225,12 @@ impl Containment {
             rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
         });
         *lock(&self.pidfd) = Some(fd.ok_or(pid));
+        // Contained before the supervisor knew the sandbox: now it does.
+        // (One lock at a time: `contain` takes reason, then pidfd.)
+        let contained = lock(&self.reason).is_some();
+        if contained {
+            kill(lock(&self.pidfd).as_ref());
+        }
     }
 
     /// Kills the sandbox (init's death takes its whole pid namespace with
@@ -234,26 +240,33 @@ impl Containment {
         if reason.is_some() {
             return false;
         }
-        match lock(&self.pidfd).as_ref() {
-            Some(Ok(fd)) => {
-                let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
-            }
-            // Init is the supervisor's child and is not reaped while the
-            // session runs: its pid cannot have been reused.
-            Some(Err(pid)) => {
-                if let Some(p) = rustix::process::Pid::from_raw(*pid) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-                }
-            }
-            None => {}
-        }
+        // Set before the kill: a sandbox not known yet is killed by
+        // `started` once it is.
         *reason = Some(why);
+        kill(lock(&self.pidfd).as_ref());
         true
     }
 
     /// Why the session was contained, if it was.
     pub fn reason(&self) -> Option<String> {
         lock(&self.reason).clone()
+    }
+}
+
+/// SIGKILL to the sandbox's init, which takes its pid namespace with it.
+fn kill(init: Option<&Result<OwnedFd, i32>>) {
+    match init {
+        Some(Ok(fd)) => {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+        }
+        // Init is the supervisor's child and is not reaped while the
+        // session runs: its pid cannot have been reused.
+        Some(Err(pid)) => {
+            if let Some(p) = rustix::process::Pid::from_raw(*pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+        None => {}
     }
 }
 
@@ -359,6 +372,24 @@ impl Recorder {
         }
     }
 
+    /// The decoy and file watch failed: recorded, and the session is
+    /// contained (it would otherwise go on with a layer silently gone).
+    pub fn watch_failed(&self) {
+        let why = "the decoy and file watch failed".to_owned();
+        self.log.append(
+            &Event::new(Class::FileSystem, 99, "Other")
+                .severity(Severity::High)
+                .success(false)
+                .reason("file_watch_failed")
+                .message(format!(
+                    "{why}: decoy opens and file changes are no longer recorded"
+                )),
+        );
+        if self.containment.contain(why.clone()) {
+            eprintln!("cordon: {why}: session contained, every process in the sandbox was killed");
+        }
+    }
+
     /// The findings so far, one line each, and the rules whose findings
     /// were capped.
     pub fn findings(&self) -> Vec<String> {
@@ -417,25 +448,32 @@ fn finding_event(f: &Finding, what: &str) -> Event {
         )
 }
 
-/// What the session watches with inotify, on one instance read by one
-/// thread: the decoy credentials (opens), and in rw mode every directory
-/// of the project (changes, see [`crate::filewatch`]). Watching starts
-/// before the sandbox exists, so the agent's very first command is seen;
-/// building the view opens no decoy.
+/// What the session watches with inotify, read by one thread: the decoy
+/// credentials (opens), and in rw mode every directory of the project
+/// (changes, see [`crate::filewatch`]). Two instances, so that a flood of
+/// project events overflowing one queue can never drop a decoy open.
+/// Watching starts before the sandbox exists, so the agent's very first
+/// command is seen; building the view opens no decoy.
 ///
 /// Closing an inotify instance that has watches waits for a kernel grace
 /// period (10–20 ms here): [`SessionWatch::hold`] is handed to the
-/// sandbox's init, which keeps it until it exits, so the supervisor's own
-/// close is not the last one and costs nothing.
+/// sandbox's init, which keeps it until cordon has exited, so the
+/// supervisor's own close is not the last one and costs nothing.
 #[derive(Debug)]
 pub struct SessionWatch {
-    fd: Arc<OwnedFd>,
+    decoys: Option<Arc<OwnedFd>>,
+    project: Option<Arc<OwnedFd>>,
     wake: OwnedFd,
+    done: std::sync::mpsc::Receiver<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Opens recorded per decoy file; more are counted, not itemised.
 const MAX_OPENS: u32 = 100;
+
+/// How long the end of a session waits for the watch to record what is
+/// queued.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A decoy file under watch: its watch, the path the agent sees, opens so
 /// far.
@@ -443,6 +481,13 @@ struct Watched {
     wd: i32,
     inside: PathBuf,
     opens: u32,
+}
+
+fn new_inotify() -> std::io::Result<Arc<OwnedFd>> {
+    use rustix::fs::inotify;
+    Ok(Arc::new(inotify::init(
+        inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK,
+    )?))
 }
 
 impl SessionWatch {
@@ -457,100 +502,131 @@ impl SessionWatch {
     ) -> std::io::Result<(Option<SessionWatch>, Option<String>)> {
         use rustix::event::{eventfd, EventfdFlags};
         use rustix::fs::inotify;
-        if decoys.files.is_empty() && rw.is_none() {
-            return Ok((None, None));
-        }
-        let fd = Arc::new(inotify::init(
-            inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK,
-        )?);
         let mut watched = Vec::new();
-        for d in &decoys.files {
-            let wd = inotify::add_watch(&*fd, &d.host, inotify::WatchFlags::OPEN)?;
-            watched.push(Watched {
-                wd,
-                inside: d.inside.clone(),
-                opens: 0,
-            });
-        }
-        let mut warning = None;
-        let mut project = match rw {
-            Some(root) => match crate::filewatch::Watcher::new(Arc::clone(&fd), root, &rec) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    warning = Some(format!(
-                        "file changes in the project will not be recorded ({e})"
-                    ));
-                    None
-                }
-            },
-            None => None,
+        let decoy_fd = if decoys.files.is_empty() {
+            None
+        } else {
+            let fd = new_inotify()?;
+            for d in &decoys.files {
+                let wd = inotify::add_watch(&*fd, &d.host, inotify::WatchFlags::OPEN)?;
+                watched.push(Watched {
+                    wd,
+                    inside: d.inside.clone(),
+                    opens: 0,
+                });
+            }
+            Some(fd)
         };
-        if watched.is_empty() && project.is_none() {
+        let mut warning = None;
+        let (project_fd, mut project) = match rw {
+            Some(root) => {
+                let started = new_inotify().and_then(|fd| {
+                    crate::filewatch::Watcher::new(Arc::clone(&fd), root, &rec).map(|w| (fd, w))
+                });
+                match started {
+                    Ok((fd, w)) => (Some(fd), Some(w)),
+                    Err(e) => {
+                        warning = Some(format!(
+                            "file changes in the project will not be recorded ({e})"
+                        ));
+                        (None, None)
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        if decoy_fd.is_none() && project_fd.is_none() {
             return Ok((None, warning));
         }
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let stop = wake.try_clone()?;
-        let reading = Arc::clone(&fd);
+        let (dfd, pfd) = (decoy_fd.clone(), project_fd.clone());
+        let (tx, done) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("cordon-watch".into())
             .spawn(move || {
                 use rustix::event::{poll, PollFd, PollFlags};
                 let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 * 1024];
                 loop {
-                    let mut fds = [
-                        PollFd::new(&*reading, PollFlags::IN),
-                        PollFd::new(&stop, PollFlags::IN),
-                    ];
+                    let mut fds = vec![PollFd::new(&stop, PollFlags::IN)];
+                    fds.extend(dfd.iter().map(|f| PollFd::new(&**f, PollFlags::IN)));
+                    fds.extend(pfd.iter().map(|f| PollFd::new(&**f, PollFlags::IN)));
                     let _ = poll(&mut fds, None);
-                    let stopping = !fds[1].revents().is_empty();
-                    let batch = crate::filewatch::read_all(&reading, &mut buf);
-                    let (decoy, rest): (Vec<_>, Vec<_>) = batch
-                        .into_iter()
-                        .partition(|ev| watched.iter().any(|w| w.wd == ev.wd));
-                    for ev in decoy {
-                        opened(&ev, &mut watched, &rec);
-                    }
-                    if let Some(p) = project.as_mut() {
-                        let rest: Vec<_> = rest
-                            .into_iter()
-                            .filter(|ev| ev.wd == -1 || p.owns(ev.wd))
-                            .collect();
-                        if !rest.is_empty() {
-                            p.handle(&rec, rest);
+                    let stopping = !fds[0].revents().is_empty();
+                    // A bug here must not leave the session unwatched and
+                    // unsaid: it is recorded and contains the session.
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if let Some(fd) = &dfd {
+                            for ev in crate::filewatch::read_all(fd, &mut buf) {
+                                opened(&ev, &mut watched, &rec);
+                            }
                         }
+                        if let (Some(fd), Some(p)) = (&pfd, project.as_mut()) {
+                            let batch = crate::filewatch::read_all(fd, &mut buf);
+                            if !batch.is_empty() {
+                                p.handle(&rec, batch);
+                            }
+                        }
+                    }));
+                    if handled.is_err() {
+                        rec.watch_failed();
+                        break;
                     }
                     if stopping {
-                        return;
+                        break;
                     }
                 }
+                let _ = tx.send(());
             })?;
         Ok((
             Some(SessionWatch {
-                fd,
+                decoys: decoy_fd,
+                project: project_fd,
                 wake,
+                done,
                 thread: Some(thread),
             }),
             warning,
         ))
     }
 
-    /// The inotify instance, for the sandbox's init to hold.
-    pub fn hold(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The inotify instances, for the sandbox's init to hold.
+    pub fn hold(&self) -> Vec<BorrowedFd<'_>> {
+        self.decoys
+            .iter()
+            .chain(self.project.iter())
+            .map(|f| f.as_fd())
+            .collect()
     }
 
-    /// Records what is queued and stops.
-    pub fn finish(self) {
-        drop(self);
+    /// Records what is queued and stops; a warning when that took longer
+    /// than it may (the rest is not recorded).
+    pub fn finish(mut self) -> Option<String> {
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        match self.done.recv_timeout(FINISH_WAIT) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+                None
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Left running; whatever it records after the log closes
+                // is counted as lost.
+                self.thread.take();
+                Some(format!(
+                    "the file watch was still recording after {} s: later file events of this \
+                     session are not on the record",
+                    FINISH_WAIT.as_secs()
+                ))
+            }
+        }
     }
 }
 
 impl Drop for SessionWatch {
     fn drop(&mut self) {
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -575,7 +651,7 @@ fn opened(ev: &crate::filewatch::Raw, watched: &mut [Watched], rec: &Recorder) {
             .field(
                 "file",
                 json!({
-                    "path": w.inside,
+                    "path": w.inside.to_string_lossy(),
                     "name": w.inside.file_name().map(|n| n.to_string_lossy().into_owned()),
                     "type": "file",
                 }),

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::detection::Recorder;
 pub const MAX_WATCHES: usize = 65_536;
 
 /// Files larger than this get a size but no digest.
-const HASH_MAX: u64 = 64 << 20;
+const HASH_MAX: u64 = 16 << 20;
 
 fn mask() -> inotify::WatchFlags {
     use inotify::WatchFlags as W;
@@ -37,14 +37,15 @@ fn mask() -> inotify::WatchFlags {
         | W::MOVED_FROM
         | W::MOVED_TO
         | W::ONLYDIR
-        | W::DONT_FOLLOW
         | W::EXCL_UNLINK
 }
 
 /// The watches on one project tree.
 pub(crate) struct Watcher {
     fd: Arc<OwnedFd>,
-    root: PathBuf,
+    /// The project, opened once: everything below is opened beneath it,
+    /// never through a symlink (the agent may swap any component for one).
+    root: OwnedFd,
     /// Watch descriptor → directory, relative to the root.
     dirs: HashMap<i32, PathBuf>,
     /// Directories not watched (limit reached), reported once.
@@ -63,7 +64,14 @@ impl Watcher {
                 self.unwatched += 1;
                 continue;
             }
-            match inotify::add_watch(&self.fd, self.root.join(&dir), mask()) {
+            // Gone already, a symlink now, or not a directory any more.
+            let Ok(fd) = self.open(&dir, rustix::fs::OFlags::DIRECTORY) else {
+                continue;
+            };
+            // The directory just opened, by its descriptor: what is watched
+            // is what was checked.
+            let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            match inotify::add_watch(&*self.fd, by_fd.as_str(), mask()) {
                 Ok(wd) => {
                     self.dirs.insert(wd, dir.clone());
                 }
@@ -71,22 +79,49 @@ impl Watcher {
                     self.unwatched += 1;
                     continue;
                 }
-                // Gone already, or not a directory any more.
                 Err(_) => continue,
             }
-            let Ok(entries) = std::fs::read_dir(self.root.join(&dir)) else {
+            let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
                 continue;
             };
             for e in entries.flatten() {
-                let child = dir.join(e.file_name());
+                let name = e.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let child = dir.join(OsStr::from_bytes(name));
                 if let Some(list) = created.as_deref_mut() {
                     list.push(child.clone());
                 }
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_type() == rustix::fs::FileType::Directory {
                     stack.push(child);
                 }
             }
         }
+    }
+
+    /// Opens `rel` beneath the project root without following any
+    /// symlink and without blocking (a FIFO opens and is then refused).
+    fn open(&self, rel: &Path, flags: rustix::fs::OFlags) -> rustix::io::Result<OwnedFd> {
+        use rustix::fs::{OFlags, ResolveFlags};
+        let path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        // O_PATH takes no other flags (openat2 is strict about it).
+        let nonblock = if flags.contains(OFlags::PATH) {
+            OFlags::empty()
+        } else {
+            OFlags::NONBLOCK
+        };
+        rustix::fs::openat2(
+            &self.root,
+            path,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | nonblock,
+            rustix::fs::Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
     }
 
     /// Forgets the watches at and under `rel` (moved out of the tree).
@@ -117,27 +152,24 @@ impl Watcher {
     /// Watches every directory of `root` now (on the inotify instance
     /// `fd`); later events go to [`Watcher::handle`].
     pub(crate) fn new(fd: Arc<OwnedFd>, root: &Path, rec: &Recorder) -> std::io::Result<Watcher> {
+        let root = rustix::fs::open(
+            root,
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::PATH,
+            rustix::fs::Mode::empty(),
+        )?;
         let mut w = Watcher {
             fd,
-            root: root.to_owned(),
+            root,
             dirs: HashMap::new(),
             unwatched: 0,
             limit_reported: false,
         };
         w.add_tree(Path::new(""), None);
         if w.dirs.is_empty() {
-            return Err(std::io::Error::other(format!(
-                "cannot watch {} with inotify",
-                root.display()
-            )));
+            return Err(std::io::Error::other("inotify watches nothing of it"));
         }
         report_limit(&mut w, rec);
         Ok(w)
-    }
-
-    /// Whether `wd` is one of this tree's watches.
-    pub(crate) fn owns(&self, wd: i32) -> bool {
-        self.dirs.contains_key(&wd)
     }
 
     /// Records a batch of events (everything queued, so that a rename's
@@ -195,17 +227,21 @@ fn report_limit(w: &mut Watcher, rec: &Recorder) {
 
 fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
     use inotify::ReadFlags as R;
-    // Renames come as MOVED_FROM and MOVED_TO with one cookie, usually in
-    // the same read.
+    // A file closed after writing many times in one batch is hashed once,
+    // at its last close (an agent must not make cordon hash the same big
+    // file over and over).
+    let last_write: HashMap<(i32, &Path), usize> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, ev)| ev.flags.contains(R::CLOSE_WRITE))
+        .filter_map(|(i, ev)| ev.name.as_deref().map(|n| ((ev.wd, n), i)))
+        .collect();
+    let last_write: std::collections::HashSet<usize> = last_write.into_values().collect();
+    // Renames come as MOVED_FROM then MOVED_TO with one cookie, usually in
+    // the same read; paired in event order, so that directories renamed
+    // before are already under their new names.
     let mut moved_from: HashMap<u32, (PathBuf, bool)> = HashMap::new();
-    for ev in &batch {
-        if ev.flags.contains(R::MOVED_FROM) {
-            if let (Some(dir), Some(name)) = (w.dirs.get(&ev.wd), &ev.name) {
-                moved_from.insert(ev.cookie, (dir.join(name), ev.flags.contains(R::ISDIR)));
-            }
-        }
-    }
-    for ev in batch {
+    for (i, ev) in batch.iter().enumerate() {
         if ev.flags.contains(R::QUEUE_OVERFLOW) {
             rec.append(
                 &Event::new(Class::FileSystem, 99, "Other")
@@ -223,10 +259,10 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
             w.dirs.remove(&ev.wd);
             continue;
         }
-        let (Some(dir), Some(name)) = (w.dirs.get(&ev.wd).cloned(), ev.name) else {
+        let (Some(dir), Some(name)) = (w.dirs.get(&ev.wd).cloned(), ev.name.as_deref()) else {
             continue;
         };
-        let rel = dir.join(&name);
+        let rel = dir.join(name);
         let is_dir = ev.flags.contains(R::ISDIR);
         if ev.flags.contains(R::CREATE) {
             rec.append(&change(
@@ -237,29 +273,34 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
                 None,
             ));
             if is_dir {
-                let mut inside = Vec::new();
-                w.add_tree(&rel, Some(&mut inside));
-                for p in inside {
-                    let t = entry_type(w, &p, false);
-                    let digest = (t == "file").then(|| digest(&w.root.join(&p))).flatten();
-                    rec.append(&change(1, "Create", &p, t, digest));
-                }
+                created_tree(w, rec, &rel);
             }
         } else if ev.flags.contains(R::CLOSE_WRITE) {
-            let digest = digest(&w.root.join(&rel));
-            rec.append(&change(3, "Update", &rel, "file", digest));
+            if last_write.contains(&i) {
+                rec.append(&change(3, "Update", &rel, "file", digest(w, &rel)));
+            }
         } else if ev.flags.contains(R::DELETE) {
             rec.append(&change(4, "Delete", &rel, dir_or_file(is_dir), None));
+        } else if ev.flags.contains(R::MOVED_FROM) {
+            moved_from.insert(ev.cookie, (rel, is_dir));
         } else if ev.flags.contains(R::MOVED_TO) {
             match moved_from.remove(&ev.cookie) {
                 Some((from, _)) => {
-                    if is_dir {
+                    let watched = is_dir && w.dirs.values().any(|d| d.starts_with(&from));
+                    if watched {
                         w.move_tree(&from, &rel);
                     }
                     rec.append(
-                        &change(5, "Rename", &rel, entry_type(w, &rel, is_dir), None)
-                            .field("unmapped", json!({ "from": from, "source": "inotify" })),
+                        &change(5, "Rename", &rel, entry_type(w, &rel, is_dir), None).field(
+                            "unmapped",
+                            json!({ "from": from.to_string_lossy(), "source": "inotify" }),
+                        ),
                     );
+                    if is_dir && !watched {
+                        // Made and renamed before its watch could be added:
+                        // watch it now, and record what is already in it.
+                        created_tree(w, rec, &rel);
+                    }
                 }
                 None => {
                     // Moved in from outside the project.
@@ -276,7 +317,6 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
                 }
             }
         }
-        // A MOVED_FROM is settled by its MOVED_TO above, or below.
     }
     // Whatever MOVED_FROM found no partner in this read left the tree.
     for (_, (from, is_dir)) in moved_from {
@@ -284,6 +324,18 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
             w.drop_tree(&from);
         }
         rec.append(&change(4, "Delete", &from, dir_or_file(is_dir), None));
+    }
+}
+
+/// Watches the new directory `rel` and records what it already holds (made
+/// before its watch existed).
+fn created_tree(w: &mut Watcher, rec: &Recorder, rel: &Path) {
+    let mut inside = Vec::new();
+    w.add_tree(rel, Some(&mut inside));
+    for p in inside {
+        let t = entry_type(w, &p, false);
+        let digest = (t == "file").then(|| digest(w, &p)).flatten();
+        rec.append(&change(1, "Create", &p, t, digest));
     }
 }
 
@@ -295,27 +347,58 @@ fn dir_or_file(is_dir: bool) -> &'static str {
     }
 }
 
+/// What `rel` is now (as seen beneath the root, its last component not
+/// followed).
 fn entry_type(w: &Watcher, rel: &Path, is_dir: bool) -> &'static str {
+    use rustix::fs::FileType;
     if is_dir {
         return "dir";
     }
-    match std::fs::symlink_metadata(w.root.join(rel)) {
-        Ok(m) if m.is_dir() => "dir",
-        Ok(m) if m.file_type().is_symlink() => "symlink",
-        Ok(m) if m.is_file() => "file",
+    let kind = w
+        .open(rel, rustix::fs::OFlags::PATH)
+        .and_then(|fd| rustix::fs::fstat(&fd))
+        .map(|st| FileType::from_raw_mode(st.st_mode));
+    match kind {
+        Ok(FileType::Directory) => "dir",
+        Ok(FileType::Symlink) => "symlink",
+        Ok(FileType::RegularFile) => "file",
         Ok(_) => "special",
         Err(_) => "file",
     }
 }
 
-fn digest(path: &Path) -> Option<(u64, Option<String>)> {
-    let meta = std::fs::symlink_metadata(path)
-        .ok()
-        .filter(|m| m.is_file())?;
-    if meta.len() > HASH_MAX {
-        return Some((meta.len(), None));
+/// The size and SHA-256 of the regular file `rel`, read through a
+/// descriptor opened beneath the root (no symlink followed, a FIFO or
+/// device refused) and only as far as its size when opened; a file over
+/// [`HASH_MAX`] gets its size only.
+fn digest(w: &Watcher, rel: &Path) -> Option<(u64, Option<String>)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let fd = w.open(rel, rustix::fs::OFlags::RDONLY).ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return None;
     }
-    crate::audit::digest(path).ok().map(|(n, h)| (n, Some(h)))
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if size > HASH_MAX {
+        return Some((size, None));
+    }
+    let mut f = std::fs::File::from(fd).take(size);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k as u64;
+                h.update(&buf[..k]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Some((size, None)),
+        }
+    }
+    Some((n, Some(cordon_audit::hex(&h.finalize()))))
 }
 
 fn change(
@@ -325,8 +408,10 @@ fn change(
     entry: &str,
     digest: Option<(u64, Option<String>)>,
 ) -> Event {
+    // Names that are not UTF-8 are written lossily (U+FFFD): JSON holds
+    // text.
     let mut file = json!({
-        "path": rel,
+        "path": rel.to_string_lossy(),
         "name": rel.file_name().map(|n| n.to_string_lossy().into_owned()),
         "type": entry,
     });

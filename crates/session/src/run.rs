@@ -599,91 +599,90 @@ pub fn execute(
         )),
         Ok(mut launch) => {
             store.save(&record)?;
-            launch
-                .go_holding(watch.as_ref().map(|w| w.hold()))
-                .and_then(|()| {
-                    launch.supervise(&mut |ev| match ev {
-                        Event::Started { pid } => {
-                            started = Some(pid);
-                            containment.started(pid);
-                            audit.append(&crate::audit::started(&record, Some(pid)));
-                            for g in &grants {
-                                audit.append(&crate::audit::granted(g));
-                            }
+            let hold = watch.as_ref().map(|w| w.hold()).unwrap_or_default();
+            launch.go_holding(&hold).and_then(|()| {
+                launch.supervise(&mut |ev| match ev {
+                    Event::Started { pid } => {
+                        started = Some(pid);
+                        containment.started(pid);
+                        audit.append(&crate::audit::started(&record, Some(pid)));
+                        for g in &grants {
+                            audit.append(&crate::audit::granted(g));
                         }
-                        Event::Tun(fd) => {
-                            let served = match &engine {
-                                Some(e) => e.serve_tun(fd),
-                                None => Err(std::io::Error::other("no egress engine")),
-                            };
-                            if let Err(e) = served {
-                                let w = format!(
-                                    "transparent egress could not start ({e}): the agent has no \
+                    }
+                    Event::Tun(fd) => {
+                        let served = match &engine {
+                            Some(e) => e.serve_tun(fd),
+                            None => Err(std::io::Error::other("no egress engine")),
+                        };
+                        if let Err(e) = served {
+                            let w = format!(
+                                "transparent egress could not start ({e}): the agent has no \
                                  network"
-                                );
-                                on_warning(&w);
-                                warnings.push(w);
-                            }
-                        }
-                        Event::ProxyListener(fd) => {
-                            let served = match &engine {
-                                Some(e) => e.serve_proxy(fd),
-                                None => Err(std::io::Error::other("no egress engine")),
-                            };
-                            if let Err(e) = served {
-                                let w = format!(
-                                    "the egress proxy could not start ({e}): the agent has no \
-                                 network"
-                                );
-                                on_warning(&w);
-                                warnings.push(w);
-                            }
-                        }
-                        Event::Warning(w) => {
+                            );
                             on_warning(&w);
                             warnings.push(w);
                         }
-                        Event::ExecListener(l) => {
-                            // Every exec in the sandbox waits for this thread's
-                            // answer; it ends when the last process is gone.
-                            let audit = Arc::clone(&audit);
-                            let command = record.command.clone();
-                            let stop = Arc::clone(&exec_stop);
-                            let (tx, rx) = std::sync::mpsc::channel();
-                            let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
-                                std::thread::Builder::new()
-                                    .name("cordon-exec-audit".into())
-                                    .spawn(move || {
-                                        // The first exec is the agent's own.
-                                        let mut first = true;
-                                        let r = l.serve_until(
-                                            Some(std::os::fd::AsFd::as_fd(&*stop)),
-                                            &mut |n| {
-                                                let agent = std::mem::take(&mut first)
-                                                    .then_some(command.as_slice());
-                                                audit.append(&crate::audit::exec_notice(&n, agent));
-                                            },
-                                        );
-                                        let _ = tx.send(r);
-                                    })
-                            });
-                            match spawned {
-                                Ok(Ok(_)) => exec_audit = Some(rx),
-                                Ok(Err(e)) | Err(e) => {
-                                    // The listener was dropped with the thread:
-                                    // the kernel fails every exec in the sandbox
-                                    // with ENOSYS, so nothing runs unaudited.
-                                    let w = format!(
-                                        "the exec audit could not start ({e}): every exec in the \
-                                     sandbox fails"
+                    }
+                    Event::ProxyListener(fd) => {
+                        let served = match &engine {
+                            Some(e) => e.serve_proxy(fd),
+                            None => Err(std::io::Error::other("no egress engine")),
+                        };
+                        if let Err(e) = served {
+                            let w = format!(
+                                "the egress proxy could not start ({e}): the agent has no \
+                                 network"
+                            );
+                            on_warning(&w);
+                            warnings.push(w);
+                        }
+                    }
+                    Event::Warning(w) => {
+                        on_warning(&w);
+                        warnings.push(w);
+                    }
+                    Event::ExecListener(l) => {
+                        // Every exec in the sandbox waits for this thread's
+                        // answer; it ends when the last process is gone.
+                        let audit = Arc::clone(&audit);
+                        let command = record.command.clone();
+                        let stop = Arc::clone(&exec_stop);
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
+                            std::thread::Builder::new()
+                                .name("cordon-exec-audit".into())
+                                .spawn(move || {
+                                    // The first exec is the agent's own.
+                                    let mut first = true;
+                                    let r = l.serve_until(
+                                        Some(std::os::fd::AsFd::as_fd(&*stop)),
+                                        &mut |n| {
+                                            let agent = std::mem::take(&mut first)
+                                                .then_some(command.as_slice());
+                                            audit.append(&crate::audit::exec_notice(&n, agent));
+                                        },
                                     );
-                                    on_warning(&w);
-                                    warnings.push(w);
-                                }
+                                    let _ = tx.send(r);
+                                })
+                        });
+                        match spawned {
+                            Ok(Ok(_)) => exec_audit = Some(rx),
+                            Ok(Err(e)) | Err(e) => {
+                                // The listener was dropped with the thread:
+                                // the kernel fails every exec in the sandbox
+                                // with ENOSYS, so nothing runs unaudited.
+                                let w = format!(
+                                    "the exec audit could not start ({e}): every exec in the \
+                                     sandbox fails"
+                                );
+                                on_warning(&w);
+                                warnings.push(w);
                             }
                         }
-                    })
+                    }
                 })
+            })
         }
         Err(e) => Err(e),
     };
@@ -700,13 +699,11 @@ pub fn execute(
             Err(_) => warnings.push("the exec audit did not finish".into()),
         }
     }
-    if let Some(w) = watch {
-        w.finish();
+    if let Some(w) = watch.and_then(crate::detection::SessionWatch::finish) {
+        warnings.push(w);
     }
     record.sandbox_pid = started;
     record.warnings = warnings;
-    record.contained = containment.reason();
-    record.findings = audit.findings();
     record.ended_ms = Some(now_ms());
     let exit = match result {
         Ok(exit) => exit,
@@ -717,6 +714,8 @@ pub fn execute(
                 record.status = Status::Exited;
                 record.exit_code = Some(*code);
             }
+            record.contained = containment.reason();
+            record.findings = audit.findings();
             audit.append(&crate::audit::ended(&record));
             record.audit_head = close_audit(audit.log(), &mut record.warnings);
             if let Some(s) = shipper {
@@ -818,6 +817,10 @@ pub fn execute(
         }
         ProjectMode::Ro => {}
     }
+    // After the end-of-session records (overlay changes) went through the
+    // rules too.
+    record.contained = containment.reason();
+    record.findings = audit.findings();
     if let Some(why) = &record.contained {
         notices.push(format!(
             "session {} was contained by {why}; its record: `cordon audit show {} --class finding,session`",
