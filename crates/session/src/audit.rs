@@ -517,23 +517,30 @@ pub fn hostname() -> String {
 /// ends, `cordon audit ship` delivers later.
 #[derive(Debug)]
 pub struct Shipper {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+    stop: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<Vec<String>>,
 }
+
+/// How long the end of a session waits for the last delivery.
+const SHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Shipper {
     /// Starts shipping `log` to `sinks`.
     pub fn start(log: PathBuf, sinks: Vec<cordon_audit::ship::Sink>) -> std::io::Result<Shipper> {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        use std::sync::mpsc::{channel, RecvTimeoutError};
+        let (stop, stopped) = channel::<()>();
+        let (report, done) = channel();
         let host = hostname();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("cordon-ship".into())
             .spawn(move || {
                 let mut failed: Vec<Option<String>> = vec![None; sinks.len()];
-                let mut last = false;
                 loop {
-                    let stopping = flag.load(std::sync::atomic::Ordering::Relaxed);
+                    // Every second, or at once when the session ends.
+                    let last = !matches!(
+                        stopped.recv_timeout(std::time::Duration::from_secs(1)),
+                        Err(RecvTimeoutError::Timeout)
+                    );
                     for (i, s) in sinks.iter().enumerate() {
                         failed[i] = cordon_audit::ship::ship(&log, s, &host)
                             .err()
@@ -542,26 +549,67 @@ impl Shipper {
                     if last {
                         break;
                     }
-                    last = stopping;
-                    if !last {
-                        std::thread::sleep(std::time::Duration::from_secs(1));
-                    }
                 }
-                failed.into_iter().flatten().collect()
+                let _ = report.send(failed.into_iter().flatten().collect());
             })?;
-        Ok(Shipper {
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Shipper { stop, done })
     }
 
     /// One last delivery of what the log holds now; the sinks that could
-    /// not take it (their records wait for `cordon audit ship`).
-    pub fn finish(mut self) -> Vec<String> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+    /// not take it (their records wait for `cordon audit ship`). Waits at
+    /// most 10 s: a slow sink does not hold up the end of a session.
+    pub fn finish(self) -> Vec<String> {
+        let _ = self.stop.send(());
+        match self.done.recv_timeout(SHIP_WAIT) {
+            Ok(failed) => failed,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => vec![format!(
+                "audit sinks: the last delivery was still running after {} s",
+                SHIP_WAIT.as_secs()
+            )],
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                vec!["audit sinks: the shipping thread failed".to_owned()]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes the connection and never answers does not hold
+    /// up the end of a session for longer than the shipper's wait.
+    #[test]
+    fn a_silent_sink_does_not_hold_up_the_end() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(40));
+            drop(s);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(FILE);
+        std::fs::write(&log, "{\"seq\":1,\"prev\":\"00\",\"time_ns\":1}\n").unwrap();
+        let spec = cordon_audit::ship::SinksFile::parse(&format!(
+            "[[sink]]\nname = \"slow\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/in\"\n"
+        ))
+        .unwrap()
+        .sinks
+        .remove(0);
+        let sink = cordon_audit::ship::Sink::open(&spec).unwrap();
+        let shipper = Shipper::start(log, vec![sink]).unwrap();
+        let t = std::time::Instant::now();
+        let warnings = shipper.finish();
+        let took = t.elapsed();
+        assert!(
+            took < SHIP_WAIT + std::time::Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("still running")),
+            "{warnings:?}"
+        );
+        drop(held);
     }
 }
