@@ -25,7 +25,9 @@
 //! 6. **Init** starts the agent (vfork-style clone: new session, own pty or
 //!    inherited stdio, scrubbed environment, `execve`), reaps zombies and
 //!    relays signals; when the agent exits, init kills and reaps everything
-//!    else in the pid namespace, reports the status, and exits with it.
+//!    else in the pid namespace, reports the status, and exits with it (or,
+//!    holding descriptors for the supervisor, waits for its parent-death
+//!    signal: [`Launch::go_holding`]).
 //!
 //! Any failing step aborts the launch with a [`StageError`] naming the stage;
 //! nothing ever runs half-confined.
