@@ -269,7 +269,7 @@ fn run(args: InitArgs) -> i32 {
     // makes no more execs; its exit is reported too), and the listener to
     // the supervisor, which answers while init waits.
     if args.spec.seccomp.audit_exec {
-        let sent = seccomp::install_exec_notify()
+        let sent = seccomp::install_exec_notify(!args.spec.seccomp.exits_by_pidfd)
             .map_err(|e| StageError::new("seccomp", "install the exec-audit filter", e))
             .and_then(|fd| {
                 protocol::send_fd(chan, &Msg::ExecListener, fd.as_fd()).map_err(|e| {

@@ -45,12 +45,14 @@ pub enum Notice {
         /// caller knows that command from the spec).
         unreadable: bool,
     },
-    /// A process is exiting.
+    /// A process is exiting (notified) or has exited (read from a pidfd).
     Exit {
         /// Host pid.
         pid: u32,
-        /// The status it passed to `exit_group` (0–255).
+        /// Its exit status (0–255), or 128 + the signal that killed it.
         status: i32,
+        /// The signal that killed it, when one did.
+        signal: Option<i32>,
     },
 }
 
@@ -86,6 +88,21 @@ impl ExecListener {
         stop: Option<BorrowedFd<'_>>,
         on: &mut dyn FnMut(Notice),
     ) -> io::Result<()> {
+        self.serve_exits(stop, false, on)
+    }
+
+    /// Like [`serve_until`](Self::serve_until); with `pidfd_exits` (the
+    /// filter was made with [`crate::SeccompSpec::exits_by_pidfd`]), each
+    /// executed process's exit is read from a pidfd opened while its exec
+    /// waited, once it has been reaped: an [`Notice::Exit`] without a round
+    /// trip, deaths by signal included.
+    pub fn serve_exits(
+        self,
+        stop: Option<BorrowedFd<'_>>,
+        pidfd_exits: bool,
+        on: &mut dyn FnMut(Notice),
+    ) -> io::Result<()> {
+        use rustix::event::{poll, PollFd, PollFlags};
         let sizes = sys::seccomp_notif_sizes()?;
         // Each exec waits for this thread: hand the CPU straight back to
         // it when answered (an older kernel answers without this).
@@ -95,11 +112,58 @@ impl ExecListener {
             usize::from(sizes.seccomp_notif)
                 .max(std::mem::size_of::<libc::seccomp_notif>())
         ];
+        // Executed processes whose exit is awaited: pid and pidfd.
+        let mut running: Vec<(u32, OwnedFd)> = Vec::new();
         loop {
-            if !sys::poll_in(self.fd.as_fd(), stop)? {
-                // Hung up (no process has the filter any more), or told to
-                // stop with nothing waiting.
-                return Ok(());
+            let (listener, stopped, reaped) = {
+                let mut fds = vec![PollFd::new(&self.fd, PollFlags::IN)];
+                if let Some(s) = &stop {
+                    fds.push(PollFd::new(s, PollFlags::IN));
+                }
+                let first_pid = fds.len();
+                // No events asked: a pidfd reports POLLHUP once its process
+                // has been reaped, and only then.
+                fds.extend(
+                    running
+                        .iter()
+                        .map(|(_, fd)| PollFd::new(fd, PollFlags::empty())),
+                );
+                match poll(&mut fds, None) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let reaped: Vec<usize> = fds[first_pid..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| !f.revents().is_empty())
+                    .map(|(i, _)| i)
+                    .collect();
+                (
+                    fds[0].revents(),
+                    stop.is_some() && !fds[1].revents().is_empty(),
+                    reaped,
+                )
+            };
+            for i in reaped.into_iter().rev() {
+                let (pid, fd) = running.swap_remove(i);
+                if let Ok(Some(status)) = sys::pidfd_exit_status(fd.as_fd()) {
+                    on(exit_notice(pid, status));
+                }
+            }
+            if !listener.contains(PollFlags::IN) {
+                if listener.intersects(PollFlags::HUP | PollFlags::ERR) || stopped {
+                    // Hung up (no process has the filter any more), or told
+                    // to stop with nothing waiting: the exits already reaped
+                    // are the last to report.
+                    for (pid, fd) in running {
+                        if let Ok(Some(status)) = sys::pidfd_exit_status(fd.as_fd()) {
+                            on(exit_notice(pid, status));
+                        }
+                    }
+                    return Ok(());
+                }
+                continue;
             }
             let notif = match sys::seccomp_notif_recv(self.fd.as_fd(), &mut req) {
                 Ok(n) => n,
@@ -114,6 +178,17 @@ impl ExecListener {
             // memory was read describes that target (its pid may have been
             // reused otherwise).
             let valid = sys::seccomp_notif_id_valid(self.fd.as_fd(), notif.id).unwrap_or(false);
+            if valid && pidfd_exits && !running.iter().any(|(p, _)| *p == pid) {
+                // Opened while the exec waits, so it is this process's.
+                // (An exec from a thread other than the leader has no
+                // pidfd of its own: its exit goes unrecorded.)
+                let fd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+                });
+                if let Some(fd) = fd {
+                    running.push((pid, fd));
+                }
+            }
             if let (true, Some(n)) = (valid, notice) {
                 on(n);
             }
@@ -132,6 +207,36 @@ impl ExecListener {
     }
 }
 
+/// The exit of `pid` from its wait status.
+fn exit_notice(pid: u32, wstatus: i32) -> Notice {
+    let sig = wstatus & 0x7f;
+    if sig == 0 {
+        Notice::Exit {
+            pid,
+            status: (wstatus >> 8) & 0xff,
+            signal: None,
+        }
+    } else {
+        Notice::Exit {
+            pid,
+            status: 128 + sig,
+            signal: Some(sig),
+        }
+    }
+}
+
+/// Whether this kernel tells a pidfd's holder the exit status of a reaped
+/// process that is not its child (`PIDFD_INFO_EXIT`, Linux 6.15), so that
+/// exits need no notification ([`crate::SeccompSpec::exits_by_pidfd`]).
+pub fn exit_info_supported() -> bool {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    matches!((parts.next(), parts.next()), (Some(major), Some(minor)) if (major, minor) >= (6, 15))
+}
+
 fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
     let pid = n.pid;
     let nr = i64::from(n.data.nr);
@@ -140,6 +245,7 @@ fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
         return Some(Notice::Exit {
             pid,
             status: (args[0] & 0xff) as i32,
+            signal: None,
         });
     }
     let (path_at, argv_at) = if nr == libc::SYS_execve {

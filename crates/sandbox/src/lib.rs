@@ -55,7 +55,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-pub use exec_audit::{ExecListener, Notice, MAX_ARGS, MAX_ARG_LEN};
+pub use exec_audit::{exit_info_supported, ExecListener, Notice, MAX_ARGS, MAX_ARG_LEN};
 pub use protocol::Msg;
 pub use spec::{
     LandlockMode, LandlockSpec, Limits, Mount, SandboxSpec, SeccompSpec, Terminal, TunSpec,

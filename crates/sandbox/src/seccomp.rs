@@ -320,29 +320,39 @@ pub fn install(spec: &SeccompSpec, errno: i32) -> io::Result<()> {
     crate::sys::seccomp_set_filter(&prog, 0).map(drop)
 }
 
-/// The exec-audit filter: `execve`, `execveat` and `exit_group` become
-/// user notifications (see `exec_audit`); every other call, and any
-/// foreign architecture (the deny filter kills those), passes.
-pub fn compile_exec_notify() -> Vec<libc::sock_filter> {
+/// The exec-audit filter: `execve`, `execveat` and, with `exits`,
+/// `exit_group` become user notifications (see `exec_audit`); every other
+/// call, and any foreign architecture (the deny filter kills those),
+/// passes.
+pub fn compile_exec_notify(exits: bool) -> Vec<libc::sock_filter> {
     let notify = stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF);
-    vec![
+    let mut prog = vec![
         stmt(BPF_LD_W_ABS, OFF_ARCH),
         jump(BPF_JEQ_K, AUDIT_ARCH, 1, 0),
         stmt(BPF_RET_K, RET_ALLOW),
         stmt(BPF_LD_W_ABS, OFF_NR),
-        jump(BPF_JEQ_K, nr32(libc::SYS_execve), 3, 0),
-        jump(BPF_JEQ_K, nr32(libc::SYS_execveat), 2, 0),
-        jump(BPF_JEQ_K, nr32(libc::SYS_exit_group), 1, 0),
-        stmt(BPF_RET_K, RET_ALLOW),
-        notify,
-    ]
+    ];
+    if exits {
+        prog.extend([
+            jump(BPF_JEQ_K, nr32(libc::SYS_execve), 3, 0),
+            jump(BPF_JEQ_K, nr32(libc::SYS_execveat), 2, 0),
+            jump(BPF_JEQ_K, nr32(libc::SYS_exit_group), 1, 0),
+        ]);
+    } else {
+        prog.extend([
+            jump(BPF_JEQ_K, nr32(libc::SYS_execve), 2, 0),
+            jump(BPF_JEQ_K, nr32(libc::SYS_execveat), 1, 0),
+        ]);
+    }
+    prog.extend([stmt(BPF_RET_K, RET_ALLOW), notify]);
+    prog
 }
 
 /// Installs the exec-audit filter on the calling thread (after
 /// `no_new_privs`) and returns its listener.
-pub fn install_exec_notify() -> io::Result<std::os::fd::OwnedFd> {
+pub fn install_exec_notify(exits: bool) -> io::Result<std::os::fd::OwnedFd> {
     crate::sys::seccomp_set_filter(
-        &compile_exec_notify(),
+        &compile_exec_notify(exits),
         libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_ulong,
     )?
     .ok_or_else(|| io::Error::other("the kernel returned no seccomp listener"))
@@ -381,6 +391,44 @@ mod tests {
         }
     }
 
+    /// Both exec-audit filters send execve and execveat to the listener,
+    /// exit_group only when exits are notified, and nothing else.
+    #[test]
+    fn the_exec_filter_notifies_what_it_should() {
+        for exits in [true, false] {
+            let prog = compile_exec_notify(exits);
+            // Walk the program for a given syscall number.
+            let verdict = |nr: i64| {
+                let mut pc = 0usize;
+                let mut acc = 0u32;
+                loop {
+                    let ins = prog[pc];
+                    match ins.code {
+                        c if c == BPF_LD_W_ABS => {
+                            acc = if ins.k == OFF_ARCH {
+                                AUDIT_ARCH
+                            } else {
+                                nr32(nr)
+                            };
+                            pc += 1;
+                        }
+                        c if c == BPF_JEQ_K => {
+                            pc += 1 + usize::from(if acc == ins.k { ins.jt } else { ins.jf });
+                        }
+                        c if c == BPF_RET_K => return ins.k,
+                        other => panic!("unexpected instruction {other:#x}"),
+                    }
+                }
+            };
+            let notify = libc::SECCOMP_RET_USER_NOTIF;
+            assert_eq!(verdict(libc::SYS_execve), notify);
+            assert_eq!(verdict(libc::SYS_execveat), notify);
+            assert_eq!(verdict(libc::SYS_exit_group) == notify, exits);
+            assert_eq!(verdict(libc::SYS_read), RET_ALLOW);
+            assert_eq!(verdict(libc::SYS_exit), RET_ALLOW);
+        }
+    }
+
     #[test]
     fn jumps_stay_inside_the_program() {
         for spec in [
@@ -388,6 +436,7 @@ mod tests {
             SeccompSpec {
                 allow_ptrace: true,
                 audit_exec: false,
+                exits_by_pidfd: false,
             },
         ] {
             let prog = compile(&spec, libc::EPERM);
@@ -448,6 +497,7 @@ mod tests {
             SeccompSpec {
                 allow_ptrace: true,
                 audit_exec: false,
+                exits_by_pidfd: false,
             },
         ] {
             let prog = compile(&spec, PROOF);

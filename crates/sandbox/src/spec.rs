@@ -219,6 +219,12 @@ pub struct SeccompSpec {
     /// `execveat` and `exit_group` in the sandbox (the exec audit).
     #[serde(default)]
     pub audit_exec: bool,
+    /// With `audit_exec`: exits are not notified; the supervisor reads each
+    /// executed process's exit status from a pidfd once it is reaped
+    /// ([`crate::exit_info_supported`]), which spares every process a
+    /// round trip and also sees deaths by signal.
+    #[serde(default)]
+    pub exits_by_pidfd: bool,
 }
 
 /// Resource limits applied inside the sandbox.
@@ -382,6 +388,7 @@ mod tests {
             seccomp: SeccompSpec {
                 allow_ptrace: true,
                 audit_exec: true,
+                exits_by_pidfd: false,
             },
             limits: Limits::default(),
             terminal: Terminal::Pty,

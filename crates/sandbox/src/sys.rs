@@ -702,6 +702,40 @@ pub fn seccomp_notif_recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<libc
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<libc::seccomp_notif>()) })
 }
 
+/// `struct pidfd_info` up to `exit_code` (`PIDFD_INFO_SIZE_VER0`, 64
+/// bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    /// pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid.
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_INFO_EXIT` (Linux 6.15).
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as libc::c_ulong) << 16) | (0xFF << 8) | 11;
+
+/// The wait status of the process behind pidfd `fd`, once it has exited
+/// and been reaped (by anyone: it need not be our child); `None` before.
+pub fn pidfd_exit_status(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: the ioctl writes at most `size_of::<PidfdInfo>()` bytes (the
+    // size encoded in the request) into `info`, which lives across it.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code))
+}
+
 /// Whether notification `id` is still pending (its target alive and in the
 /// call).
 pub fn seccomp_notif_id_valid(fd: BorrowedFd<'_>, id: u64) -> io::Result<bool> {
@@ -743,35 +777,6 @@ pub fn seccomp_notif_continue(fd: BorrowedFd<'_>, id: u64) -> io::Result<()> {
         )
     })
     .map(drop)
-}
-
-/// Waits until `fd` is readable (`true`), or hung up, or `stop` is
-/// readable with nothing waiting on `fd` (`false`).
-pub fn poll_in(fd: BorrowedFd<'_>, stop: Option<BorrowedFd<'_>>) -> io::Result<bool> {
-    use rustix::event::{PollFd, PollFlags};
-    loop {
-        let mut fds = vec![PollFd::new(&fd, PollFlags::IN)];
-        if let Some(s) = &stop {
-            fds.push(PollFd::new(s, PollFlags::IN));
-        }
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) => {
-                let r = fds[0].revents();
-                if r.contains(PollFlags::IN) {
-                    return Ok(true);
-                }
-                if r.intersects(PollFlags::HUP | PollFlags::ERR) {
-                    return Ok(false);
-                }
-                // Asked to stop, and nothing is waiting.
-                if fds.get(1).is_some_and(|s| !s.revents().is_empty()) {
-                    return Ok(false);
-                }
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` (`_IOW('!', 4, __u64)`; Linux 6.6).

@@ -251,13 +251,23 @@ pub fn exec_notice(n: &cordon_sandbox::Notice, agent: Option<&[String]>) -> Even
             }
             e
         }
-        cordon_sandbox::Notice::Exit { pid, status } => Event::new(Class::Process, 2, "Terminate")
-            .success(*status == 0)
-            .actor(Process {
-                pid: Some(*pid),
-                ..Process::default()
-            })
-            .field("exit_code", *status),
+        cordon_sandbox::Notice::Exit {
+            pid,
+            status,
+            signal,
+        } => {
+            let mut e = Event::new(Class::Process, 2, "Terminate")
+                .success(*status == 0)
+                .actor(Process {
+                    pid: Some(*pid),
+                    ..Process::default()
+                })
+                .field("exit_code", *status);
+            if let Some(sig) = signal {
+                e = e.field("unmapped", json!({ "signal": sig }));
+            }
+            e
+        }
     }
 }
 

@@ -416,6 +416,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         seccomp: SeccompSpec {
             allow_ptrace: profile.sandbox.allow_ptrace,
             audit_exec: true,
+            exits_by_pidfd: cordon_sandbox::exit_info_supported(),
         },
         limits: cordon_sandbox::Limits {
             nproc: profile.limits.nproc,
@@ -648,6 +649,7 @@ pub fn execute(
                         let audit = Arc::clone(&audit);
                         let command = record.command.clone();
                         let stop = Arc::clone(&exec_stop);
+                        let pidfd_exits = spec.seccomp.exits_by_pidfd;
                         let (tx, rx) = std::sync::mpsc::channel();
                         let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
                             std::thread::Builder::new()
@@ -655,8 +657,9 @@ pub fn execute(
                                 .spawn(move || {
                                     // The first exec is the agent's own.
                                     let mut first = true;
-                                    let r = l.serve_until(
+                                    let r = l.serve_exits(
                                         Some(std::os::fd::AsFd::as_fd(&*stop)),
+                                        pidfd_exits,
                                         &mut |n| {
                                             let agent = std::mem::take(&mut first)
                                                 .then_some(command.as_slice());

@@ -272,6 +272,45 @@ both!(every_exec_and_exit_is_recorded_with_its_arguments, |env| {
     assert!(text.contains("exit 3"), "{text}");
 });
 
+both!(a_process_killed_by_a_signal_has_its_exit_recorded, |env| {
+    if !cordon_sandbox::exit_info_supported() {
+        crate::suite::harness::skip(
+            "audit::a_process_killed_by_a_signal_has_its_exit_recorded",
+            "exits read from pidfds need Linux 6.15 (PIDFD_INFO_EXIT); older kernels notify exit_group, which a killed process never calls",
+        );
+        return;
+    }
+    // Killed once it runs sleep (its command line says so after the exec).
+    let o = env.sh(
+        &[],
+        "sleep 30 & while ! grep -q sleep /proc/$!/cmdline; do :; done; kill -9 $!; wait; \
+         echo done",
+    );
+    assert_eq!(ok(&o).trim(), "done");
+    let procs: Vec<Value> = records(env)
+        .into_iter()
+        .filter(|r| r["class_uid"] == 1007)
+        .collect();
+    let sleep = procs
+        .iter()
+        .find(|r| r["activity_name"] == "Launch" && r["actor"]["process"]["cmd_line"] == "sleep 30")
+        .unwrap_or_else(|| panic!("no exec of sleep in {procs:#?}"));
+    let pid = &sleep["actor"]["process"]["pid"];
+    let end = procs
+        .iter()
+        .find(|r| r["activity_name"] == "Terminate" && &r["actor"]["process"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no exit of pid {pid} in {procs:#?}"));
+    assert_eq!(end["exit_code"], 137, "{end:#}");
+    assert_eq!(end["unmapped"]["signal"], 9, "{end:#}");
+    // And the agent's own exit, status 0.
+    assert!(
+        procs
+            .iter()
+            .any(|r| r["activity_name"] == "Terminate" && r["exit_code"] == 0),
+        "{procs:#?}"
+    );
+});
+
 /// A real rsyslogd on loopback (TCP with octet counting, and UDP), writing
 /// every message it receives to `out.log`.
 struct Rsyslog {
