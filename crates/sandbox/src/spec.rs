@@ -215,8 +215,9 @@ pub struct LandlockSpec {
 pub struct SeccompSpec {
     /// Leave `ptrace`, `process_vm_*` and friends allowed (debuggers).
     pub allow_ptrace: bool,
-    /// Hand the supervisor a seccomp listener for every `execve`,
-    /// `execveat` and `exit_group` in the sandbox (the exec audit).
+    /// Hand the supervisor a seccomp listener for every `execve` and
+    /// `execveat` in the sandbox, and `exit_group` unless
+    /// `exits_by_pidfd` (the exec audit).
     #[serde(default)]
     pub audit_exec: bool,
     /// With `audit_exec`: exits are not notified; the supervisor reads each
