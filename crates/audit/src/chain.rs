@@ -36,6 +36,14 @@ pub fn line_hash(line: &[u8]) -> [u8; 32] {
     Sha256::digest(line).into()
 }
 
+/// The seq a record line starts with (`{"seq":N,`), without parsing the
+/// rest.
+pub fn line_seq(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
 /// What a checkpoint signs.
 pub fn checkpoint_message(
     session: &str,

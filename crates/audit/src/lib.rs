@@ -35,7 +35,7 @@ mod verify;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use chain::{hex, line_hash, Chain, Checkpoint};
+pub use chain::{hex, line_hash, line_seq, Chain, Checkpoint};
 pub use event::{Class, Context, Event, Process, Severity, OCSF_VERSION};
 pub use file::{AuditLog, Config, Head, SyncPolicy};
 pub use key::{parse_public, verify_signature, HostKey, KEY_FILE, PUB_FILE};

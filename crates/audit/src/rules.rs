@@ -238,7 +238,7 @@ impl Rule {
         })
     }
 
-    fn matches(&self, record: &Value, line: &[u8], canary: Option<&CanaryCheck>) -> bool {
+    fn matches(&self, record: &Seen<'_>, line: &[u8], canary: Option<&CanaryCheck>) -> bool {
         self.conditions
             .iter()
             .all(|c| c.holds(record, line, canary))
@@ -308,7 +308,7 @@ impl Cond {
         })
     }
 
-    fn holds(&self, record: &Value, line: &[u8], canary: Option<&CanaryCheck>) -> bool {
+    fn holds(&self, record: &Seen<'_>, line: &[u8], canary: Option<&CanaryCheck>) -> bool {
         let found = if self.path.is_empty() {
             match &self.op {
                 Op::Canary => canary.is_some_and(|c| c(line)),
@@ -317,7 +317,7 @@ impl Cond {
             }
         } else {
             let mut leaves = Vec::new();
-            collect(record, &self.path, &mut leaves);
+            collect(record.value(), &self.path, &mut leaves);
             match &self.op {
                 Op::Exists(want) => leaves.iter().any(|v| !v.is_null()) == *want,
                 op => leaves.iter().filter_map(|v| scalar(v)).any(|s| match op {
@@ -350,6 +350,45 @@ fn collect<'v>(v: &'v Value, path: &[String], out: &mut Vec<&'v Value>) {
             }
         }
         _ => {}
+    }
+}
+
+/// A record as the engine sees it: class, seq and time known, its JSON
+/// text, and the parsed value made on first use.
+#[derive(Debug)]
+pub struct Seen<'a> {
+    /// The record's class.
+    pub class: Class,
+    /// Its seq.
+    pub seq: u64,
+    /// Its time.
+    pub time_ns: u64,
+    /// Its line (no newline).
+    pub line: &'a [u8],
+    value: std::sync::OnceLock<Value>,
+}
+
+impl<'a> Seen<'a> {
+    /// A record whose value is parsed from `line` when a rule needs it.
+    pub fn new(class: Class, seq: u64, time_ns: u64, line: &'a [u8]) -> Seen<'a> {
+        Seen {
+            class,
+            seq,
+            time_ns,
+            line,
+            value: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The parsed record (null if the line is not JSON).
+    pub fn value(&self) -> &Value {
+        self.value
+            .get_or_init(|| serde_json::from_slice(self.line).unwrap_or(Value::Null))
+    }
+
+    /// Whether the line has been parsed.
+    pub fn parsed(&self) -> bool {
+        self.value.get().is_some()
     }
 }
 
@@ -513,11 +552,24 @@ impl Engine {
         let Some(class) = class else {
             return Vec::new();
         };
+        let seen = Seen {
+            class,
+            seq: record.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            time_ns: record.get("time_ns").and_then(Value::as_u64).unwrap_or(0),
+            line,
+            value: std::sync::OnceLock::from(record.clone()),
+        };
+        self.observe_seen(&seen)
+    }
+
+    /// Looks at one record; its line is parsed only if a rule in force for
+    /// its class needs a field (a canary search over the whole line does
+    /// not).
+    pub fn observe_seen(&mut self, record: &Seen<'_>) -> Vec<Finding> {
+        let (class, seq, time, line) = (record.class, record.seq, record.time_ns, record.line);
         if class == Class::DetectionFinding {
             return Vec::new();
         }
-        let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
-        let time = record.get("time_ns").and_then(Value::as_u64).unwrap_or(0);
         let mut out = Vec::new();
         for st in &mut self.states {
             let r = &st.rule;
@@ -558,7 +610,7 @@ impl Engine {
                 rule: Arc::clone(r),
                 count: r.count,
                 evidence,
-                last: record.clone(),
+                last: record.value().clone(),
                 nth: st.fired,
             });
         }
@@ -714,6 +766,24 @@ match = [{ field = "*", regex = "evil\\.test" }]
         assert!(run(&mut e, &dns).is_empty(), "the check decides encodings");
         let mut blind = Engine::new(&set, None, None);
         assert!(run(&mut blind, &exec(1, 1, "curl", &["AKIACAFE"])).is_empty());
+    }
+
+    #[test]
+    fn lines_are_parsed_only_for_rules_that_need_fields() {
+        let set = RuleSet::builtin();
+        let line = serde_json::to_vec(&exec(7, 1, "curl", &["curl", "x"])).unwrap();
+        // No tier: only the canary rule (the whole line) looks at execs.
+        let mut plain = Engine::new(&set, None, Some(Box::new(|_: &[u8]| false)));
+        let seen = Seen::new(Class::Process, 7, 1, &line);
+        assert!(plain.observe_seen(&seen).is_empty());
+        assert!(!seen.parsed());
+        // The experiment tier's tool rules read fields.
+        let mut exp = Engine::new(&set, Some("experiment"), None);
+        let seen = Seen::new(Class::Process, 7, 1, &line);
+        assert_eq!(exp.observe_seen(&seen).len(), 1);
+        assert!(seen.parsed());
+        assert_eq!(crate::line_seq(br#"{"seq":42,"prev":"00"}"#), Some(42));
+        assert_eq!(crate::line_seq(br#"{"prev":"00"}"#), None);
     }
 
     #[test]

@@ -255,16 +255,17 @@ fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
     } else {
         return None;
     };
-    let mem = File::open(format!("/proc/{pid}/mem")).ok();
+    let mut mem = File::open(format!("/proc/{pid}/mem")).ok().map(Mem::new);
+    let unreadable = mem.is_none();
     let path = mem
-        .as_ref()
+        .as_mut()
         .and_then(|m| read_string(m, path_at))
         .unwrap_or_default();
     let mut argv = Vec::new();
     let mut at = argv_at;
-    while let (Some(mem), true) = (&mem, argv_at != 0 && argv.len() < MAX_ARGS) {
+    while let (Some(mem), true) = (&mut mem, argv_at != 0 && argv.len() < MAX_ARGS) {
         let mut word = [0u8; 8];
-        if mem.read_exact_at(&mut word, at).is_err() {
+        if mem.read(at, &mut word) < 8 {
             break;
         }
         let p = u64::from_ne_bytes(word);
@@ -292,13 +293,68 @@ fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
         argv,
         cwd,
         uid: field("Uid:"),
-        unreadable: mem.is_none(),
+        unreadable,
     })
+}
+
+/// Another process's memory read a page at a time, the pages kept: an
+/// exec's argument pointers and strings mostly share a few pages, and each
+/// read of `/proc/PID/mem` costs a walk of the target's page tables.
+struct Mem {
+    file: File,
+    pages: Vec<(u64, Vec<u8>)>,
+}
+
+/// Pages kept per exec.
+const MEM_PAGES: usize = 16;
+const PAGE: u64 = 4096;
+
+impl Mem {
+    fn new(file: File) -> Mem {
+        Mem {
+            file,
+            pages: Vec::new(),
+        }
+    }
+
+    /// The bytes of the page at `base` (fewer at the end of a mapping,
+    /// none where nothing is mapped).
+    fn page(&mut self, base: u64) -> &[u8] {
+        if let Some(i) = self.pages.iter().position(|(b, _)| *b == base) {
+            return &self.pages[i].1;
+        }
+        let mut buf = vec![0u8; PAGE as usize];
+        let n = self.file.read_at(&mut buf, base).unwrap_or(0);
+        buf.truncate(n);
+        if self.pages.len() == MEM_PAGES {
+            self.pages.remove(0);
+        }
+        self.pages.push((base, buf));
+        self.pages.last().map_or(&[][..], |(_, b)| b)
+    }
+
+    /// Copies memory at `addr` into `out`; how many bytes could be read.
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < out.len() {
+            let at = addr + done as u64;
+            let base = at & !(PAGE - 1);
+            let off = (at - base) as usize;
+            let page = self.page(base);
+            if off >= page.len() {
+                break;
+            }
+            let n = (page.len() - off).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&page[off..off + n]);
+            done += n;
+        }
+        done
+    }
 }
 
 /// The NUL-terminated string at `addr` in the target (at most
 /// [`MAX_ARG_LEN`] bytes).
-fn read_string(mem: &File, addr: u64) -> Option<String> {
+fn read_string(mem: &mut Mem, addr: u64) -> Option<String> {
     if addr == 0 {
         return None;
     }
@@ -306,10 +362,10 @@ fn read_string(mem: &File, addr: u64) -> Option<String> {
     let mut chunk = [0u8; 256];
     while out.len() < MAX_ARG_LEN {
         // A read may stop at the end of a mapping: take what came.
-        let n = match mem.read_at(&mut chunk, addr + out.len() as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+        let n = mem.read(addr + out.len() as u64, &mut chunk);
+        if n == 0 {
+            break;
+        }
         if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
             out.extend_from_slice(&chunk[..end]);
             return Some(String::from_utf8_lossy(&out).into_owned());

@@ -320,10 +320,19 @@ impl Recorder {
         let Some(line) = written else {
             return;
         };
-        let Ok(record) = serde_json::from_slice::<Value>(&line) else {
-            return;
+        // The line is parsed only if a rule in force needs a field of it.
+        let time = if ev.time_ns == 0 {
+            cordon_audit::now_ns()
+        } else {
+            ev.time_ns
         };
-        let found = lock(&self.engine).observe(&record, &line);
+        let seen = cordon_audit::rules::Seen::new(
+            ev.class,
+            cordon_audit::line_seq(&line).unwrap_or(0),
+            time,
+            &line,
+        );
+        let found = lock(&self.engine).observe_seen(&seen);
         for f in found {
             self.act(&f);
         }
