@@ -94,7 +94,10 @@ impl Decoys {
         let key_id = format!("AKIA{}", random_from(UPPER_B32, 16)?);
         let secret = random_from(ALNUM, 40)?;
         let token = format!("ghp_{}", random_from(ALNUM, 36)?);
-        let files: [(&str, String); 3] = [
+        // Files that tools read only when asked to use them: not ~/.netrc,
+        // which git over HTTPS and Python's requests (pip) read on their
+        // own, so every fetch would raise a false alarm.
+        let files: [(&str, String); 2] = [
             (
                 ".aws/credentials",
                 format!(
@@ -104,10 +107,6 @@ impl Decoys {
             (
                 ".git-credentials",
                 format!("https://x-access-token:{token}@github.com\n"),
-            ),
-            (
-                ".netrc",
-                format!("machine api.github.com\n  login x-access-token\n  password {token}\n"),
             ),
         ];
         let granted: Vec<&Path> = [

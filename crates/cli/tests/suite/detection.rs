@@ -108,7 +108,7 @@ both!(decoy_reads_and_forbidden_tools_raise_findings, |env| {
     // Without a tier the tool rules are not in force; the decoys still are.
     let o = env.sh(
         &[],
-        "cat ~/.netrc > /dev/null; curl --version > /dev/null 2>&1; true",
+        "cat ~/.git-credentials > /dev/null; curl --version > /dev/null 2>&1; true",
     );
     ok(&o);
     assert_eq!(rule_ids(&findings(env)), ["decoy-credential-read"]);

@@ -329,6 +329,12 @@ both!(python_and_git_go_through_the_proxy, |env| {
         out.contains("403"),
         "python should see the proxy's 403: {out}"
     );
+    // Everyday tools raise no alarm: git over HTTPS opens no decoy.
+    let o = env
+        .cordon(["audit", "show", "last", "--class", "finding"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&o).trim(), "", "false alarms");
 });
 
 both!(node_without_proxy_support_cannot_get_out, |env| {

@@ -20,7 +20,7 @@ both!(host_secrets_are_invisible, |env| {
     let listing = out.lines().find(|l| l.starts_with("home:")).unwrap();
     assert_eq!(
         listing.trim(),
-        "home: .aws .git-credentials .netrc",
+        "home: .aws .git-credentials",
         "the fake home must start with the decoys only: {out}"
     );
     assert!(out.contains("No such file or directory"), "{out}");
