@@ -99,12 +99,17 @@ enum Command {
     ///
     /// Every session writes an audit log (audit.jsonl in its directory):
     /// OCSF-shaped events, each line chained to the one before it by its
-    /// SHA-256, with checkpoints signed by this host's audit key. Examples:
+    /// SHA-256, with checkpoints signed by this host's audit key. Detection
+    /// rules run over it as it is written; sinks in audit.toml (syslog,
+    /// HTTP, Splunk HEC, OTLP) receive it. Examples:
     ///
     ///   cordon audit verify last
     ///   cordon audit verify --key audit-key.pub copy-of-audit.jsonl
     ///   cordon audit show last --class network,dns
+    ///   cordon audit show last --class finding
     ///   cordon audit show SESSION --follow --json
+    ///   cordon audit rules --profile claude-code
+    ///   cordon audit ship
     #[command(subcommand, verbatim_doc_comment)]
     Audit(AuditCmd),
 }
