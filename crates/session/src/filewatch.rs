@@ -265,16 +265,7 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
         let rel = dir.join(name);
         let is_dir = ev.flags.contains(R::ISDIR);
         if ev.flags.contains(R::CREATE) {
-            rec.append(&change(
-                1,
-                "Create",
-                &rel,
-                entry_type(w, &rel, is_dir),
-                None,
-            ));
-            if is_dir {
-                created_tree(w, rec, &rel);
-            }
+            created(w, rec, &rel, is_dir);
         } else if ev.flags.contains(R::CLOSE_WRITE) {
             if last_write.contains(&i) {
                 rec.append(&change(3, "Update", &rel, "file", digest(w, &rel)));
@@ -302,19 +293,9 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
                         created_tree(w, rec, &rel);
                     }
                 }
-                None => {
-                    // Moved in from outside the project.
-                    rec.append(&change(
-                        1,
-                        "Create",
-                        &rel,
-                        entry_type(w, &rel, is_dir),
-                        None,
-                    ));
-                    if is_dir {
-                        w.add_tree(&rel, None);
-                    }
-                }
+                // Moved in from outside the project: new here, with what
+                // it holds.
+                None => created(w, rec, &rel, is_dir),
             }
         }
     }
@@ -324,6 +305,15 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
             w.drop_tree(&from);
         }
         rec.append(&change(4, "Delete", &from, dir_or_file(is_dir), None));
+    }
+}
+
+/// Records `rel` as created; a directory is watched and what it already
+/// holds recorded too.
+fn created(w: &mut Watcher, rec: &Recorder, rel: &Path, is_dir: bool) {
+    rec.append(&change(1, "Create", rel, entry_type(w, rel, is_dir), None));
+    if is_dir {
+        created_tree(w, rec, rel);
     }
 }
 
