@@ -72,6 +72,15 @@ struct Inner {
     lost: u64,
 }
 
+/// Why a record was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritten {
+    /// The log is closed.
+    Closed,
+    /// A write failed; nothing more is written.
+    Failed(io::ErrorKind),
+}
+
 /// One session's audit log.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -142,33 +151,45 @@ impl AuditLog {
     /// Seals `ev` into the chain. Never blocks on the disk for long: the
     /// write happens once a batch is full, the sync in the background.
     pub fn append(&self, ev: &Event) {
-        self.seal(ev, false);
+        let _ = self.seal(ev, false);
     }
 
     /// Like [`append`](Self::append), and returns the record's line
-    /// (without its newline) for whoever watches the records; `None` when
-    /// the record could not be written.
-    pub fn append_seen(&self, ev: &Event) -> Option<Vec<u8>> {
+    /// (without its newline) for whoever watches the records, or why it
+    /// was not written.
+    pub fn append_seen(&self, ev: &Event) -> Result<Vec<u8>, Unwritten> {
         self.seal(ev, true)
     }
 
-    fn seal(&self, ev: &Event, copy: bool) -> Option<Vec<u8>> {
+    fn seal(&self, ev: &Event, copy: bool) -> Result<Vec<u8>, Unwritten> {
         let mut g = self.lock();
-        if g.closed || g.failed.is_some() {
+        if let Some(kind) = g.failed {
             g.lost += 1;
-            return None;
+            return Err(Unwritten::Failed(kind));
+        }
+        if g.closed {
+            g.lost += 1;
+            return Err(Unwritten::Closed);
         }
         let inner = &mut *g;
         let start = inner.buf.len();
         inner.chain.seal(ev, now_ns(), &mut inner.buf);
-        let line = copy.then(|| inner.buf[start..inner.buf.len() - 1].to_vec());
+        let line = if copy {
+            inner.buf[start..inner.buf.len() - 1].to_vec()
+        } else {
+            Vec::new()
+        };
         inner.since_checkpoint += 1;
         if inner.since_checkpoint >= self.cfg.checkpoint_every {
             self.checkpoint(inner, false);
         } else if inner.buf.len() >= BATCH {
             write_out(inner);
         }
-        line
+        // The batch this record was in may just have failed.
+        match inner.failed {
+            Some(kind) => Err(Unwritten::Failed(kind)),
+            None => Ok(line),
+        }
     }
 
     /// Writes what is waiting, a checkpoint if one is due, and syncs.

@@ -234,6 +234,17 @@ fn the_writer_checkpoints_closes_and_counts_late_records() {
     assert!(AuditLog::create(&path, ctx(), k, Config::default()).is_err());
 }
 
+/// The log a re-executed test child writes (default policy).
+fn child_log(path: &str) -> Arc<AuditLog> {
+    AuditLog::create(
+        std::path::Path::new(path),
+        ctx(),
+        Arc::new(key()),
+        Config::default(),
+    )
+    .unwrap()
+}
+
 /// The writer killed with SIGKILL mid-stream: what reached the file
 /// verifies, the log is reported incomplete (never tampered), and a torn
 /// last record is named as such.
@@ -242,13 +253,7 @@ fn a_killed_writer_leaves_a_log_that_verifies_as_far_as_it_goes() {
     if let Ok(path) = std::env::var("CORDON_AUDIT_TEST_WRITER") {
         // The child: write 100k events as fast as it can, then wait to be
         // killed.
-        let log = AuditLog::create(
-            std::path::Path::new(&path),
-            ctx(),
-            Arc::new(key()),
-            Config::default(),
-        )
-        .unwrap();
+        let log = child_log(&path);
         for i in 0..100_000 {
             log.append(&exec(i));
         }
@@ -300,13 +305,7 @@ fn a_killed_writer_leaves_a_log_that_verifies_as_far_as_it_goes() {
 #[test]
 fn a_failed_write_stops_the_log_and_says_why() {
     if let Ok(path) = std::env::var("CORDON_AUDIT_TEST_FULL") {
-        let log = AuditLog::create(
-            std::path::Path::new(&path),
-            ctx(),
-            Arc::new(key()),
-            Config::default(),
-        )
-        .unwrap();
+        let log = child_log(&path);
         for i in 0..20_000 {
             log.append(&exec(i));
         }

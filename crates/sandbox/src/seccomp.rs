@@ -435,8 +435,7 @@ mod tests {
             SeccompSpec::default(),
             SeccompSpec {
                 allow_ptrace: true,
-                audit_exec: false,
-                exits_by_pidfd: false,
+                ..SeccompSpec::default()
             },
         ] {
             let prog = compile(&spec, libc::EPERM);
@@ -496,8 +495,7 @@ mod tests {
             SeccompSpec::default(),
             SeccompSpec {
                 allow_ptrace: true,
-                audit_exec: false,
-                exits_by_pidfd: false,
+                ..SeccompSpec::default()
             },
         ] {
             let prog = compile(&spec, PROOF);

@@ -181,18 +181,23 @@ pub fn file_change(c: &Change, upper: &Path) -> Event {
 }
 
 /// The size and SHA-256 (hex) of a file's content.
-pub(crate) fn digest(path: &Path) -> std::io::Result<(u64, String)> {
+fn digest(path: &Path) -> std::io::Result<(u64, String)> {
+    digest_reader(std::fs::File::open(path)?)
+}
+
+/// How many bytes `r` yields and their SHA-256 (hex).
+pub(crate) fn digest_reader(mut r: impl std::io::Read) -> std::io::Result<(u64, String)> {
     use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         size += n as u64;
         h.update(&buf[..n]);
     }

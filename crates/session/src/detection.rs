@@ -307,17 +307,19 @@ impl Recorder {
     /// on stderr, and acted on. A log that can no longer be written
     /// contains the session: an agent never goes on unrecorded.
     pub fn append(&self, ev: &Event) {
-        let written = self.log.append_seen(ev);
-        if let Some(kind) = self.log.failed() {
-            let why = format!("the audit log cannot be written ({kind})");
-            if self.containment.contain(why.clone()) {
-                eprintln!(
-                    "cordon: {why}: session contained, every process in the sandbox was killed"
-                );
+        let line = match self.log.append_seen(ev) {
+            Ok(line) => line,
+            Err(cordon_audit::Unwritten::Failed(kind)) => {
+                let why = format!("the audit log cannot be written ({kind})");
+                if self.containment.contain(why.clone()) {
+                    eprintln!(
+                        "cordon: {why}: session contained, every process in the sandbox was \
+                         killed"
+                    );
+                }
+                return;
             }
-        }
-        let Some(line) = written else {
-            return;
+            Err(cordon_audit::Unwritten::Closed) => return,
         };
         // The line is parsed only if a rule in force needs a field of it.
         let time = if ev.time_ns == 0 {

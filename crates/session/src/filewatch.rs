@@ -362,7 +362,6 @@ fn entry_type(w: &Watcher, rel: &Path, is_dir: bool) -> &'static str {
 /// device refused) and only as far as its size when opened; a file over
 /// [`HASH_MAX`] gets its size only.
 fn digest(w: &Watcher, rel: &Path) -> Option<(u64, Option<String>)> {
-    use sha2::{Digest, Sha256};
     use std::io::Read;
     let fd = w.open(rel, rustix::fs::OFlags::RDONLY).ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
@@ -373,22 +372,10 @@ fn digest(w: &Watcher, rel: &Path) -> Option<(u64, Option<String>)> {
     if size > HASH_MAX {
         return Some((size, None));
     }
-    let mut f = std::fs::File::from(fd).take(size);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n = 0u64;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => {
-                n += k as u64;
-                h.update(&buf[..k]);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Some((size, None)),
-        }
+    match crate::audit::digest_reader(std::fs::File::from(fd).take(size)) {
+        Ok((n, sha)) => Some((n, Some(sha))),
+        Err(_) => Some((size, None)),
     }
-    Some((n, Some(cordon_audit::hex(&h.finalize()))))
 }
 
 fn change(

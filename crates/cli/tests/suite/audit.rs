@@ -21,6 +21,14 @@ fn records(env: &Env) -> Vec<Value> {
         .collect()
 }
 
+/// The last session's records of one OCSF class.
+fn records_of(env: &Env, class_uid: u64) -> Vec<Value> {
+    records(env)
+        .into_iter()
+        .filter(|r| r["class_uid"] == class_uid)
+        .collect()
+}
+
 fn verify(env: &Env, target: &str) -> (Option<i32>, String) {
     let o = env.cordon(["audit", "verify", target]).output().unwrap();
     (o.status.code(), format!("{}{}", stdout(&o), stderr(&o)))
@@ -287,10 +295,7 @@ both!(a_process_killed_by_a_signal_has_its_exit_recorded, |env| {
          echo done",
     );
     assert_eq!(ok(&o).trim(), "done");
-    let procs: Vec<Value> = records(env)
-        .into_iter()
-        .filter(|r| r["class_uid"] == 1007)
-        .collect();
+    let procs: Vec<Value> = records_of(env, 1007);
     let sleep = procs
         .iter()
         .find(|r| r["activity_name"] == "Launch" && r["actor"]["process"]["cmd_line"] == "sleep 30")
@@ -741,10 +746,7 @@ both!(command_line_grants_are_authorization_records, |env| {
         .output()
         .unwrap();
     ok(&o);
-    let grants: Vec<Value> = records(env)
-        .into_iter()
-        .filter(|r| r["class_uid"] == 3003)
-        .collect();
+    let grants: Vec<Value> = records_of(env, 3003);
     let privileges: Vec<&str> = grants
         .iter()
         .map(|g| g["privileges"][0].as_str().unwrap())
@@ -779,10 +781,7 @@ both!(
          echo done",
         );
         assert_eq!(ok(&o).trim(), "done");
-        let files: Vec<Value> = records(env)
-            .into_iter()
-            .filter(|r| r["class_uid"] == 1001)
-            .collect();
+        let files: Vec<Value> = records_of(env, 1001);
         let seen = |activity: &str, path: &str| {
             files
                 .iter()
