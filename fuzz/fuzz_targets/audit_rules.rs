@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (&[][..], data),
     };
-    let mut set = RuleSet::builtin();
+    let mut set = RuleSet::builtin().unwrap();
     if let Ok(text) = std::str::from_utf8(rules) {
         if let Ok(extra) = RuleSet::parse(text) {
             set.merge(extra);

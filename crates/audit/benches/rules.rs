@@ -42,7 +42,7 @@ fn benches(c: &mut Criterion) {
     let lines: Vec<Vec<u8>> = (0..RECORDS)
         .map(|i| log.append_seen(&exec(i)).unwrap())
         .collect();
-    let set = RuleSet::builtin();
+    let set = RuleSet::builtin().unwrap();
     let canary = b"AKIAQWERTYUIOPASDFGH".to_vec();
     let mut g = c.benchmark_group("rules");
     g.throughput(Throughput::Elements(RECORDS));

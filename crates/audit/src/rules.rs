@@ -417,11 +417,10 @@ impl RuleSet {
         Ok(set)
     }
 
-    /// The built-in rules.
-    pub fn builtin() -> RuleSet {
-        // Checked by a unit test; a build whose built-in rules do not parse
-        // never ships.
-        RuleSet::parse(BUILTIN).unwrap_or_default()
+    /// The built-in rules (a unit test checks they parse; a failure here
+    /// is still an error, never an empty set).
+    pub fn builtin() -> Result<RuleSet, String> {
+        RuleSet::parse(BUILTIN).map_err(|e| format!("the built-in detection rules: {e}"))
     }
 
     /// Adds `other`'s rules; one with the id of an existing rule replaces it.
@@ -653,13 +652,13 @@ mod tests {
     fn the_builtin_rules_parse() {
         let set = RuleSet::parse(BUILTIN).unwrap();
         assert!(set.len() >= 7);
-        assert_eq!(RuleSet::builtin().len(), set.len());
+        assert_eq!(RuleSet::builtin().unwrap().len(), set.len());
         assert_eq!(set.get("canary-sent").unwrap().action, Action::Contain);
     }
 
     #[test]
     fn tiers_choose_the_rules_in_force() {
-        let set = RuleSet::builtin();
+        let set = RuleSet::builtin().unwrap();
         let none = Engine::new(&set, None, None);
         assert!(!none.rule_ids().contains(&"network-tool-exec"));
         let mut exp = Engine::new(&set, Some("experiment"), None);
@@ -752,7 +751,7 @@ match = [{ field = "*", regex = "evil\\.test" }]
 
     #[test]
     fn canary_conditions_use_the_sessions_check() {
-        let set = RuleSet::builtin();
+        let set = RuleSet::builtin().unwrap();
         let check: CanaryCheck = Box::new(|b: &[u8]| b.windows(8).any(|w| w == b"AKIACAFE"));
         let mut e = Engine::new(&set, None, Some(check));
         assert_eq!(
@@ -770,7 +769,7 @@ match = [{ field = "*", regex = "evil\\.test" }]
 
     #[test]
     fn lines_are_parsed_only_for_rules_that_need_fields() {
-        let set = RuleSet::builtin();
+        let set = RuleSet::builtin().unwrap();
         let line = serde_json::to_vec(&exec(7, 1, "curl", &["curl", "x"])).unwrap();
         // No tier: only the canary rule (the whole line) looks at execs.
         let mut plain = Engine::new(&set, None, Some(Box::new(|_: &[u8]| false)));
@@ -788,7 +787,7 @@ match = [{ field = "*", regex = "evil\\.test" }]
 
     #[test]
     fn findings_per_rule_are_capped() {
-        let set = RuleSet::builtin();
+        let set = RuleSet::builtin().unwrap();
         let mut e = Engine::new(&set, Some("experiment"), None);
         for i in 0..(u64::from(MAX_FINDINGS) + 5) {
             run(&mut e, &exec(i, 1, "wget", &["wget"]));
@@ -855,7 +854,7 @@ match = [{ field = "*", regex = "evil\\.test" }]
 
     #[test]
     fn user_rules_replace_builtins_and_profiles_adjust_them() {
-        let mut set = RuleSet::builtin();
+        let mut set = RuleSet::builtin().unwrap();
         let n = set.len();
         set.merge(
             RuleSet::parse(

@@ -22,7 +22,7 @@ pub const RULES_FILE: &str = "rules.toml";
 /// (which adds rules and replaces built-in ones by id), less what the
 /// profile disables, with the profile's `contain` list applied.
 pub fn rules(config: &Path, profile: &Profile) -> Result<RuleSet, Error> {
-    let mut set = RuleSet::builtin();
+    let mut set = RuleSet::builtin().map_err(Error::Audit)?;
     let path = config.join(RULES_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => set.merge(
