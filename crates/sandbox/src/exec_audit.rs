@@ -13,7 +13,7 @@
 //! no exit record.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
@@ -173,21 +173,31 @@ impl ExecListener {
                 Err(e) => return Err(e),
             };
             let pid = notif.pid;
-            let notice = describe(&notif);
+            let held = running.iter().position(|(p, _)| *p == pid);
+            // Opened before the validity check below, so a notification
+            // still valid after it proves the pidfd is this process's (its
+            // pid cannot have been reused while it waited in the call). An
+            // exec from a thread other than the leader has no pidfd of its
+            // own: its exit goes unrecorded.
+            let opened = match held {
+                None if i64::from(notif.data.nr) != libc::SYS_exit_group => {
+                    rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+                        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+                    })
+                }
+                _ => None,
+            };
+            let pidfd = match held {
+                Some(i) => Some(running[i].1.as_fd()),
+                None => opened.as_ref().map(|fd| fd.as_fd()),
+            };
+            let notice = describe(&notif, pidfd);
             // Only a notification that is still valid after its target's
             // memory was read describes that target (its pid may have been
             // reused otherwise).
             let valid = sys::seccomp_notif_id_valid(self.fd.as_fd(), notif.id).unwrap_or(false);
-            if valid && pidfd_exits && !running.iter().any(|(p, _)| *p == pid) {
-                // Opened while the exec waits, so it is this process's.
-                // (An exec from a thread other than the leader has no
-                // pidfd of its own: its exit goes unrecorded.)
-                let fd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
-                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
-                });
-                if let Some(fd) = fd {
-                    running.push((pid, fd));
-                }
+            if let (true, true, Some(fd)) = (valid, pidfd_exits, opened) {
+                running.push((pid, fd));
             }
             if let (true, Some(n)) = (valid, notice) {
                 on(n);
@@ -237,7 +247,9 @@ pub fn exit_info_supported() -> bool {
     matches!((parts.next(), parts.next()), (Some(major), Some(minor)) if (major, minor) >= (6, 15))
 }
 
-fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
+/// What notification `n` is about; `pidfd` is its target's, when open.
+fn describe(n: &libc::seccomp_notif, pidfd: Option<BorrowedFd<'_>>) -> Option<Notice> {
+    use rustix::fs::{Mode, OFlags, CWD};
     let pid = n.pid;
     let nr = i64::from(n.data.nr);
     let args = n.data.args;
@@ -255,7 +267,21 @@ fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
     } else {
         return None;
     };
-    let mut mem = File::open(format!("/proc/{pid}/mem")).ok().map(Mem::new);
+    // One lookup of the process's /proc directory (a fresh pid's entry is
+    // built on first use), then its entries relative to it.
+    let dir = rustix::fs::openat(
+        CWD,
+        format!("/proc/{pid}"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok();
+    let entry = |name: &str| {
+        dir.as_ref().and_then(|d| {
+            rustix::fs::openat(d, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+        })
+    };
+    let mut mem = entry("mem").map(|fd| Mem::new(File::from(fd)));
     let unreadable = mem.is_none();
     let path = mem
         .as_mut()
@@ -275,24 +301,35 @@ fn describe(n: &libc::seccomp_notif) -> Option<Notice> {
         argv.push(read_string(mem, p).unwrap_or_default());
         at += 8;
     }
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-        .ok()
+    let cwd = dir
+        .as_ref()
+        .and_then(|d| rustix::fs::readlinkat(d, "cwd", Vec::new()).ok())
         .map(|p| p.to_string_lossy().into_owned());
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u32>().ok())
+    let (ppid, uid) = match pidfd.and_then(|fd| sys::pidfd_parent_and_uid(fd).ok()) {
+        Some((ppid, uid)) => (Some(ppid), Some(uid)),
+        // Before Linux 6.13: from /proc/PID/status.
+        None => {
+            let mut status = String::new();
+            if let Some(fd) = entry("status") {
+                let _ = File::from(fd).read_to_string(&mut status);
+            }
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<u32>().ok())
+            };
+            (field("PPid:"), field("Uid:"))
+        }
     };
     Some(Notice::Exec {
         pid,
-        ppid: field("PPid:"),
+        ppid,
         path,
         argv,
         cwd,
-        uid: field("Uid:"),
+        uid,
         unreadable,
     })
 }

@@ -714,6 +714,9 @@ struct PidfdInfo {
     exit_code: i32,
 }
 
+/// `PIDFD_INFO_CREDS`: pid, ppid and the uids and gids (always returned
+/// for a live process).
+const PIDFD_INFO_CREDS: u64 = 1 << 1;
 /// `PIDFD_INFO_EXIT` (Linux 6.15).
 const PIDFD_INFO_EXIT: u64 = 1 << 3;
 /// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`.
@@ -734,6 +737,25 @@ pub fn pidfd_exit_status(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
         return Err(io::Error::last_os_error());
     }
     Ok((info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code))
+}
+
+/// The parent pid and real uid of the live process behind pidfd `fd`, as
+/// the caller's namespaces see them (`PIDFD_GET_INFO`, Linux 6.13): one
+/// ioctl instead of formatting and parsing `/proc/PID/status`.
+pub fn pidfd_parent_and_uid(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_CREDS,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: as in `pidfd_exit_status`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if info.mask & PIDFD_INFO_CREDS == 0 {
+        return Err(io::Error::other("PIDFD_GET_INFO returned no credentials"));
+    }
+    Ok((info.ids[2], info.ids[3]))
 }
 
 /// Whether notification `id` is still pending (its target alive and in the

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::both;
-use crate::suite::harness::{ok, stderr, stdout, Env};
+use crate::suite::harness::{ok, stderr, stdout, As, Env};
 
 fn records(env: &Env) -> Vec<Value> {
     let o = env
@@ -259,6 +259,12 @@ both!(every_exec_and_exit_is_recorded_with_its_arguments, |env| {
         ls["actor"]["process"]["parent_process"]["pid"],
         sh["actor"]["process"]["pid"]
     );
+    // The host uid cordon runs as (the sandbox maps it to the agent's).
+    let uid = match env.who {
+        As::Me => rustix::process::getuid().as_raw(),
+        As::Nobody => 65534,
+    };
+    assert_eq!(ls["actor"]["process"]["user"]["uid"], uid.to_string());
     // Exits, with their status: `sh ok.sh` ended with 3.
     assert!(
         procs
