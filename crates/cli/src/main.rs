@@ -7,6 +7,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod secret;
+
 use clap::{Parser, Subcommand};
 use cordon_session::{overlay, run, Dirs, Error, Store};
 use cordon_types::ProjectMode;
@@ -112,6 +114,18 @@ enum Command {
     ///   cordon audit ship
     #[command(subcommand, verbatim_doc_comment)]
     Audit(AuditCmd),
+    /// Keep credentials in cordon's encrypted store.
+    ///
+    /// One file holds every secret, encrypted with a key file or a
+    /// passphrase; values go in through a prompt that does not echo or
+    /// through stdin, and no command prints them. Examples:
+    ///
+    ///   cordon secret set ANTHROPIC_API_KEY
+    ///   printf %s "$TOKEN" | cordon secret set GITHUB_TOKEN --from-stdin
+    ///   cordon secret list
+    ///   cordon secret rm GITHUB_TOKEN
+    #[command(subcommand, verbatim_doc_comment, after_help = secret::HELP)]
+    Secret(secret::SecretCmd),
 }
 
 const VERIFY_EXIT: &str = "\
@@ -359,6 +373,7 @@ fn main() -> ExitCode {
             checkpoints,
         }) => cmd_audit_show(&session, follow, json, &class, checkpoints),
         Command::Audit(AuditCmd::Rules { profile, json }) => cmd_audit_rules(&profile, json),
+        Command::Secret(c) => secret::cmd(c),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -9,4 +9,5 @@ mod filesystem;
 mod lifecycle;
 mod overlay;
 mod persistence;
+mod secret;
 mod terminal;

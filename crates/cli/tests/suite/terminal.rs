@@ -10,15 +10,15 @@ use rustix::termios::{self, LocalModes, Winsize};
 use crate::both;
 use crate::suite::harness::cordon_bin;
 
-struct Term {
+pub(crate) struct Term {
     master: std::fs::File,
-    slave: OwnedFd,
+    pub(crate) slave: OwnedFd,
     rx: mpsc::Receiver<Vec<u8>>,
     seen: String,
 }
 
 impl Term {
-    fn open(rows: u16, cols: u16) -> Term {
+    pub(crate) fn open(rows: u16, cols: u16) -> Term {
         use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
         let m = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
         grantpt(&m).unwrap();
@@ -50,13 +50,13 @@ impl Term {
         }
     }
 
-    fn send(&mut self, s: &str) {
+    pub(crate) fn send(&mut self, s: &str) {
         self.master.write_all(s.as_bytes()).unwrap();
     }
 
     /// Waits until the output contains `want`; returns (and forgets)
     /// everything up to and including it.
-    fn until(&mut self, want: &str) -> String {
+    pub(crate) fn until(&mut self, want: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(i) = self.seen.find(want) {
@@ -73,7 +73,7 @@ impl Term {
         }
     }
 
-    fn expect(&mut self, want: &str) {
+    pub(crate) fn expect(&mut self, want: &str) {
         self.until(want);
     }
 }
