@@ -66,6 +66,16 @@ pub struct NetEvent {
     /// How long the flow lasted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `inspected` when cordon terminated the flow's TLS (every request in
+    /// it is then an `http.request` event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
+    /// The application protocol of an inspected flow (`h2`, `http/1.1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
+    /// The response status of an inspected request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 /// What the user hears when the agent exits.

@@ -833,7 +833,12 @@ async fn next_request<R: AsyncRead + Unpin>(
 /// Serves plain HTTP on an explicit-proxy client connection whose first
 /// request head is in `cbuf` (`head`). A later CONNECT on the same
 /// connection is handed to the CONNECT path.
-pub(crate) async fn serve_proxy(shared: &Shared, client: TcpStream, mut cbuf: Vec<u8>, head: Head) {
+pub(crate) async fn serve_proxy(
+    shared: &std::sync::Arc<Shared>,
+    client: TcpStream,
+    mut cbuf: Vec<u8>,
+    head: Head,
+) {
     let (mut cr, mut cw) = tokio::io::split(client);
     let mut up: Option<Up<'_>> = None;
     let mut head = Some(head);

@@ -29,9 +29,11 @@
 pub mod dns;
 pub mod events;
 mod http1;
+pub mod inspect;
 pub mod peek;
 mod proxy;
 mod smol;
+pub mod tls;
 mod transparent;
 mod upstream;
 
@@ -68,6 +70,9 @@ pub struct Config {
     /// Where every event also goes as it is recorded (the session's audit
     /// log).
     pub forward: Option<events::Forward>,
+    /// TLS inspection of the hosts the policy marks `inspect` (none
+    /// without it: those flows are refused, never passed uninspected).
+    pub inspection: Option<inspect::Inspection>,
 }
 
 impl Config {
@@ -92,6 +97,7 @@ pub(crate) struct Shared {
     pub fake: std::sync::Mutex<dns::FakeIps>,
     pub udp_dropped: std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
     pub dns_state: std::sync::Mutex<transparent::DnsState>,
+    pub inspection: Option<inspect::Inspection>,
 }
 
 impl Shared {
@@ -153,6 +159,7 @@ impl Engine {
             fake: Default::default(),
             udp_dropped: Default::default(),
             dns_state: Default::default(),
+            inspection: config.inspection,
         });
         let flusher = Arc::clone(&shared);
         rt.spawn(async move {

@@ -131,7 +131,7 @@ async fn refuse(shared: &Shared, client: &mut TcpStream, ev: NetEvent, r: Refusa
 }
 
 pub(crate) async fn connect_flow(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut client: TcpStream,
     head: http1::Head,
     rest: Vec<u8>,
@@ -176,14 +176,14 @@ pub(crate) async fn connect_flow(
 /// allowed for (bytes the server sends first, SSH or SMTP banners, flow
 /// meanwhile); then the flow is recorded and relayed.
 pub(crate) async fn through<C>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut client: C,
     first: Vec<u8>,
     mut up: TcpStream,
     t: &Target,
     mut ev: NetEvent,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut first = first;
     let mut down_early = 0u64;
@@ -228,6 +228,7 @@ pub(crate) async fn through<C>(
     };
     drop(sbuf);
     let expected = t.host();
+    let inspected = shared.policy.inspects(&expected, t.port).is_some();
     let mismatch = |what: &str, got: &str| Refusal {
         status: 403,
         code: ReasonCode::NetNameMismatch,
@@ -242,6 +243,23 @@ pub(crate) async fn through<C>(
             ev.sni = sni.clone();
             match sni {
                 Some(s) if *s != expected => Some(mismatch("TLS server name", s)),
+                _ if inspected => {
+                    if shared.inspection.is_none() {
+                        Some(Refusal::failed(format!(
+                            "cordon must inspect {expected}, and TLS inspection is not running"
+                        )))
+                    } else {
+                        return crate::inspect::serve(
+                            Arc::clone(shared),
+                            client,
+                            first,
+                            up,
+                            t.clone(),
+                            ev,
+                        )
+                        .await;
+                    }
+                }
                 _ => None,
             }
         }
@@ -252,6 +270,15 @@ pub(crate) async fn through<C>(
             code: ReasonCode::NetBadRequest,
             message: format!("the first bytes through the tunnel to {expected}: {why}"),
             hint: String::new(),
+        }),
+        // What cordon cannot read must not reach a host it inspects.
+        Peek::Other | Peek::NeedMore if inspected => Some(Refusal {
+            status: 403,
+            code: ReasonCode::NetBadRequest,
+            message: format!(
+                "cordon inspects {expected}: only TLS and HTTP may go there, and these bytes                  are neither"
+            ),
+            hint: format!("remove {expected} from [network] inspect to let other protocols through"),
         }),
         Peek::Other | Peek::NeedMore => None,
     };

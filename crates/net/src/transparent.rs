@@ -101,7 +101,7 @@ fn target_of(shared: &Shared, dst: SocketAddr) -> Target {
     }
 }
 
-async fn tcp_flow(shared: &Shared, client: Box<dyn Duplex>, dst: SocketAddr) {
+async fn tcp_flow(shared: &Arc<Shared>, client: Box<dyn Duplex>, dst: SocketAddr) {
     let flow = shared.next_flow();
     let t = target_of(shared, dst);
     let mut ev = NetEvent {

@@ -33,6 +33,7 @@ fn setup_with(policy: NetworkPolicy, response_timeout: Duration) -> Setup {
         upstream_auth: None,
         response_timeout,
         forward: None,
+        inspection: None,
     })
     .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -609,6 +609,20 @@ pub struct NetworkPolicy {
     pub upstream_proxy_auth: Option<crate::values::Bare<EnvCredential>>,
     /// How the sandbox's traffic reaches the policy.
     pub mode: EgressMode,
+    /// Hosts whose TLS cordon terminates (with a per-session CA the
+    /// sandbox trusts) to see, check and record each HTTP request.
+    pub inspect: Vec<PathRule<HostPattern>>,
+    /// Certificates (PEM) trusted for inspected hosts' upstream
+    /// connections besides the system's roots: a company CA, a test CA.
+    pub upstream_ca: Vec<PathRule<crate::values::HostPath>>,
+}
+
+impl NetworkPolicy {
+    /// The `inspect` rule matching `host` on `port`, if any.
+    pub fn inspects(&self, host: &str, port: u16) -> Option<&PathRule<HostPattern>> {
+        let name = normalize_name(host).ok()?;
+        self.inspect.iter().find(|r| r.value.matches(&name, port))
+    }
 }
 
 /// How the sandbox's traffic reaches cordon's egress policy.

@@ -304,6 +304,10 @@ struct NetworkFile {
     upstream_proxy: Option<OptionalProxy>,
     upstream_proxy_auth: Option<Bare<EnvCredential>>,
     mode: Option<EgressMode>,
+    #[serde(default)]
+    inspect: Vec<PathRule<HostEntry>>,
+    #[serde(default)]
+    upstream_ca: Vec<PathRule<HostPath>>,
 }
 
 /// `upstream_proxy`: a URL, or `""` for none.
@@ -587,6 +591,8 @@ impl Profile {
         };
         extend(&mut self.network.allow, expand(n.allow)?);
         extend(&mut self.network.deny, expand(n.deny)?);
+        extend(&mut self.network.inspect, expand(n.inspect)?);
+        extend(&mut self.network.upstream_ca, n.upstream_ca);
         extend(&mut self.network.allow_cidr, n.allow_cidr);
         extend(&mut self.network.allow_local, n.allow_local);
         self.network
@@ -1081,6 +1087,45 @@ mod tests {
         assert!(shown.contains("pypi.org"), "{shown}");
         assert!(shown.contains("@github: "), "{shown}");
         assert!(resolve("default", &src).unwrap().network.allow.is_empty());
+    }
+
+    #[test]
+    fn inspected_hosts_expand_presets_and_upstream_cas_are_paths() {
+        let src = Mem(vec![(
+            "i",
+            "[network]\nallow = [\"@anthropic\", \"api.test\"]\ninspect = [\"@anthropic\", \
+             { host = \"*.api.test\", reason = \"ours\" }]\n\
+             upstream_ca = [\"~/corp-ca.pem\", \"/etc/corp/ca.pem\"]\n",
+        )]);
+        let p = resolve("i", &src).unwrap();
+        let n = &p.network;
+        assert!(n.inspects("api.anthropic.com", 443).is_some());
+        assert!(n.inspects("API.Anthropic.com.", 443).is_some());
+        assert!(n.inspects("x.api.test", 443).is_some());
+        assert!(n.inspects("api.test", 443).is_none());
+        assert!(n.inspects("github.com", 443).is_none());
+        let home = std::path::Path::new("/home/u");
+        let cas: Vec<_> = n
+            .upstream_ca
+            .iter()
+            .map(|r| r.value.resolve(home))
+            .collect();
+        assert_eq!(
+            cas,
+            [
+                std::path::PathBuf::from("/home/u/corp-ca.pem"),
+                "/etc/corp/ca.pem".into()
+            ]
+        );
+        for bad in [
+            "[network]\nupstream_ca = [\"relative.pem\"]\n",
+            "[network]\ninspect = [\"@nope\"]\n",
+            "[network]\ninspect = [\"a b\"]\n",
+        ] {
+            let src = Mem(vec![("bad", bad)]);
+            assert!(resolve("bad", &src).is_err(), "{bad}");
+        }
+        assert!(resolve("default", &src).unwrap().network.inspect.is_empty());
     }
 
     #[test]

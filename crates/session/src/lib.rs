@@ -23,6 +23,7 @@ pub mod dirs;
 pub mod doctor;
 pub mod etc;
 pub mod filewatch;
+pub mod inspect;
 pub mod layout;
 pub mod overlay;
 pub mod profiles;

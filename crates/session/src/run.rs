@@ -309,6 +309,10 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let rules = crate::detection::rules(&dirs.config, &profile)?;
     let store = Store::new(dirs.sessions());
     let id = store.create()?;
+    // TLS inspection: the session's CA, and its trust inside the sandbox.
+    let inspection = (egress != Egress::None && !profile.network.inspect.is_empty())
+        .then(|| crate::inspect::Prepared::new(id.as_str(), &profile, &dirs.home))
+        .transpose()?;
     let mut fixed: Vec<(&str, OsString)> = vec![
         ("HOME", home.as_os_str().to_owned()),
         ("TMPDIR", "/tmp".into()),
@@ -324,6 +328,11 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
                 url.clone()
             };
             fixed.push((k, v.into()));
+        }
+    }
+    if let Some(i) = &inspection {
+        for k in crate::inspect::CA_VARS {
+            fixed.push((k, i.bundle_dest.as_os_str().to_owned()));
         }
     }
     for (k, v) in fixed {
@@ -400,6 +409,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let decoys = crate::detection::Decoys::plant(&session_dir, home, &profile)?;
     let mut mounts = layout.mounts.clone();
     mounts.extend(decoys.mounts());
+    if let Some(i) = &inspection {
+        mounts.push(i.mount(&session_dir)?);
+    }
     let cwd_inside = if cwd.starts_with(&project) {
         cwd
     } else {
@@ -490,6 +502,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         upstream_auth,
         response_timeout: cordon_net::Config::RESPONSE_TIMEOUT,
         forward: Some(forward),
+        inspection: inspection.map(|i| i.inspection),
     });
     let shipper = if sinks.is_empty() {
         None

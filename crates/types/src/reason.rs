@@ -41,6 +41,10 @@ pub enum ReasonCode {
     /// The destination was allowed but could not be reached (resolution or
     /// connection failed, or the upstream proxy refused).
     NetUpstreamFailed,
+    /// An inspected host's TLS certificate did not verify (against the
+    /// system's roots and the profile's `upstream_ca`), or its TLS
+    /// handshake failed: cordon does not talk to it on the agent's behalf.
+    NetUpstreamUntrusted,
     /// UDP other than DNS to cordon's resolver (QUIC included) is dropped.
     NetUdpBlocked,
     /// A DNS query type that is not answered (only A and AAAA are).
@@ -68,6 +72,7 @@ impl ReasonCode {
             ReasonCode::NetNameMismatch => "net_name_mismatch",
             ReasonCode::NetBadRequest => "net_bad_request",
             ReasonCode::NetUpstreamFailed => "net_upstream_failed",
+            ReasonCode::NetUpstreamUntrusted => "net_upstream_untrusted",
             ReasonCode::NetUdpBlocked => "net_udp_blocked",
             ReasonCode::NetDnsRefused => "net_dns_refused",
             ReasonCode::NetDnsTunnel => "net_dns_tunnel",
@@ -102,6 +107,7 @@ mod tests {
             ReasonCode::NetNameMismatch,
             ReasonCode::NetBadRequest,
             ReasonCode::NetUpstreamFailed,
+            ReasonCode::NetUpstreamUntrusted,
             ReasonCode::NetUdpBlocked,
             ReasonCode::NetDnsRefused,
             ReasonCode::NetDnsTunnel,

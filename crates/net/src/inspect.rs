@@ -1,0 +1,568 @@
+//! TLS inspection of one allowed flow to a host the profile marks
+//! `inspect`: cordon completes the agent's TLS handshake itself, with a
+//! leaf for the host from the session's CA (which the sandbox trusts), and
+//! opens its own TLS connection to the real server, verified against the
+//! system's roots. Between the two it reads each HTTP request: the request
+//! must name the host the flow was allowed for (no domain fronting inside
+//! TLS), it is recorded (method, host, path, response status), and it is
+//! passed on with its body streamed in both directions, never buffered
+//! (server-sent events and chunked responses arrive as they are sent).
+//!
+//! The real server is asked first, with the protocols the agent offered
+//! (ALPN `h2`, `http/1.1`); the agent's handshake then completes with the
+//! one the server chose, so both sides speak the same protocol: HTTP/2
+//! streams map one to one, and an HTTP/1.1 WebSocket upgrade becomes a
+//! byte relay once both sides have switched.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use cordon_types::ReasonCode;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+
+use crate::events::NetEvent;
+use crate::proxy::{self, FlowGuard, HEAD_TIMEOUT};
+use crate::tls::SessionCa;
+use crate::upstream::{Dest, Refusal, Target};
+use crate::{peek, Shared};
+
+/// What inspection needs: the session's CA and the upstream trust.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The session's certificate authority.
+    pub ca: Arc<SessionCa>,
+    /// How upstream servers are verified.
+    pub upstream: Arc<rustls::ClientConfig>,
+}
+
+type Body = Either<Incoming, Full<Bytes>>;
+
+/// Inspects the flow `t`, already allowed and connected (`up`); `first`
+/// holds the agent's ClientHello, already read.
+pub(crate) async fn serve<C>(
+    shared: Arc<Shared>,
+    client: C,
+    first: Vec<u8>,
+    up: TcpStream,
+    t: Target,
+    mut ev: NetEvent,
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(inspection) = shared.inspection.clone() else {
+        return;
+    };
+    let expected = t.host();
+    let hello = tokio_rustls::LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        Rewind::new(first, client),
+    );
+    let start = match tokio::time::timeout(HEAD_TIMEOUT, hello).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let r = Refusal {
+                status: 400,
+                code: ReasonCode::NetBadRequest,
+                message: format!("the TLS handshake to {expected} failed: {e}"),
+                hint: String::new(),
+            };
+            return proxy::denied(&shared, ev, &r);
+        }
+        Err(_) => return,
+    };
+    let offered: Vec<Vec<u8>> = start
+        .client_hello()
+        .alpn()
+        .map(|protocols| {
+            protocols
+                .filter(|p| *p == b"h2" || *p == b"http/1.1")
+                .map(<[u8]>::to_vec)
+                .collect()
+        })
+        .unwrap_or_default();
+    let up_bytes = Arc::new(AtomicU64::new(0));
+    let down_bytes = Arc::new(AtomicU64::new(0));
+    let counted = Counting {
+        io: up,
+        up: Arc::clone(&up_bytes),
+        down: Arc::clone(&down_bytes),
+    };
+    let mut config = (*inspection.upstream).clone();
+    config.alpn_protocols = offered.clone();
+    let name = match &t.dest {
+        Dest::Name(n) => rustls::pki_types::ServerName::try_from(n.clone()).ok(),
+        Dest::Ip(ip) => Some(rustls::pki_types::ServerName::IpAddress((*ip).into())),
+    };
+    let connected = match name {
+        Some(name) => {
+            let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, counted);
+            match tokio::time::timeout(HEAD_TIMEOUT, connect).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no TLS handshake within 30 s".into()),
+            }
+        }
+        None => Err(format!("{expected} is not a name TLS can verify")),
+    };
+    let upstream = match connected {
+        Ok(s) => s,
+        Err(why) => {
+            let r = Refusal {
+                status: 502,
+                code: ReasonCode::NetUpstreamUntrusted,
+                message: format!(
+                    "cordon inspects {expected}, and its TLS connection there failed: {why}"
+                ),
+                hint: "if the server's CA is a private one, name its certificate in \
+                       [network] upstream_ca; if the host pins its certificate or needs a \
+                       client certificate, remove it from [network] inspect"
+                    .into(),
+            };
+            proxy::denied(&shared, ev, &r);
+            return refuse_inside(&inspection.ca, start, &expected, &offered, r).await;
+        }
+    };
+    let alpn = upstream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let server_config = match inspection.ca.server_config(&expected, alpn.as_deref()) {
+        Ok(c) => c,
+        Err(why) => {
+            let r = Refusal::failed(format!("cordon could not make a certificate: {why}"));
+            return proxy::denied(&shared, ev, &r);
+        }
+    };
+    let client = match tokio::time::timeout(HEAD_TIMEOUT, start.into_stream(server_config)).await {
+        Ok(Ok(c)) => c,
+        // The agent refused cordon's certificate (it does not trust the
+        // session CA, or pins another): nothing was sent.
+        Ok(Err(e)) => {
+            let r = Refusal {
+                status: 400,
+                code: ReasonCode::NetBadRequest,
+                message: format!(
+                    "the agent's TLS handshake with cordon's certificate for {expected} \
+                     failed: {e}"
+                ),
+                hint: "the client must trust the session CA (cordon sets SSL_CERT_FILE and \
+                       the like); a client that pins certificates needs the host removed \
+                       from [network] inspect"
+                    .into(),
+            };
+            return proxy::denied(&shared, ev, &r);
+        }
+        Err(_) => return,
+    };
+    let h2 = alpn.as_deref() == Some(b"h2");
+    ev.tls = Some("inspected");
+    ev.alpn = Some(if h2 { "h2" } else { "http/1.1" }.into());
+    let guard = FlowGuard::open(&shared, ev, 0, 0);
+    let flow = Arc::new(guard.ev.clone());
+    let ctx = Arc::new(Ctx {
+        shared: Arc::clone(&shared),
+        expected,
+        flow,
+    });
+    if h2 {
+        serve_h2(ctx, client, upstream).await;
+    } else {
+        serve_h1(ctx, client, upstream).await;
+    }
+    guard
+        .up
+        .store(up_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    guard
+        .down
+        .store(down_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// What every request of a flow is checked against and recorded with.
+struct Ctx {
+    shared: Arc<Shared>,
+    expected: String,
+    flow: Arc<NetEvent>,
+}
+
+type ClientTls<C> = tokio_rustls::server::TlsStream<Rewind<C>>;
+type UpstreamTls = tokio_rustls::client::TlsStream<Counting<TcpStream>>;
+
+async fn serve_h2<C>(ctx: Arc<Ctx>, client: ClientTls<C>, upstream: UpstreamTls)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok((sender, conn)) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(upstream)).await
+    else {
+        return;
+    };
+    let driver = tokio::spawn(conn);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ctx = Arc::clone(&ctx);
+        let mut sender = sender.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                forward(&ctx, req, |r| async move { sender.send_request(r).await }).await,
+            )
+        }
+    });
+    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(client), service)
+        .await;
+    driver.abort();
+}
+
+async fn serve_h1<C>(ctx: Arc<Ctx>, client: ClientTls<C>, upstream: UpstreamTls)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok((sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await
+    else {
+        return;
+    };
+    let driver = tokio::spawn(conn.with_upgrades());
+    // HTTP/1.1 carries one request at a time; the server side asks for the
+    // next only once this one's response is under way.
+    let sender = Arc::new(tokio::sync::Mutex::new(sender));
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ctx = Arc::clone(&ctx);
+        let sender = Arc::clone(&sender);
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                forward(&ctx, req, |r| async move {
+                    let mut s = sender.lock().await;
+                    s.ready().await?;
+                    s.send_request(r).await
+                })
+                .await,
+            )
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(client), service)
+        .with_upgrades()
+        .await;
+    driver.abort();
+}
+
+/// Hop-by-hop headers (RFC 9110, 7.6.1): for one connection, not passed on
+/// (except those of a WebSocket upgrade).
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Checks, records and passes on one request; the agent gets the server's
+/// response, or cordon's explanation.
+async fn forward<F, Fut>(ctx: &Ctx, mut req: Request<Incoming>, send: F) -> Response<Body>
+where
+    F: FnOnce(Request<Incoming>) -> Fut,
+    Fut: std::future::Future<Output = hyper::Result<Response<Incoming>>>,
+{
+    let host = request_host(&req);
+    let mut ev = NetEvent {
+        kind: "http.request",
+        via: ctx.flow.via,
+        flow: ctx.flow.flow,
+        host: ctx.flow.host.clone(),
+        port: ctx.flow.port,
+        addr: ctx.flow.addr,
+        tls: Some("inspected"),
+        method: Some(req.method().as_str().to_string()),
+        http_host: host.clone(),
+        path: Some(event_path(req.uri().path())),
+        ..Default::default()
+    };
+    let refusal = match &host {
+        Some(h) if *h != ctx.expected => Some(Refusal {
+            status: 403,
+            code: ReasonCode::NetNameMismatch,
+            message: format!(
+                "the connection was allowed for {} but this request names {h} (domain \
+                 fronting is refused)",
+                ctx.expected
+            ),
+            hint: format!("connect to {h} directly, if the profile allows it"),
+        }),
+        Some(_) => None,
+        None => Some(Refusal {
+            status: 400,
+            code: ReasonCode::NetBadRequest,
+            message: format!("a request to {} without a host", ctx.expected),
+            hint: String::new(),
+        }),
+    };
+    if let Some(r) = refusal {
+        proxy::denied(&ctx.shared, ev, &r);
+        return refusal_response(&r);
+    }
+    let websocket = is_websocket(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    strip_hop_by_hop(req.headers_mut(), websocket);
+    match send(req).await {
+        Ok(mut resp) => {
+            ev.status = Some(resp.status().as_u16());
+            ctx.shared.log.record(ev);
+            if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_upgrade) = client_upgrade {
+                    let server_upgrade = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        if let (Ok(c), Ok(s)) = tokio::join!(client_upgrade, server_upgrade) {
+                            let mut c = TokioIo::new(c);
+                            let mut s = TokioIo::new(s);
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                        }
+                    });
+                }
+            } else {
+                strip_hop_by_hop(resp.headers_mut(), false);
+            }
+            resp.map(Either::Left)
+        }
+        Err(e) => {
+            let r = Refusal::failed(format!("{} did not answer: {e}", ctx.expected));
+            ev.kind = "flow.denied";
+            ev.code = Some(r.code);
+            ev.message = Some(r.message.clone());
+            ctx.shared.log.record(ev);
+            refusal_response(&r)
+        }
+    }
+}
+
+/// The host a request names: HTTP/2's `:authority` (in the URI), else
+/// HTTP/1.1's `Host` header; without its port, normalised.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })?;
+    if authority.contains(['@', '\\']) {
+        return Some(authority);
+    }
+    Some(peek::normalize(peek::host_of(&authority)))
+}
+
+fn is_websocket<B>(req: &Request<B>) -> bool {
+    let has = |name: hyper::header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has(hyper::header::CONNECTION, "upgrade") && has(hyper::header::UPGRADE, "websocket")
+}
+
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrade: bool) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    for n in named {
+        if upgrade && n == "upgrade" {
+            continue;
+        }
+        headers.remove(n.as_str());
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(*n);
+    }
+    if !upgrade {
+        headers.remove(hyper::header::CONNECTION);
+        headers.remove(hyper::header::UPGRADE);
+    }
+}
+
+/// The path recorded for a request (its query may carry tokens: never).
+fn event_path(path: &str) -> String {
+    const MAX: usize = 512;
+    let mut p = path.to_string();
+    if p.len() > MAX {
+        let mut end = MAX;
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        p.truncate(end);
+        p.push_str("...");
+    }
+    p
+}
+
+fn refusal_response(r: &Refusal) -> Response<Body> {
+    let mut body = format!(
+        "cordon blocked this request: {}\nreason: {}\n",
+        r.message,
+        r.code.as_str()
+    );
+    if !r.hint.is_empty() {
+        body.push_str(&format!("to allow it: {}\n", r.hint));
+    }
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    let h = resp.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(r.code.as_str()) {
+        h.insert("x-cordon-reason", v);
+    }
+    resp
+}
+
+/// The real server could not be reached safely: the agent's handshake
+/// completes anyway (HTTP/1.1), and every request it sends hears why.
+async fn refuse_inside<C>(
+    ca: &SessionCa,
+    start: tokio_rustls::StartHandshake<Rewind<C>>,
+    expected: &str,
+    offered: &[Vec<u8>],
+    r: Refusal,
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let alpn = offered
+        .iter()
+        .any(|p| p == b"http/1.1")
+        .then_some(&b"http/1.1"[..]);
+    let Ok(config) = ca.server_config(expected, alpn) else {
+        return;
+    };
+    let Ok(Ok(client)) = tokio::time::timeout(HEAD_TIMEOUT, start.into_stream(config)).await else {
+        return;
+    };
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let resp = refusal_response(&r);
+        async move { Ok::<_, std::convert::Infallible>(resp) }
+    });
+    let _ = tokio::time::timeout(
+        HEAD_TIMEOUT,
+        hyper::server::conn::http1::Builder::new()
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(client), service),
+    )
+    .await;
+}
+
+/// A stream that first yields bytes already read from it.
+pub(crate) struct Rewind<C> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: C,
+}
+
+impl<C> Rewind<C> {
+    fn new(prefix: Vec<u8>, inner: C) -> Rewind<C> {
+        Rewind {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<C: AsyncRead + Unpin> AsyncRead for Rewind<C> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = (self.prefix.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<C: AsyncWrite + Unpin> AsyncWrite for Rewind<C> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The upstream socket, counting the bytes of the flow (TLS included, as
+/// for a tunnel).
+pub(crate) struct Counting<T> {
+    io: T,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.down.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.up.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
