@@ -16,10 +16,14 @@
 //! * every decision and every allowed flow's end is a JSON line in the
 //!   session's `net.jsonl` ([`events`]).
 //!
-//! Non-goals (so far): transparent capture (a TUN device and a userspace
-//! TCP/IP stack) and the DNS filter; TLS inspection. Without inspection, the
-//! `Host` header *inside* TLS is not visible: the SNI check stops fronting
-//! at the TLS layer only.
+//! * **transparent capture** ([`Engine::serve_tun`]): a TUN device and a
+//!   userspace TCP/IP stack, with cordon's DNS; every TCP flow is decided
+//!   like a CONNECT.
+//! * **TLS inspection** ([`inspect`]) of the hosts the policy marks
+//!   `inspect`: cordon terminates the agent's TLS with a per-session CA
+//!   ([`tls`]) and reads every HTTP request. Elsewhere the `Host` header
+//!   *inside* TLS is not visible: the SNI check stops fronting at the TLS
+//!   layer only.
 //!
 //! Threat notes: everything the sandbox sends is untrusted input (request
 //! heads are bounded and time-limited). The engine never connects to an

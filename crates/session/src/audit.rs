@@ -319,6 +319,12 @@ pub fn net_event(ev: &NetEvent) -> Event {
     if let Some(r) = &ev.rule {
         cordon["rule"] = r.clone().into();
     }
+    if let Some(t) = ev.tls {
+        cordon["tls"] = t.into();
+    }
+    if let Some(a) = &ev.alpn {
+        cordon["alpn"] = a.clone().into();
+    }
     match class {
         Class::Dns => {
             e = e.field(
@@ -341,6 +347,9 @@ pub fn net_event(ev: &NetEvent) -> Event {
                     },
                 }),
             );
+            if let Some(code) = ev.status {
+                e = e.field("http_response", json!({ "code": code }));
+            }
             e = e.field("dst_endpoint", endpoint(ev));
         }
         _ => {

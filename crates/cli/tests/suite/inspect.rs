@@ -185,7 +185,15 @@ print(urllib.request.urlopen('https://api.test:{p}/hello').read().decode().strip
         );
         // The audit record has them as HTTP Activity.
         let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
-        assert!(audit.contains("\"class_uid\":4002"), "no HTTP Activity");
+        let http: Vec<serde_json::Value> = audit
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["class_uid"] == 4002)
+            .collect();
+        assert_eq!(http.len(), 4, "{audit}");
+        assert!(http.iter().all(|r| r["http_response"]["code"] == 200
+            && r["unmapped"]["tls"] == "inspected"
+            && r["http_request"]["url"]["hostname"] == "api.test"));
         // The CA's private key was never written anywhere.
         assert!(
             files_containing(&env.last_session(), b"PRIVATE KEY").is_empty(),
