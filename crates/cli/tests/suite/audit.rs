@@ -485,8 +485,21 @@ both!(
             stdout(&o)
         );
         syslog.wait_for(&second, 1);
-        // Nothing is sent twice by a ship with nothing new.
-        let before = std::fs::read_to_string(dir.join("out.log")).unwrap().len();
+        // Nothing is sent twice by a ship with nothing new. rsyslogd may
+        // still be writing what the first ship sent (at least once: the
+        // first session's tail may come again): measure once it is quiet.
+        let size = || std::fs::metadata(dir.join("out.log")).unwrap().len();
+        let mut before = size();
+        let quiet_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let now = size();
+            if now == before || std::time::Instant::now() > quiet_until {
+                break;
+            }
+            before = now;
+        }
+        let before = before as usize;
         let o = env.cordon(["audit", "ship"]).output().unwrap();
         assert_eq!(o.status.code(), Some(0));
         std::thread::sleep(std::time::Duration::from_millis(300));
