@@ -12,7 +12,7 @@ use crate::{json, notice, out, Fail};
 
 /// The variable a passphrase-protected store's passphrase may come from,
 /// for scripts (a terminal prompt is asked otherwise).
-pub const PASSPHRASE_ENV: &str = "CORDON_SECRETS_PASSPHRASE";
+pub const PASSPHRASE_ENV: &str = cordon_session::inspect::PASSPHRASE_ENV;
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCmd {
@@ -69,11 +69,11 @@ Environment:
                               on the terminal); never passed to a sandbox";
 
 fn store_path(dirs: &Dirs) -> PathBuf {
-    dirs.state.join("secrets.store")
+    cordon_session::inspect::StoreAccess::of(dirs).path
 }
 
 fn key_path(dirs: &Dirs) -> PathBuf {
-    dirs.config.join("secrets.key")
+    cordon_session::inspect::StoreAccess::of(dirs).key
 }
 
 fn fail(e: cordon_secrets::Error) -> Fail {

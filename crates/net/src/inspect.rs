@@ -22,7 +22,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cordon_types::ReasonCode;
-use http_body_util::{Either, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
+use crate::credentials::{replace_all, BoxError, Credential, Rewriting, Rule};
 use crate::events::NetEvent;
 use crate::proxy::{self, FlowGuard, HEAD_TIMEOUT};
 use crate::tls::SessionCa;
@@ -43,9 +45,13 @@ pub struct Inspection {
     pub ca: Arc<SessionCa>,
     /// How upstream servers are verified.
     pub upstream: Arc<rustls::ClientConfig>,
+    /// The secrets injected into requests to their hosts.
+    pub credentials: Arc<Vec<Credential>>,
 }
 
-type Body = Either<Incoming, Full<Bytes>>;
+type Body = BoxBody<Bytes, BoxError>;
+/// What goes upstream: the agent's body, rewritten as it streams.
+type UpBody = Rewriting<Incoming>;
 
 /// Inspects the flow `t`, already allowed and connected (`up`); `first`
 /// holds the agent's ClientHello, already read.
@@ -170,6 +176,7 @@ pub(crate) async fn serve<C>(
         shared: Arc::clone(&shared),
         expected,
         flow,
+        credentials: Arc::clone(&inspection.credentials),
     });
     if h2 {
         serve_h2(ctx, client, upstream).await;
@@ -189,6 +196,7 @@ struct Ctx {
     shared: Arc<Shared>,
     expected: String,
     flow: Arc<NetEvent>,
+    credentials: Arc<Vec<Credential>>,
 }
 
 type ClientTls<C> = tokio_rustls::server::TlsStream<Rewind<C>>;
@@ -206,7 +214,7 @@ where
     let driver = tokio::spawn(conn);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
-        let mut sender = sender.clone();
+        let mut sender: hyper::client::conn::http2::SendRequest<UpBody> = sender.clone();
         async move {
             Ok::<_, std::convert::Infallible>(
                 forward(&ctx, req, |r| async move { sender.send_request(r).await }).await,
@@ -230,7 +238,8 @@ where
     let driver = tokio::spawn(conn.with_upgrades());
     // HTTP/1.1 carries one request at a time; the server side asks for the
     // next only once this one's response is under way.
-    let sender = Arc::new(tokio::sync::Mutex::new(sender));
+    let sender: Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<UpBody>>> =
+        Arc::new(tokio::sync::Mutex::new(sender));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
         let sender = Arc::clone(&sender);
@@ -266,9 +275,9 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Checks, records and passes on one request; the agent gets the server's
 /// response, or cordon's explanation.
-async fn forward<F, Fut>(ctx: &Ctx, mut req: Request<Incoming>, send: F) -> Response<Body>
+async fn forward<F, Fut>(ctx: &Ctx, req: Request<Incoming>, send: F) -> Response<Body>
 where
-    F: FnOnce(Request<Incoming>) -> Fut,
+    F: FnOnce(Request<UpBody>) -> Fut,
     Fut: std::future::Future<Output = hyper::Result<Response<Incoming>>>,
 {
     let host = request_host(&req);
@@ -308,10 +317,43 @@ where
         proxy::denied(&ctx.shared, ev, &r);
         return refusal_response(&r);
     }
+    let (mut parts, body) = req.into_parts();
+    let injected = match inject(ctx, &mut parts) {
+        Ok(injected) => injected,
+        Err(name) => {
+            let r = wrong_host(ctx, &name);
+            proxy::denied(&ctx.shared, ev, &r);
+            return refusal_response(&r);
+        }
+    };
+    if !injected.is_empty() {
+        // The response is rewritten back to placeholders: it must be
+        // readable.
+        parts.headers.insert(
+            hyper::header::ACCEPT_ENCODING,
+            hyper::header::HeaderValue::from_static("identity"),
+        );
+    }
+    let tripped = Arc::new(std::sync::Mutex::new(None));
+    let rules = body_rules(ctx);
+    let mut req = Request::from_parts(
+        parts,
+        Rewriting::new(body, rules, Some(Arc::clone(&tripped))),
+    );
     let websocket = is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut(), websocket);
-    match send(req).await {
+    let sent = send(req).await;
+    let misuse = tripped
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(name) = misuse {
+        let r = wrong_host(ctx, &name);
+        proxy::denied(&ctx.shared, ev, &r);
+        return refusal_response(&r);
+    }
+    match sent {
         Ok(mut resp) => {
             ev.status = Some(resp.status().as_u16());
             ctx.shared.log.record(ev);
@@ -329,7 +371,27 @@ where
             } else {
                 strip_hop_by_hop(resp.headers_mut(), false);
             }
-            resp.map(Either::Left)
+            // Whatever the server sends back, the agent sees placeholders.
+            let back: Vec<Rule> = injected
+                .iter()
+                .map(|c| Rule::Replace {
+                    from: c.value.to_vec(),
+                    to: zeroize::Zeroizing::new(c.placeholder.clone()),
+                })
+                .collect();
+            for v in resp.headers_mut().values_mut() {
+                let mut bytes = v.as_bytes().to_vec();
+                let mut changed = false;
+                for c in &injected {
+                    changed |= replace_all(&mut bytes, &c.value, &c.placeholder);
+                }
+                if changed {
+                    if let Ok(nv) = hyper::header::HeaderValue::from_bytes(&bytes) {
+                        *v = nv;
+                    }
+                }
+            }
+            resp.map(|b| Rewriting::new(b, back, None).boxed())
         }
         Err(e) => {
             let r = Refusal::failed(format!("{} did not answer: {e}", ctx.expected));
@@ -340,6 +402,141 @@ where
             refusal_response(&r)
         }
     }
+}
+
+/// The refusal for a placeholder of `name` on its way to the wrong host.
+fn wrong_host(ctx: &Ctx, name: &str) -> Refusal {
+    Refusal {
+        status: 403,
+        code: ReasonCode::NetSecretWrongHost,
+        message: format!(
+            "this request to {} carries the placeholder of the secret {name}, which is bound \
+             to other hosts",
+            ctx.expected
+        ),
+        hint: format!(
+            "send {name} only to the hosts its [[secrets]] entry names, or add {} there",
+            ctx.expected
+        ),
+    }
+}
+
+/// Puts the real values of the secrets bound to this flow's host in place
+/// of their placeholders, in the URL and the headers; returns the ones
+/// used. A placeholder of a secret bound elsewhere is an error naming it.
+fn inject<'c>(
+    ctx: &'c Ctx,
+    parts: &mut http::request::Parts,
+) -> Result<Vec<&'c Credential>, String> {
+    let mut used = Vec::new();
+    for c in ctx.credentials.iter() {
+        let bound = c.bound_to(&ctx.expected, ctx.flow.port);
+        let to: &[u8] = if bound { &c.value } else { &c.placeholder };
+        let mut found = false;
+        // The URL: path and query.
+        let mut uri = parts.uri.to_string().into_bytes();
+        if replace_all(&mut uri, &c.placeholder, to) {
+            found = true;
+            if bound {
+                if let Ok(u) = http::Uri::try_from(uri) {
+                    parts.uri = u;
+                }
+            }
+        }
+        for v in parts.headers.values_mut() {
+            let mut bytes = v.as_bytes().to_vec();
+            let mut changed = replace_all(&mut bytes, &c.placeholder, to);
+            // HTTP Basic: the placeholder is inside base64.
+            if let Some(encoded) = basic_credentials(&bytes) {
+                if let Some(mut plain) = base64_decode(encoded) {
+                    if replace_all(&mut plain, &c.placeholder, to) {
+                        let mut again = b"Basic ".to_vec();
+                        again.extend_from_slice(crate::base64(&plain).as_bytes());
+                        bytes = again;
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                found = true;
+                if bound {
+                    let mut nv = hyper::header::HeaderValue::from_bytes(&bytes)
+                        .map_err(|_| c.name.clone())?;
+                    nv.set_sensitive(true);
+                    *v = nv;
+                }
+            }
+        }
+        match (found, bound) {
+            (true, true) => used.push(c),
+            (true, false) => return Err(c.name.clone()),
+            _ => {}
+        }
+    }
+    Ok(used)
+}
+
+/// How a request body to this flow's host is rewritten: the bound
+/// secrets that allow it are put in, every other secret's placeholder
+/// stops the body.
+fn body_rules(ctx: &Ctx) -> Vec<Rule> {
+    ctx.credentials
+        .iter()
+        .filter_map(|c| {
+            if c.bound_to(&ctx.expected, ctx.flow.port) {
+                c.body.then(|| Rule::Replace {
+                    from: c.placeholder.clone(),
+                    to: c.value.clone(),
+                })
+            } else {
+                Some(Rule::Forbid {
+                    pattern: c.placeholder.clone(),
+                    name: c.name.clone(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// The base64 part of a `Basic` authorization value.
+fn basic_credentials(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"basic")
+        .then(|| rest.trim_ascii())
+}
+
+/// Standard base64 (with or without padding); `None` when it is not.
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let text = match text.iter().position(|&b| b == b'=') {
+        Some(i) if text[i..].iter().all(|&b| b == b'=') && text[i..].len() <= 2 => &text[..i],
+        Some(_) => return None,
+        None => text,
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c)? << (18 - 6 * i);
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]),
+            3 => out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8]),
+            2 => out.push((n >> 16) as u8),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The host a request names: HTTP/2's `:authority` (in the URI), else
@@ -419,7 +616,11 @@ fn refusal_response(r: &Refusal) -> Response<Body> {
     if !r.hint.is_empty() {
         body.push_str(&format!("to allow it: {}\n", r.hint));
     }
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *resp.status_mut() =
         hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
     let h = resp.headers_mut();

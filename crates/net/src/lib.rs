@@ -30,6 +30,7 @@
 //! address the policy did not allow, and never resolves a name the policy
 //! did not allow.
 
+pub mod credentials;
 pub mod dns;
 pub mod events;
 mod http1;
@@ -254,7 +255,7 @@ impl Engine {
 }
 
 /// Standard base64 with padding (RFC 4648), for HTTP Basic credentials.
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

@@ -18,6 +18,7 @@ pub mod glob;
 pub mod hide;
 pub mod network;
 pub mod profile;
+pub mod secrets;
 mod values;
 
 pub use profile::{builtin_names, resolve, Profile, ProfileError, ProfileSource, SourceText};

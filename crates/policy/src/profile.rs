@@ -204,6 +204,8 @@ struct ProfileFile {
     sandbox: SandboxFile,
     #[serde(default)]
     network: NetworkFile,
+    #[serde(default)]
+    secrets: Vec<crate::secrets::SecretFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,6 +404,8 @@ pub struct Profile {
     pub sandbox: SandboxPolicy,
     /// Egress: which hosts the agent may reach (presets expanded).
     pub network: NetworkPolicy,
+    /// Credentials the agent uses through placeholders.
+    pub secrets: Vec<crate::secrets::SecretBinding>,
     /// The compiled hide matcher, built once on first use.
     #[serde(skip)]
     matcher: CompiledHide,
@@ -519,6 +523,7 @@ impl Profile {
                 hostname: "cordon".into(),
             },
             network: NetworkPolicy::default(),
+            secrets: Vec::new(),
             matcher: CompiledHide::default(),
         }
     }
@@ -606,6 +611,25 @@ impl Profile {
         }
         if let Some(m) = n.mode {
             self.network.mode = m;
+        }
+        for f in f.secrets {
+            let b = f.check().map_err(|message| ProfileError::Invalid {
+                origin: origin.to_owned(),
+                message,
+            })?;
+            // A secret's hosts are inspected: that is where its value goes in.
+            for h in &b.hosts {
+                if !self.network.inspect.iter().any(|r| r.value == *h) {
+                    self.network.inspect.push(PathRule {
+                        value: h.clone(),
+                        reason: Some(format!("the secret {} is bound to it", b.name)),
+                        optional: false,
+                    });
+                }
+            }
+            // A later file's entry replaces an inherited one of the same name.
+            self.secrets.retain(|s| s.name != b.name);
+            self.secrets.push(b);
         }
         Ok(())
     }
@@ -1126,6 +1150,53 @@ mod tests {
             assert!(resolve("bad", &src).is_err(), "{bad}");
         }
         assert!(resolve("default", &src).unwrap().network.inspect.is_empty());
+    }
+
+    #[test]
+    fn secrets_bind_their_hosts_for_inspection_and_replace_by_name() {
+        let src = Mem(vec![
+            (
+                "base",
+                "[network]\nallow = [\"api.test\", \"git.test\"]\n\
+                 [[secrets]]\nname = \"API_KEY\"\nsource = \"store:api\"\nhosts = [\"api.test\"]\n\
+                 [[secrets]]\nname = \"GIT_TOKEN\"\nsource = \"env:HOST_GIT_TOKEN\"\n\
+                 hosts = [\"git.test\"]\nbody = true\nreason = \"push\"\n",
+            ),
+            (
+                "child",
+                "extends = \"base\"\n[[secrets]]\nname = \"API_KEY\"\nsource = \"env:OTHER\"\n\
+                 hosts = [\"api.test:443\"]\n",
+            ),
+        ]);
+        let base = resolve("base", &src).unwrap();
+        assert_eq!(base.secrets.len(), 2);
+        assert!(base.network.inspects("api.test", 443).is_some());
+        assert!(base.network.inspects("git.test", 443).is_some());
+        let git = &base.secrets[1];
+        assert!(git.body);
+        assert_eq!(
+            git.source,
+            crate::secrets::SecretSource::Env("HOST_GIT_TOKEN".into())
+        );
+        let child = resolve("child", &src).unwrap();
+        assert_eq!(child.secrets.len(), 2);
+        let api = child.secrets.iter().find(|s| s.name == "API_KEY").unwrap();
+        assert_eq!(api.source.render(), "env:OTHER");
+        let shown = child.to_toml();
+        assert!(
+            shown.contains("env:OTHER") && shown.contains("api.test:443"),
+            "{shown}"
+        );
+        for bad in [
+            "[[secrets]]\nname = \"1X\"\nsource = \"store:a\"\nhosts = [\"a.test\"]\n",
+            "[[secrets]]\nname = \"X\"\nsource = \"store:a\"\nhosts = []\n",
+            "[[secrets]]\nname = \"X\"\nsource = \"vault:kv/a#b\"\nhosts = [\"a.test\"]\n",
+            "[[secrets]]\nname = \"X\"\nsource = \"store:a\"\nhosts = [\"a b\"]\n",
+            "[[secrets]]\nname = \"X\"\nsource = \"store:a\"\nhosts = [\"a.test\"]\nvalue = \"v\"\n",
+        ] {
+            let src = Mem(vec![("bad", bad)]);
+            assert!(resolve("bad", &src).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,13 +6,21 @@
 //! bundle, with the variables tools read pointed at it. The CA's private
 //! key stays in the supervisor's memory; the bundle holds certificates
 //! only.
+//!
+//! The profile's `[[secrets]]` are read here, when the session starts
+//! (from cordon's store, or the host's environment), and each gets its
+//! placeholder, which is all the agent sees. The supervisor then makes
+//! itself non-dumpable: no core file or debugger attach by the user's
+//! other processes can read the CA key or the values.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cordon_net::credentials::{placeholder, Credential};
 use cordon_net::inspect::Inspection;
 use cordon_net::tls::{upstream_config, SessionCa};
 use cordon_policy::profile::Profile;
+use cordon_policy::secrets::SecretSource;
 use cordon_sandbox::Mount;
 
 use crate::Error;
@@ -49,17 +57,51 @@ pub struct Prepared {
     pub bundle_dest: PathBuf,
     /// The combined bundle, PEM.
     bundle: Vec<u8>,
+    /// Each secret's variable and the placeholder the agent gets in it.
+    pub placeholders: Vec<(String, String)>,
 }
+
+/// Where the secrets of `store:` sources are, and how to open them.
+#[derive(Debug, Clone)]
+pub struct StoreAccess {
+    /// The store file.
+    pub path: PathBuf,
+    /// Its key file (for a store protected by one).
+    pub key: PathBuf,
+}
+
+impl StoreAccess {
+    /// The user's store: `<state>/secrets.store`, its key in
+    /// `<config>/secrets.key` (apart, so that a copy of one directory
+    /// opens nothing).
+    pub fn of(dirs: &crate::Dirs) -> StoreAccess {
+        StoreAccess {
+            path: dirs.state.join("secrets.store"),
+            key: dirs.config.join("secrets.key"),
+        }
+    }
+}
+
+/// The passphrase of a passphrase-protected store, for `cordon run`.
+pub const PASSPHRASE_ENV: &str = "CORDON_SECRETS_PASSPHRASE";
 
 impl Prepared {
     /// Makes the session CA and the upstream trust for `profile`'s
     /// inspected hosts. Fails, naming the problem, when the system has no
     /// CA bundle to extend or an `upstream_ca` file is unusable.
-    pub fn new(session: &str, profile: &Profile, home: &Path) -> Result<Prepared, Error> {
+    pub fn new(
+        session: &str,
+        profile: &Profile,
+        home: &Path,
+        store: &StoreAccess,
+    ) -> Result<Prepared, Error> {
         let refused = |message: String, hint: &str| Error::Refused {
             message,
             hint: hint.into(),
         };
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+            .map_err(|e| Error::io("make cordon non-dumpable", e.into()))?;
+        let (credentials, placeholders) = credentials(profile, store)?;
         let system = SYSTEM_BUNDLES
             .iter()
             .map(Path::new)
@@ -102,9 +144,11 @@ impl Prepared {
             inspection: Inspection {
                 ca: Arc::new(ca),
                 upstream,
+                credentials: Arc::new(credentials),
             },
             bundle_dest: system,
             bundle,
+            placeholders,
         })
     }
 
@@ -122,4 +166,119 @@ impl Prepared {
             dev: false,
         })
     }
+}
+
+/// The profile's secrets, read now, with their placeholders.
+#[allow(clippy::type_complexity)]
+fn credentials(
+    profile: &Profile,
+    store: &StoreAccess,
+) -> Result<(Vec<Credential>, Vec<(String, String)>), Error> {
+    let mut creds = Vec::new();
+    let mut shown = Vec::new();
+    let mut opened: Option<cordon_secrets::Store> = None;
+    let refused = |message: String, hint: String| Error::Refused { message, hint };
+    // Every binding is checked before any value is read.
+    for b in &profile.secrets {
+        for h in &b.hosts {
+            if !h.wildcard
+                && !profile
+                    .network
+                    .check_name(&h.name, h.port.unwrap_or(443))
+                    .is_allowed()
+            {
+                return Err(refused(
+                    format!(
+                        "the secret {} is bound to {}, which the profile's [network] allow does \
+                         not allow",
+                        b.name, h
+                    ),
+                    format!("add \"{}\" to [network] allow", h.name),
+                ));
+            }
+        }
+    }
+    for b in &profile.secrets {
+        let value: zeroize::Zeroizing<Vec<u8>> = match &b.source {
+            SecretSource::Env(var) => {
+                use std::os::unix::ffi::OsStringExt;
+                let v = std::env::var_os(var).ok_or_else(|| {
+                    refused(
+                        format!(
+                            "the secret {} comes from the variable {var}, which is not set",
+                            b.name
+                        ),
+                        format!("set {var} in the environment cordon runs in"),
+                    )
+                })?;
+                zeroize::Zeroizing::new(v.into_vec())
+            }
+            SecretSource::Store(name) => {
+                if opened.is_none() {
+                    opened = Some(open_store(store)?);
+                }
+                let Some(s) = &opened else {
+                    return Err(refused("the secrets store".into(), String::new()));
+                };
+                let secret = s.get(name).map_err(|e| {
+                    refused(
+                        format!("the secret {} (store:{name}): {e}", b.name),
+                        format!("store it with `cordon secret set {name}`"),
+                    )
+                })?;
+                zeroize::Zeroizing::new(secret.expose().to_vec())
+            }
+        };
+        let ph = placeholder(&value).map_err(|e| {
+            refused(
+                format!("the secret {} cannot be stood in for: {e}", b.name),
+                "only values of at least 16 printable characters can be injected".into(),
+            )
+        })?;
+        shown.push((b.name.clone(), String::from_utf8_lossy(&ph).into_owned()));
+        creds.push(Credential {
+            name: b.name.clone(),
+            placeholder: ph,
+            value,
+            hosts: b.hosts.clone(),
+            body: b.body,
+        });
+    }
+    Ok((creds, shown))
+}
+
+fn open_store(store: &StoreAccess) -> Result<cordon_secrets::Store, Error> {
+    use cordon_secrets::{Protection, Secret, Store, Unlock};
+    let refused = |message: String, hint: &str| Error::Refused {
+        message,
+        hint: hint.into(),
+    };
+    let protection = Store::protection(&store.path)
+        .map_err(|e| refused(e.to_string(), "check the store with `cordon secret list`"))?;
+    let unlock = match protection {
+        None => {
+            return Err(refused(
+                format!(
+                    "the profile names secrets from cordon's store, and there is none ({})",
+                    store.path.display()
+                ),
+                "store them with `cordon secret set NAME`",
+            ))
+        }
+        Some(Protection::KeyFile) => Unlock::KeyFile(store.key.clone()),
+        Some(Protection::Passphrase) => {
+            use std::os::unix::ffi::OsStringExt;
+            let pass = std::env::var_os(PASSPHRASE_ENV).ok_or_else(|| {
+                refused(
+                    format!(
+                        "the secrets store {} is protected by a passphrase",
+                        store.path.display()
+                    ),
+                    "set CORDON_SECRETS_PASSPHRASE for `cordon run` (it never reaches the sandbox)",
+                )
+            })?;
+            Unlock::Passphrase(Secret::new(pass.into_vec()))
+        }
+    };
+    Ok(Store::new(&store.path, unlock))
 }

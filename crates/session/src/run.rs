@@ -309,9 +309,25 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let rules = crate::detection::rules(&dirs.config, &profile)?;
     let store = Store::new(dirs.sessions());
     let id = store.create()?;
-    // TLS inspection: the session's CA, and its trust inside the sandbox.
+    if !profile.secrets.is_empty() && egress == Egress::None {
+        return Err(Error::Refused {
+            message: "the profile binds [[secrets]] to hosts, and allows no network to use \
+                      them on"
+                .into(),
+            hint: "add the secrets' hosts to [network] allow".into(),
+        });
+    }
+    // TLS inspection: the session's CA, its trust inside the sandbox, and
+    // the secrets injected into requests.
     let inspection = (egress != Egress::None && !profile.network.inspect.is_empty())
-        .then(|| crate::inspect::Prepared::new(id.as_str(), &profile, &dirs.home))
+        .then(|| {
+            crate::inspect::Prepared::new(
+                id.as_str(),
+                &profile,
+                &dirs.home,
+                &crate::inspect::StoreAccess::of(dirs),
+            )
+        })
         .transpose()?;
     let mut fixed: Vec<(&str, OsString)> = vec![
         ("HOME", home.as_os_str().to_owned()),
@@ -333,6 +349,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     if let Some(i) = &inspection {
         for k in crate::inspect::CA_VARS {
             fixed.push((k, i.bundle_dest.as_os_str().to_owned()));
+        }
+        for (name, placeholder) in &i.placeholders {
+            fixed.push((name, placeholder.into()));
         }
     }
     for (k, v) in fixed {
@@ -383,6 +402,22 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             kind: "host",
             value: h.clone(),
             source: "--allow-host",
+        });
+    }
+    for b in &profile.secrets {
+        grants.push(crate::audit::Grant {
+            kind: "secret",
+            value: format!(
+                "{} ({}, to {})",
+                b.name,
+                b.source.render(),
+                b.hosts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            source: "profile",
         });
     }
     for e in &req.env {

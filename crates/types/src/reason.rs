@@ -45,6 +45,9 @@ pub enum ReasonCode {
     /// system's roots and the profile's `upstream_ca`), or its TLS
     /// handshake failed: cordon does not talk to it on the agent's behalf.
     NetUpstreamUntrusted,
+    /// A request carried a secret's placeholder to a host the secret is
+    /// not bound to: someone is trying to move the credential.
+    NetSecretWrongHost,
     /// UDP other than DNS to cordon's resolver (QUIC included) is dropped.
     NetUdpBlocked,
     /// A DNS query type that is not answered (only A and AAAA are).
@@ -73,6 +76,7 @@ impl ReasonCode {
             ReasonCode::NetBadRequest => "net_bad_request",
             ReasonCode::NetUpstreamFailed => "net_upstream_failed",
             ReasonCode::NetUpstreamUntrusted => "net_upstream_untrusted",
+            ReasonCode::NetSecretWrongHost => "net_secret_wrong_host",
             ReasonCode::NetUdpBlocked => "net_udp_blocked",
             ReasonCode::NetDnsRefused => "net_dns_refused",
             ReasonCode::NetDnsTunnel => "net_dns_tunnel",
@@ -108,6 +112,7 @@ mod tests {
             ReasonCode::NetBadRequest,
             ReasonCode::NetUpstreamFailed,
             ReasonCode::NetUpstreamUntrusted,
+            ReasonCode::NetSecretWrongHost,
             ReasonCode::NetUdpBlocked,
             ReasonCode::NetDnsRefused,
             ReasonCode::NetDnsTunnel,
