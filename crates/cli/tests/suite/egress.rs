@@ -109,7 +109,7 @@ pub(crate) fn pki() -> &'static Pki {
 /// 127.0.0.1; killed on drop.
 pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Server {
@@ -120,6 +120,19 @@ impl Server {
         if let Some(g) = git_root {
             c.arg(g);
         }
+        Self::spawn(c)
+    }
+
+    /// The server, its git repositories open only to HTTP Basic
+    /// credentials with `token` as the password.
+    pub(crate) fn start_with_git_token(git_root: &Path, token: &str) -> Server {
+        let pki = pki();
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(Self::SCRIPT)
+            .arg(&pki.cert)
+            .arg(&pki.key)
+            .arg(git_root)
+            .env("GIT_TOKEN", token);
         Self::spawn(c)
     }
 

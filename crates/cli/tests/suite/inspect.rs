@@ -567,3 +567,113 @@ fn sha256_hex(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+both!(
+    git_clones_and_pushes_over_https_with_a_token_it_never_holds,
+    |env| {
+        const TOKEN: &str = "ghp_REALgitTOKENabcdefghijklmnopqrstuvw";
+        let repos = tempfile::tempdir().unwrap();
+        let run = |args: &[&str], dir: &Path| {
+            let o = Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "git {args:?}: {o:?}");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let work = repos.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        run(&["init", "-q", "-b", "main"], &work);
+        std::fs::write(work.join("file.txt"), "from the server\n").unwrap();
+        run(&["add", "file.txt"], &work);
+        run(
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "one",
+            ],
+            &work,
+        );
+        let bare = repos.path().join("demo.git");
+        run(
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+            repos.path(),
+        );
+        run(&["config", "http.receivepack", "true"], &bare);
+        let srv = crate::suite::egress::Server::start_with_git_token(repos.path(), TOKEN);
+        let ca = env.home.join("test-ca.crt");
+        std::fs::copy(&pki().ca, &ca).unwrap();
+        env.own(&ca);
+        env.profile(
+            "git",
+            &format!(
+                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"git.test\"]\n\
+             upstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"git.test\" = \"127.0.0.1:{p}\" }}\n\
+             [[secrets]]\nname = \"GIT_TOKEN\"\nsource = \"env:HOST_GIT_TOKEN\"\n\
+             hosts = [\"git.test\"]\n",
+                p = srv.port
+            ),
+        );
+        // git asks its credential helper after the server's 401, and sends
+        // the placeholder as HTTP Basic; cordon swaps the token in.
+        let script = "set -e; cd /tmp; \
+        helper='!f() { echo username=agent; echo \"password=$GIT_TOKEN\"; }; f'; \
+        git -c credential.helper=\"$helper\" clone -q https://git.test/git/demo.git; \
+        cd demo; cat file.txt; echo more >> file.txt; \
+        git -c user.name=agent -c user.email=a@a commit -qam two; \
+        git -c credential.helper=\"$helper\" push -q origin main; echo pushed; \
+        echo \"token=$GIT_TOKEN\"";
+        let o = env
+            .cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "git",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .env("HOST_GIT_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let out = ok(&o);
+        assert!(
+            out.contains("from the server") && out.contains("pushed"),
+            "{out}\n{}",
+            stderr(&o)
+        );
+        assert!(!out.contains(TOKEN), "{out}");
+        // The push landed.
+        let log = run(&["log", "--format=%s", "main"], &bare);
+        assert_eq!(log.lines().next(), Some("two"), "{log}");
+        // A wrong token is refused by the server: the real one is what opened it.
+        let o = env
+            .cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "git",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .env("HOST_GIT_TOKEN", "ghp_WRONGgitTOKENabcdefghijklmnopqrstuv")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{}", stdout_err(&o));
+    }
+);
