@@ -3,9 +3,13 @@
 //! that only the path differs.
 //!
 //! ```text
-//! loadgen rps     TARGET [--proxy ADDR [--forward]] [--conns 32] [--secs 5] [--path /]
-//! loadgen connect TARGET [--proxy ADDR [--forward]] [--n 2000] [--path /]
+//! loadgen rps     TARGET [--proxy ADDR [--forward]] [--tls CAFILE] [--conns 32] [--secs 5] [--path /]
+//! loadgen connect TARGET [--proxy ADDR [--forward]] [--tls CAFILE] [--n 2000] [--path /]
 //! ```
+//!
+//! With `--tls`, each connection (through the CONNECT tunnel, if any) is
+//! HTTPS: TLS with the target's host as the server name, trusting only the
+//! certificates in CAFILE.
 //!
 //! TARGET is `host:port`, sent as the `Host` header (and as the CONNECT
 //! authority through a proxy); it is connected to directly unless `--proxy`
@@ -33,6 +37,27 @@ struct Opts {
     n: usize,
     path: String,
     forward: bool,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
+
+fn tls_config(ca: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("the CA file") {
+        roots.add(c.expect("a certificate")).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 fn opts() -> Opts {
@@ -48,6 +73,7 @@ fn opts() -> Opts {
         n: 2000,
         path: "/".into(),
         forward: false,
+        tls: None,
     };
     while let Some(k) = a.next() {
         if k == "--forward" {
@@ -61,14 +87,35 @@ fn opts() -> Opts {
             "--secs" => o.secs = v.parse().unwrap(),
             "--n" => o.n = v.parse().unwrap(),
             "--path" => o.path = v,
+            "--tls" => o.tls = Some(tls_config(&v)),
             other => panic!("unknown option {other}"),
         }
     }
     o
 }
 
-/// A connection to the target, through the proxy if there is one.
-async fn open(o: &Opts) -> TcpStream {
+/// A connection to the target, through the proxy if there is one, in TLS
+/// with `--tls`.
+async fn open(o: &Opts) -> Conn {
+    let s = open_tcp(o).await;
+    match &o.tls {
+        None => Box::new(s),
+        Some(config) => {
+            let host = o
+                .target
+                .rsplit_once(':')
+                .map_or(o.target.as_str(), |(h, _)| h);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, s)
+                .await
+                .expect("TLS handshake");
+            Box::new(tls)
+        }
+    }
+}
+
+async fn open_tcp(o: &Opts) -> TcpStream {
     match &o.proxy {
         None => {
             let s = TcpStream::connect(&o.target).await.unwrap();
@@ -100,7 +147,7 @@ async fn open(o: &Opts) -> TcpStream {
 /// Sends one GET and reads the whole response (Content-Length framing).
 /// `Some(keep)`: answered, and whether the connection stays open; `None`:
 /// closed before any answer (a kept-alive connection the peer ended).
-async fn get(s: &mut TcpStream, o: &Opts, buf: &mut Vec<u8>, close: bool) -> Option<bool> {
+async fn get(s: &mut Conn, o: &Opts, buf: &mut Vec<u8>, close: bool) -> Option<bool> {
     let target = if o.forward {
         format!("http://{}{}", o.target, o.path)
     } else {

@@ -162,9 +162,10 @@ impl Decoys {
 
     /// A check for the decoys' values in every encoding cordon-detect
     /// knows (raw, base64 at each alignment, URL-encoded, hex); none
-    /// without decoys. One substring search per form: records are short,
-    /// and this costs nothing to build at session start (a full matcher
-    /// took milliseconds).
+    /// without decoys. One pass of an Aho-Corasick automaton (a contiguous
+    /// NFA: tens of microseconds to build, where a DFA took milliseconds)
+    /// instead of one substring search per form: every record is checked,
+    /// and an inspected flow makes one per request.
     pub fn canary_check(&self) -> Result<Option<CanaryCheck>, Error> {
         if self.values.is_empty() {
             return Ok(None);
@@ -183,13 +184,11 @@ impl Decoys {
                 }
             }
         }
-        let finders: Vec<memchr::memmem::Finder<'static>> = forms
-            .iter()
-            .map(|f| memchr::memmem::Finder::new(f).into_owned())
-            .collect();
-        Ok(Some(Box::new(move |b: &[u8]| {
-            finders.iter().any(|f| f.find(b).is_some())
-        })))
+        let automaton = aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+            .build(&forms)
+            .map_err(|e| Error::Audit(format!("the canary check: {e}")))?;
+        Ok(Some(Box::new(move |b: &[u8]| automaton.is_match(b))))
     }
 }
 
