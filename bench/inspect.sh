@@ -8,7 +8,8 @@
 #   inspected    the same, the host inspected: cordon terminates TLS with
 #                the session CA and opens its own to nginx
 #   mitmproxy    the client on the host through mitmdump (PyPI), the
-#                TLS-intercepting peer, verifying nginx the same way
+#                TLS-intercepting peer, verifying nginx the same way and
+#                streaming bodies over 1 MB (as cordon streams every body)
 #
 # and measures: a bulk HTTPS download (curl, SIZE bytes, over HTTP/1.1 and
 # HTTP/2), and requests/s with small responses over CONNS keep-alive
@@ -85,7 +86,8 @@ EOF
 nginx -c "$W/nginx.conf" -p "$W"
 if [ -n "$MITM" ]; then
   "$MITM" --listen-host 127.0.0.1 --listen-port "$MPORT" --set confdir="$W/mitm" \
-    --set ssl_verify_upstream_trusted_ca="$W/pub/ca.crt" -q >"$W/mitm.log" 2>&1 & pids+=($!)
+    --set ssl_verify_upstream_trusted_ca="$W/pub/ca.crt" --set stream_large_bodies=1m \
+    -q >"$W/mitm.log" 2>&1 & pids+=($!)
   wait_port "$MPORT"
 fi
 wait_port "$TLS"

@@ -887,7 +887,14 @@ pub(crate) async fn serve_proxy(
             path,
             host,
             framing,
-        } = match check_proxy_request(&h, &mut ev) {
+        } = match check_proxy_request(&h, &mut ev).and_then(|checked| {
+            Refusal::check(shared.policy.check_http(
+                &checked.target.host(),
+                &h.method,
+                &checked.path,
+            ))?;
+            Ok(checked)
+        }) {
             Ok(checked) => checked,
             Err(r) => {
                 ev.flow = shared.next_flow();
@@ -1104,6 +1111,11 @@ pub(crate) async fn serve_pinned<C>(
         let (host, framing) = match checked.and_then(|host| {
             let f = Framing::of_request(&h).map_err(|e| bad(format!("the request has {e}")))?;
             common_checks(&h, &f)?;
+            Refusal::check(
+                shared
+                    .policy
+                    .check_http(&expected, &h.method, origin_path(&h.target)),
+            )?;
             Ok((host, f))
         }) {
             Ok(v) => v,
@@ -1143,6 +1155,18 @@ pub(crate) async fn serve_pinned<C>(
                 return tunnel(client, cbuf, u).await;
             }
         }
+    }
+}
+
+/// The path of a request target: itself in origin form, the part after
+/// the authority in absolute form (`http://host/p` is `/p`).
+fn origin_path(target: &str) -> &str {
+    match target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
     }
 }
 

@@ -332,6 +332,16 @@ where
             hint: String::new(),
         }),
     };
+    // The profile's HTTP rules for the host: method and path.
+    let refusal = refusal.or_else(|| {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        Refusal::check(
+            ctx.shared
+                .policy
+                .check_http(&ctx.expected, req.method().as_str(), path),
+        )
+        .err()
+    });
     if let Some(r) = refusal {
         proxy::denied(&ctx.shared, ev, &r);
         return refusal_response(&r);

@@ -719,3 +719,52 @@ fn a_destination_that_never_answers_gets_the_client_a_502() {
     assert!(resp.contains("no response within 1 s"), "{resp}");
     assert!(started.elapsed() < Duration::from_secs(8));
 }
+
+#[test]
+fn plain_http_requests_obey_the_hosts_http_rules() {
+    let srv = http_server();
+    let mut policy = web_policy(srv);
+    policy.http.insert(
+        "web.test".into(),
+        vec![PathRule::new(
+            <cordon_policy::network::HttpRule as cordon_policy::RuleValue>::parse("GET /ok/**")
+                .unwrap(),
+        )],
+    );
+    let s = setup(policy);
+    let mut c = request(
+        s.proxy,
+        b"GET http://web.test/ok/a?b=1 HTTP/1.1\r\nHost: web.test\r\n\r\n",
+    );
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let (h, body) = response(&mut r, false);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    assert!(body.starts_with("conn=1 GET /ok/a?b=1 "), "{body}");
+    c.write_all(
+        b"POST http://web.test/ok/a HTTP/1.1\r\nHost: web.test\r\nContent-Length: 1\r\n\r\nx",
+    )
+    .unwrap();
+    let mut refused = String::new();
+    r.read_to_string(&mut refused).unwrap();
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(
+        refused.contains("x-cordon-reason: net_http_denied"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("POST /ok/a is not among the requests"),
+        "{refused}"
+    );
+    // Another host without rules takes anything.
+    let c = request(
+        s.proxy,
+        b"DELETE http://other.test/x HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    );
+    let mut r = std::io::BufReader::new(c);
+    assert!(response(&mut r, false).1.starts_with("conn=2 DELETE /x "));
+    s.engine.finish(Duration::from_secs(1));
+    let ev = events(&s.log);
+    assert!(ev
+        .iter()
+        .any(|e| e["kind"] == "flow.denied" && e["code"] == "net_http_denied"));
+}

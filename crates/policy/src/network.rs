@@ -615,9 +615,35 @@ pub struct NetworkPolicy {
     /// Certificates (PEM) trusted for inspected hosts' upstream
     /// connections besides the system's roots: a company CA, a test CA.
     pub upstream_ca: Vec<PathRule<crate::values::HostPath>>,
+    /// Per host, the only requests it may get (hosts without an entry
+    /// take any request). Such hosts are inspected.
+    pub http: std::collections::BTreeMap<String, Vec<PathRule<HttpRule>>>,
 }
 
 impl NetworkPolicy {
+    /// May a request with `method` for `path` go to `host`? Allowed when
+    /// the host has no HTTP rules or one of them matches.
+    pub fn check_http(&self, host: &str, method: &str, path: &str) -> Verdict {
+        let Some(rules) = normalize_name(host).ok().and_then(|n| self.http.get(&n)) else {
+            return Verdict::Allow {
+                rule: "no HTTP rules for the host".into(),
+            };
+        };
+        let shown = path.split(['?', '#']).next().unwrap_or("");
+        match rules.iter().find(|r| r.value.matches(method, path)) {
+            Some(r) => Verdict::Allow { rule: rule_text(r) },
+            None => Verdict::Deny {
+                code: ReasonCode::NetHttpDenied,
+                message: format!(
+                    "{method} {shown} is not among the requests the profile allows to {host}"
+                ),
+                hint: format!(
+                    "add \"{method} {shown}\" (or a glob) to [network.http.\"{host}\"] allow"
+                ),
+            },
+        }
+    }
+
     /// The `inspect` rule matching `host` on `port`, if any.
     pub fn inspects(&self, host: &str, port: u16) -> Option<&PathRule<HostPattern>> {
         let name = normalize_name(host).ok()?;
@@ -837,6 +863,46 @@ impl NetworkPolicy {
 mod tests {
     use super::*;
 
+    #[test]
+    fn http_rules_match_method_and_path_never_the_query() {
+        let r = |s: &str| HttpRule::parse(s).unwrap();
+        assert!(r("GET /repos/**").matches("GET", "/repos/acme/x/pulls"));
+        assert!(r("GET /repos/**").matches("get", "/repos/a?x=1"));
+        assert!(!r("GET /repos/**").matches("POST", "/repos/a"));
+        assert!(r("POST /repos/acme/*/pulls").matches("POST", "/repos/acme/cordon/pulls"));
+        assert!(!r("POST /repos/acme/*/pulls").matches("POST", "/repos/acme/a/b/pulls"));
+        assert!(!r("POST /repos/acme/*/pulls").matches("POST", "/repos/evil/x/pulls"));
+        assert!(r("* /**").matches("DELETE", "/anything/at/all"));
+        assert!(r("GET /").matches("GET", "/"));
+        assert!(r("GET /").matches("GET", "/?q=1"));
+        assert!(!r("GET /").matches("GET", "/x"));
+        // The query never decides.
+        assert!(!r("GET /a").matches("GET", "/b?/a"));
+        assert_eq!(r("get /x/*").render(), "GET /x/*");
+        for bad in ["GET", "GET x", "G-T /x", "/x", "GET /[", ""] {
+            assert!(HttpRule::parse(bad).is_err(), "{bad}");
+        }
+        let mut p = NetworkPolicy::default();
+        p.http
+            .insert("api.test".into(), rules(&["GET /hello", "POST /e*"]));
+        assert!(p.check_http("api.test", "GET", "/hello").is_allowed());
+        assert!(p.check_http("API.test.", "POST", "/echo").is_allowed());
+        assert!(!p.check_http("api.test", "GET", "/sse").is_allowed());
+        assert!(p.check_http("other.test", "DELETE", "/x").is_allowed());
+        match p.check_http("api.test", "PUT", "/hello?token=abc") {
+            Verdict::Deny {
+                code,
+                message,
+                hint,
+            } => {
+                assert_eq!(code, ReasonCode::NetHttpDenied);
+                assert!(!message.contains("token"), "{message}");
+                assert!(hint.contains("PUT /hello"), "{hint}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
     fn rules<T: RuleValue>(v: &[&str]) -> Vec<PathRule<T>> {
         v.iter()
             .map(|s| PathRule::new(T::parse(s).unwrap()))
@@ -1019,5 +1085,86 @@ mod tests {
         assert!(Cidr::parse("2001:db8::/32")
             .unwrap()
             .contains("2001:db8:1::1".parse().unwrap()));
+    }
+}
+
+/// One allowed kind of request to a host (`[network.http."HOST"] allow`):
+/// `"GET /repos/**"`, `"POST /repos/acme/*/pulls"`, `"* /**"`. The method is
+/// a token or `*` (any); the path is a glob over the request's path
+/// (never its query): `*` stays within a segment, `**` crosses them, and
+/// `/` alone is the root path.
+#[derive(Debug, Clone)]
+pub struct HttpRule {
+    /// Upper-case method, or `None` for any.
+    pub method: Option<String>,
+    /// The path pattern as written (starting with `/`).
+    pub path: String,
+    /// The pattern without its leading `/`; `None` for the root path.
+    compiled: Option<crate::glob::Pattern>,
+}
+
+impl PartialEq for HttpRule {
+    fn eq(&self, other: &Self) -> bool {
+        self.method == other.method && self.path == other.path
+    }
+}
+
+impl Eq for HttpRule {}
+
+impl std::hash::Hash for HttpRule {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.method.hash(state);
+        self.path.hash(state);
+    }
+}
+
+impl HttpRule {
+    /// Whether a request with `method` for `path` (its query removed, if
+    /// any) is this kind.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && match &self.compiled {
+                None => rest.is_empty(),
+                Some(p) => p.is_match(rest.as_bytes()),
+            }
+    }
+}
+
+impl RuleValue for HttpRule {
+    const KEY: &'static str = "request";
+    fn parse(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!(
+                "HTTP rule {s:?}: {why} (expected \"METHOD /path/glob\", e.g. \"GET /repos/**\")"
+            )
+        };
+        let (method, path) = s.trim().split_once(' ').ok_or_else(|| bad("no path"))?;
+        let path = path.trim();
+        if !path.starts_with('/') {
+            return Err(bad("the path must start with /"));
+        }
+        let method = match method {
+            "*" => None,
+            m if m.bytes().all(|b| b.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
+            _ => return Err(bad("the method must be a word or *")),
+        };
+        let pattern = &path[1..];
+        let compiled = if pattern.is_empty() {
+            None
+        } else {
+            Some(crate::glob::Pattern::new(pattern).map_err(|e| bad(&e))?)
+        };
+        Ok(HttpRule {
+            method,
+            path: path.to_string(),
+            compiled,
+        })
+    }
+    fn render(&self) -> String {
+        format!("{} {}", self.method.as_deref().unwrap_or("*"), self.path)
     }
 }

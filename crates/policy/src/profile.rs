@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::hide::HideMatcher;
 use crate::network::{
-    preset_hosts, Cidr, EgressMode, Endpoint, EnvCredential, HostEntry, HostName, NetworkPolicy,
-    ProxyUrl,
+    preset_hosts, Cidr, EgressMode, Endpoint, EnvCredential, HostEntry, HostName, HostPattern,
+    NetworkPolicy, ProxyUrl,
 };
 use crate::values::{Bare, ByteSize, EnvName, Glob, HomePath, HostPath, PathRule, RuleValue};
 
@@ -310,6 +310,16 @@ struct NetworkFile {
     inspect: Vec<PathRule<HostEntry>>,
     #[serde(default)]
     upstream_ca: Vec<PathRule<HostPath>>,
+    #[serde(default)]
+    http: BTreeMap<HostName, HttpFile>,
+}
+
+/// `[network.http."HOST"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    #[serde(default)]
+    allow: Vec<PathRule<crate::network::HttpRule>>,
 }
 
 /// `upstream_proxy`: a URL, or `""` for none.
@@ -598,6 +608,21 @@ impl Profile {
         extend(&mut self.network.deny, expand(n.deny)?);
         extend(&mut self.network.inspect, expand(n.inspect)?);
         extend(&mut self.network.upstream_ca, n.upstream_ca);
+        for (host, rules) in n.http {
+            // Requests are only readable inside TLS when it is inspected.
+            let pattern = HostPattern::parse(&host.0).map_err(|message| ProfileError::Invalid {
+                origin: origin.to_owned(),
+                message,
+            })?;
+            if !self.network.inspect.iter().any(|r| r.value == pattern) {
+                self.network.inspect.push(PathRule {
+                    value: pattern,
+                    reason: Some("it has [network.http] rules".into()),
+                    optional: false,
+                });
+            }
+            extend(self.network.http.entry(host.0).or_default(), rules.allow);
+        }
         extend(&mut self.network.allow_cidr, n.allow_cidr);
         extend(&mut self.network.allow_local, n.allow_local);
         self.network

@@ -48,6 +48,9 @@ pub enum ReasonCode {
     /// A request carried a secret's placeholder to a host the secret is
     /// not bound to: someone is trying to move the credential.
     NetSecretWrongHost,
+    /// A request to an inspected host that the profile's `[network.http]`
+    /// rules for that host do not allow (method and path).
+    NetHttpDenied,
     /// UDP other than DNS to cordon's resolver (QUIC included) is dropped.
     NetUdpBlocked,
     /// A DNS query type that is not answered (only A and AAAA are).
@@ -77,6 +80,7 @@ impl ReasonCode {
             ReasonCode::NetUpstreamFailed => "net_upstream_failed",
             ReasonCode::NetUpstreamUntrusted => "net_upstream_untrusted",
             ReasonCode::NetSecretWrongHost => "net_secret_wrong_host",
+            ReasonCode::NetHttpDenied => "net_http_denied",
             ReasonCode::NetUdpBlocked => "net_udp_blocked",
             ReasonCode::NetDnsRefused => "net_dns_refused",
             ReasonCode::NetDnsTunnel => "net_dns_tunnel",
@@ -113,6 +117,7 @@ mod tests {
             ReasonCode::NetUpstreamFailed,
             ReasonCode::NetUpstreamUntrusted,
             ReasonCode::NetSecretWrongHost,
+            ReasonCode::NetHttpDenied,
             ReasonCode::NetUdpBlocked,
             ReasonCode::NetDnsRefused,
             ReasonCode::NetDnsTunnel,

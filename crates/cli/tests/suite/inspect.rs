@@ -677,3 +677,72 @@ both!(
         assert!(!o.status.success(), "{}", stdout_err(&o));
     }
 );
+
+both!(http_rules_limit_a_host_to_some_requests, |env| {
+    let srv = H2Server::start();
+    let ca = env.home.join("test-ca.crt");
+    std::fs::copy(&pki().ca, &ca).unwrap();
+    env.own(&ca);
+    // No `inspect` line: the HTTP rules make the host inspected.
+    env.profile(
+        "rules",
+        &format!(
+            "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
+             upstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
+             [network.http.\"api.test\"]\n\
+             allow = [\"GET /hello\", {{ request = \"POST /e*\", reason = \"uploads\" }}]\n",
+            p = srv.port
+        ),
+    );
+    let p = srv.port;
+    let script = format!(
+        "curl -sS https://api.test:{p}/hello; \
+         curl -sS --http1.1 --data x https://api.test:{p}/echo; \
+         curl -sS -i https://api.test:{p}/sse | tr -d '\\r'; \
+         curl -sS -i --data x https://api.test:{p}/hello | tr -d '\\r'"
+    );
+    let o = env.sh(&["--profile", "rules"], &script);
+    let out = ok(&o);
+    assert!(
+        out.contains(&format!("hello over h2, host=api.test:{p}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("x-cordon-reason: net_http_denied").count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("GET /sse is not among the requests the profile allows to api.test"),
+        "{out}"
+    );
+    assert!(out.contains("[network.http.\"api.test\"] allow"), "{out}");
+    let got: Vec<String> = srv
+        .requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["GET /hello", "POST /echo"],
+        "refused requests reached the server"
+    );
+    // The rules show in the effective profile.
+    let o = env.cordon(["profile", "show", "rules"]).output().unwrap();
+    let shown = ok(&o);
+    assert!(
+        shown.contains("GET /hello") && shown.contains("uploads"),
+        "{shown}"
+    );
+});
