@@ -199,6 +199,9 @@ pub struct Detector {
     max_len: usize,
     /// The shortest finding: shorter text is not searched.
     min_len: usize,
+    /// Values that are never findings (the placeholders cordon hands out
+    /// look like the credentials they stand for).
+    ignored: Vec<Vec<u8>>,
 }
 
 impl Detector {
@@ -306,7 +309,15 @@ impl Detector {
             pii: opts.pii.then_some(pii::Pii { ip: opts.ip }),
             max_len,
             min_len,
+            ignored: Vec::new(),
         })
+    }
+
+    /// The same detector, never reporting a finding whose secret is
+    /// exactly one of `values`.
+    pub fn ignoring(mut self, values: Vec<Vec<u8>>) -> Detector {
+        self.ignored = values;
+        self
     }
 
     /// The built-in credential rules only.
@@ -399,6 +410,12 @@ impl Detector {
         }
         if let Some(c) = &self.canaries {
             c.scan(hay, &mut out);
+        }
+        if !self.ignored.is_empty() {
+            out.retain(|f| {
+                let secret = hay.get(f.start..f.end).unwrap_or_default();
+                !self.ignored.iter().any(|v| v.as_slice() == secret)
+            });
         }
         resolve(out)
     }

@@ -76,6 +76,10 @@ pub struct NetEvent {
     /// The response status of an inspected request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// What DLP found in an inspected request and did (`github-pat in the
+    /// body (redacted)`), never the data itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dlp: Option<String>,
 }
 
 /// What the user hears when the agent exits.

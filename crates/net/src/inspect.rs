@@ -47,11 +47,13 @@ pub struct Inspection {
     pub upstream: Arc<rustls::ClientConfig>,
     /// The secrets injected into requests to their hosts.
     pub credentials: Arc<Vec<Credential>>,
+    /// Data loss prevention on every inspected request.
+    pub dlp: Arc<crate::dlp::Dlp>,
 }
 
 type Body = BoxBody<Bytes, BoxError>;
 /// What goes upstream: the agent's body, rewritten as it streams.
-type UpBody = Rewriting<Incoming>;
+type UpBody = Rewriting<Outgoing>;
 
 /// Inspects the flow `t`, already allowed and connected (`up`); `first`
 /// holds the agent's ClientHello, already read.
@@ -177,6 +179,7 @@ pub(crate) async fn serve<C>(
         expected,
         flow,
         credentials: Arc::clone(&inspection.credentials),
+        dlp: Arc::clone(&inspection.dlp),
     });
     if h2 {
         serve_h2(ctx, client, upstream).await;
@@ -197,6 +200,7 @@ struct Ctx {
     expected: String,
     flow: Arc<NetEvent>,
     credentials: Arc<Vec<Credential>>,
+    dlp: Arc<crate::dlp::Dlp>,
 }
 
 /// HTTP/2 flow-control window per stream (twice that per connection).
@@ -231,6 +235,8 @@ where
             )
         }
     });
+    // Boxed as a Send future: the compiler cannot see it is one through
+    // the service's higher-ranked lifetimes.
     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(H2_WINDOW)
         .initial_connection_window_size(H2_WINDOW * 2)
@@ -347,6 +353,15 @@ where
         return refusal_response(&r);
     }
     let (mut parts, body) = req.into_parts();
+    // DLP, on what the agent sent (before any secret is put in).
+    let (body, note) = match dlp_check(ctx, &mut parts, body).await {
+        Ok(v) => v,
+        Err(r) => {
+            proxy::denied(&ctx.shared, ev, &r);
+            return refusal_response(&r);
+        }
+    };
+    ev.dlp = note;
     let injected = match inject(ctx, &mut parts) {
         Ok(injected) => injected,
         Err(name) => {
@@ -429,6 +444,168 @@ where
             ev.message = Some(r.message.clone());
             ctx.shared.log.record(ev);
             refusal_response(&r)
+        }
+    }
+}
+
+/// The body as it goes on (read whole when it is small enough to check,
+/// streamed otherwise) and what DLP found; or the refusal.
+async fn dlp_check(
+    ctx: &Ctx,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+) -> Result<(Outgoing, Option<String>), Refusal> {
+    use http_body::Body as _;
+    let max = usize::try_from(ctx.dlp.policy.max_body.0).unwrap_or(usize::MAX);
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut unchecked = None;
+    let (mut bytes, rest): (Option<Vec<u8>>, Option<Incoming>) = if body.is_end_stream() {
+        (Some(Vec::new()), None)
+    } else if declared.is_some_and(|n| n > max as u64) {
+        unchecked = Some(format!(
+            "body of {} bytes not checked (max_body)",
+            declared.unwrap_or(0)
+        ));
+        (None, Some(body))
+    } else {
+        let mut body = body;
+        let mut read = Vec::new();
+        let mut ended = true;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Refusal {
+                status: 400,
+                code: ReasonCode::NetBadRequest,
+                message: format!("the request body could not be read: {e}"),
+                hint: String::new(),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                read.extend_from_slice(&data);
+                if read.len() > max {
+                    ended = false;
+                    break;
+                }
+            }
+        }
+        if ended {
+            (Some(read), None)
+        } else {
+            unchecked = Some(format!(
+                "body over {max} bytes not checked past them (max_body)"
+            ));
+            // What was read goes first, unchecked like the rest.
+            return Ok((Outgoing::Stream(Some(Bytes::from(read)), body), unchecked));
+        }
+    };
+    let json = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+    let mut uri = parts.uri.to_string().into_bytes();
+    let before_uri = uri.clone();
+    let verdict = {
+        let header_values: Vec<(&str, &[u8])> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        ctx.dlp.check(
+            &ctx.expected,
+            ctx.flow.port,
+            &mut uri,
+            &header_values,
+            bytes.as_mut().map(|b| (b, json)),
+        )
+    };
+    let notes = match verdict {
+        crate::dlp::Verdict::Block(what) => {
+            return Err(Refusal {
+                status: 403,
+                code: ReasonCode::NetDlpBlocked,
+                message: format!("{what}: data that must not leave the sandbox"),
+                hint: "remove it from the request; if it is meant to go there, the profile's \
+                       [dlp] action can be redact or alert"
+                    .into(),
+            })
+        }
+        crate::dlp::Verdict::Pass { notes } => notes,
+    };
+    if uri != before_uri {
+        if let Ok(u) = http::Uri::try_from(uri) {
+            parts.uri = u;
+        }
+    }
+    let mut all: Vec<String> = notes;
+    all.extend(unchecked);
+    let note = (!all.is_empty()).then(|| all.join("; "));
+    let body = match (bytes, rest) {
+        (Some(b), _) => {
+            if declared.is_some_and(|n| n != b.len() as u64)
+                || (declared.is_none() && !b.is_empty())
+            {
+                parts.headers.insert(
+                    hyper::header::CONTENT_LENGTH,
+                    hyper::header::HeaderValue::from(b.len()),
+                );
+                parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+            }
+            Outgoing::Whole(Some(Bytes::from(b)))
+        }
+        (None, Some(rest)) => Outgoing::Stream(None, rest),
+        (None, None) => Outgoing::Whole(None),
+    };
+    Ok((body, note))
+}
+
+/// A request body on its way upstream: read whole (and checked), or
+/// streamed, after what was already read of it.
+pub(crate) enum Outgoing {
+    Whole(Option<Bytes>),
+    Stream(Option<Bytes>, Incoming),
+}
+
+impl http_body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Outgoing::Whole(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
+            Outgoing::Stream(first, rest) => match first.take() {
+                Some(b) => Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Whole(b) => b.is_none(),
+            Outgoing::Stream(first, rest) => first.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Outgoing::Whole(b) => {
+                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Outgoing::Stream(first, rest) => {
+                let mut h = rest.size_hint();
+                let n = first.as_ref().map_or(0, |b| b.len() as u64);
+                h.set_lower(h.lower() + n);
+                if let Some(u) = h.upper() {
+                    h.set_upper(u + n);
+                }
+                h
+            }
         }
     }
 }

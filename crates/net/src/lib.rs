@@ -31,6 +31,7 @@
 //! did not allow.
 
 pub mod credentials;
+pub mod dlp;
 pub mod dns;
 pub mod events;
 mod http1;

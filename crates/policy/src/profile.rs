@@ -206,6 +206,61 @@ struct ProfileFile {
     network: NetworkFile,
     #[serde(default)]
     secrets: Vec<crate::secrets::SecretFile>,
+    #[serde(default)]
+    dlp: DlpFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlpFile {
+    action: Option<DlpAction>,
+    model_action: Option<DlpAction>,
+    #[serde(default)]
+    model_hosts: Vec<PathRule<HostEntry>>,
+    pii: Option<bool>,
+    max_body: Option<ByteSize>,
+}
+
+/// What happens to an inspected request that carries a credential (or,
+/// with `pii`, personal data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DlpAction {
+    /// Refused with a 403 naming what was found.
+    Block,
+    /// Passed on with each finding replaced by a placeholder.
+    Redact,
+    /// Passed on unchanged; a finding is recorded.
+    Alert,
+}
+
+/// Data loss prevention on inspected requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DlpPolicy {
+    /// For every inspected host but the model hosts.
+    pub action: DlpAction,
+    /// For the model hosts (prompts: code with secrets reaches the model
+    /// as placeholders).
+    pub model_action: DlpAction,
+    /// The model hosts: the @anthropic, @openai and @google-ai presets,
+    /// plus the profile's.
+    pub model_hosts: Vec<PathRule<HostPattern>>,
+    /// Also personal data (emails, phone and card numbers, IBANs, SSNs).
+    pub pii: bool,
+    /// The most body bytes read and checked; the rest of a larger body
+    /// passes unchecked (the request's event says so).
+    pub max_body: ByteSize,
+}
+
+impl DlpPolicy {
+    /// The action for requests to `host` on `port`.
+    pub fn action_for(&self, host: &str, port: u16) -> DlpAction {
+        if self.model_hosts.iter().any(|r| r.value.matches(host, port)) {
+            self.model_action
+        } else {
+            self.action
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -416,6 +471,8 @@ pub struct Profile {
     pub network: NetworkPolicy,
     /// Credentials the agent uses through placeholders.
     pub secrets: Vec<crate::secrets::SecretBinding>,
+    /// Data loss prevention on inspected requests.
+    pub dlp: DlpPolicy,
     /// The compiled hide matcher, built once on first use.
     #[serde(skip)]
     matcher: CompiledHide,
@@ -534,6 +591,17 @@ impl Profile {
             },
             network: NetworkPolicy::default(),
             secrets: Vec::new(),
+            dlp: DlpPolicy {
+                action: DlpAction::Block,
+                model_action: DlpAction::Redact,
+                model_hosts: ["anthropic", "openai", "google-ai"]
+                    .iter()
+                    .filter_map(|p| preset_hosts(p).ok())
+                    .flat_map(|(_, hosts)| hosts)
+                    .collect(),
+                pii: false,
+                max_body: ByteSize(8 << 20),
+            },
             matcher: CompiledHide::default(),
         }
     }
@@ -637,6 +705,20 @@ impl Profile {
         if let Some(m) = n.mode {
             self.network.mode = m;
         }
+        let d = f.dlp;
+        if let Some(a) = d.action {
+            self.dlp.action = a;
+        }
+        if let Some(a) = d.model_action {
+            self.dlp.model_action = a;
+        }
+        if let Some(p) = d.pii {
+            self.dlp.pii = p;
+        }
+        if let Some(m) = d.max_body {
+            self.dlp.max_body = m;
+        }
+        extend(&mut self.dlp.model_hosts, expand(d.model_hosts)?);
         for f in f.secrets {
             let b = f.check().map_err(|message| ProfileError::Invalid {
                 origin: origin.to_owned(),

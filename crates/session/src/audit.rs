@@ -325,6 +325,9 @@ pub fn net_event(ev: &NetEvent) -> Event {
     if let Some(a) = &ev.alpn {
         cordon["alpn"] = a.clone().into();
     }
+    if let Some(d) = &ev.dlp {
+        cordon["dlp"] = d.clone().into();
+    }
     match class {
         Class::Dns => {
             e = e.field(

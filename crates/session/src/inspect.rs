@@ -102,6 +102,13 @@ impl Prepared {
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
             .map_err(|e| Error::io("make cordon non-dumpable", e.into()))?;
         let (credentials, placeholders) = credentials(profile, store)?;
+        // The real values are canaries for DLP (the agent never holds
+        // them), and the placeholders are never findings.
+        let dlp = cordon_net::dlp::Dlp::new(
+            profile.dlp.clone(),
+            credentials.iter().map(|c| c.value.clone()).collect(),
+            credentials.iter().map(|c| c.placeholder.clone()).collect(),
+        );
         let system = SYSTEM_BUNDLES
             .iter()
             .map(Path::new)
@@ -145,11 +152,19 @@ impl Prepared {
                 ca: Arc::new(ca),
                 upstream,
                 credentials: Arc::new(credentials),
+                dlp: Arc::new(dlp),
             },
             bundle_dest: system,
             bundle,
             placeholders,
         })
+    }
+
+    /// Adds the session's decoy values to what DLP always blocks.
+    pub fn add_canaries(&mut self, values: &[Vec<u8>]) {
+        if let Some(dlp) = Arc::get_mut(&mut self.inspection.dlp) {
+            dlp.add_canaries(values.iter().cloned());
+        }
     }
 
     /// Writes the bundle into the session's directory and returns the

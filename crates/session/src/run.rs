@@ -319,7 +319,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     }
     // TLS inspection: the session's CA, its trust inside the sandbox, and
     // the secrets injected into requests.
-    let inspection = (egress != Egress::None && !profile.network.inspect.is_empty())
+    let mut inspection = (egress != Egress::None && !profile.network.inspect.is_empty())
         .then(|| {
             crate::inspect::Prepared::new(
                 id.as_str(),
@@ -444,8 +444,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let decoys = crate::detection::Decoys::plant(&session_dir, home, &profile)?;
     let mut mounts = layout.mounts.clone();
     mounts.extend(decoys.mounts());
-    if let Some(i) = &inspection {
+    if let Some(i) = &mut inspection {
         mounts.push(i.mount(&session_dir)?);
+        i.add_canaries(&decoys.values);
     }
     let cwd_inside = if cwd.starts_with(&project) {
         cwd

@@ -51,6 +51,9 @@ pub enum ReasonCode {
     /// A request to an inspected host that the profile's `[network.http]`
     /// rules for that host do not allow (method and path).
     NetHttpDenied,
+    /// An inspected request carried a credential, a canary or (with `pii`)
+    /// personal data, and the profile's DLP action is `block`.
+    NetDlpBlocked,
     /// UDP other than DNS to cordon's resolver (QUIC included) is dropped.
     NetUdpBlocked,
     /// A DNS query type that is not answered (only A and AAAA are).
@@ -81,6 +84,7 @@ impl ReasonCode {
             ReasonCode::NetUpstreamUntrusted => "net_upstream_untrusted",
             ReasonCode::NetSecretWrongHost => "net_secret_wrong_host",
             ReasonCode::NetHttpDenied => "net_http_denied",
+            ReasonCode::NetDlpBlocked => "net_dlp_blocked",
             ReasonCode::NetUdpBlocked => "net_udp_blocked",
             ReasonCode::NetDnsRefused => "net_dns_refused",
             ReasonCode::NetDnsTunnel => "net_dns_tunnel",
@@ -118,6 +122,7 @@ mod tests {
             ReasonCode::NetUpstreamUntrusted,
             ReasonCode::NetSecretWrongHost,
             ReasonCode::NetHttpDenied,
+            ReasonCode::NetDlpBlocked,
             ReasonCode::NetUdpBlocked,
             ReasonCode::NetDnsRefused,
             ReasonCode::NetDnsTunnel,

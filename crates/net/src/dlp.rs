@@ -1,0 +1,182 @@
+//! Data loss prevention on inspected requests: what the agent sends is
+//! checked by cordon-detect before it leaves.
+//!
+//! * The URL (path and query) and the body, up to `max_body` bytes (a
+//!   larger body passes unchecked beyond that, and its event says so):
+//!   credentials, and personal data with `pii`. The profile's action
+//!   decides: `block` (a 403 naming what was found, masked), `redact`
+//!   (each finding becomes a typed placeholder, `[REDACTED:github-pat#1]`,
+//!   the same one for the same value all session; JSON bodies are
+//!   redacted string by string and stay valid JSON), or `alert` (recorded
+//!   only). Model-API hosts have their own action (`redact` by default),
+//!   so code with secrets reaches the model as placeholders.
+//! * Headers are checked too, but only canaries stop them: an agent's own
+//!   credentials travel in headers by design, and their findings are
+//!   recorded.
+//! * Always blocked, whatever the action: the session's canaries (the
+//!   decoy credentials' values) and the real values of injected secrets,
+//!   in any encoding cordon-detect knows. The agent never holds those;
+//!   seeing one means it got hold of it.
+//! * The placeholders of injected secrets look like the credentials they
+//!   stand for and are never findings.
+//!
+//! The detector is built on the first inspected request, not at start.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cordon_detect::{Detector, Finding, Kind, Options, Placeholders, Style};
+use cordon_policy::profile::{DlpAction, DlpPolicy};
+use zeroize::Zeroizing;
+
+/// The session's DLP.
+pub struct Dlp {
+    /// The profile's settings.
+    pub policy: DlpPolicy,
+    canaries: Vec<Zeroizing<Vec<u8>>>,
+    ignored: Vec<Vec<u8>>,
+    detector: OnceLock<Result<Arc<Detector>, String>>,
+    map: Mutex<Placeholders>,
+}
+
+impl std::fmt::Debug for Dlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dlp")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the check decided.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Send it (possibly rewritten); `notes` name what was found and done.
+    Pass { notes: Vec<String> },
+    /// Refuse it: what was found, masked.
+    Block(String),
+}
+
+impl Dlp {
+    /// DLP with `policy`; `canaries` are always blocked, `ignored` (the
+    /// placeholders) are never findings.
+    pub fn new(policy: DlpPolicy, canaries: Vec<Zeroizing<Vec<u8>>>, ignored: Vec<Vec<u8>>) -> Dlp {
+        Dlp {
+            policy,
+            canaries,
+            ignored,
+            detector: OnceLock::new(),
+            map: Mutex::new(Placeholders::new()),
+        }
+    }
+
+    /// Adds canaries (before the first request).
+    pub fn add_canaries(&mut self, values: impl IntoIterator<Item = Vec<u8>>) {
+        self.canaries.extend(values.into_iter().map(Zeroizing::new));
+    }
+
+    fn detector(&self) -> Result<&Arc<Detector>, String> {
+        self.detector
+            .get_or_init(|| {
+                Detector::new(Options {
+                    pii: self.policy.pii,
+                    canaries: self.canaries.iter().map(|c| c.to_vec()).collect(),
+                    ..Options::default()
+                })
+                .map(|d| Arc::new(d.ignoring(self.ignored.clone())))
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Checks a request to `host` on `port`: its URL (`uri`, rewritten in
+    /// place when redacted), its header values, and `body` when it was
+    /// read whole (rewritten in place; `json` when it is a JSON document).
+    pub(crate) fn check(
+        &self,
+        host: &str,
+        port: u16,
+        uri: &mut Vec<u8>,
+        headers: &[(&str, &[u8])],
+        body: Option<(&mut Vec<u8>, bool)>,
+    ) -> Verdict {
+        let detector = match self.detector() {
+            Ok(d) => d,
+            Err(e) => return Verdict::Block(format!("cordon's DLP could not start: {e}")),
+        };
+        let action = self.policy.action_for(host, port);
+        let mut notes = Vec::new();
+        for (name, value) in headers {
+            let found = detector.scan(value);
+            if let Some(c) = found.iter().find(|f| f.kind == Kind::Canary) {
+                return Verdict::Block(format!("the {name} header carries {}", describe(c, value)));
+            }
+            for f in found.iter().filter(|f| f.kind != Kind::Canary) {
+                notes.push(format!("{} in the {name} header (passed)", f.rule));
+            }
+        }
+        let mut parts: Vec<(&str, &mut Vec<u8>, bool)> = vec![("URL", uri, false)];
+        if let Some((b, json)) = body {
+            parts.push(("body", b, json));
+        }
+        for (place, bytes, json) in parts {
+            let found = detector.scan(bytes);
+            if found.is_empty() {
+                continue;
+            }
+            if let Some(c) = found.iter().find(|f| f.kind == Kind::Canary) {
+                return Verdict::Block(format!("the {place} carries {}", describe(c, bytes)));
+            }
+            let strong: Vec<&Finding> = found
+                .iter()
+                .filter(|f| f.confidence > cordon_detect::Confidence::Low)
+                .collect();
+            match action {
+                DlpAction::Block if !strong.is_empty() => {
+                    let what: Vec<String> = strong.iter().map(|f| describe(f, bytes)).collect();
+                    return Verdict::Block(format!("the {place} carries {}", what.join(", ")));
+                }
+                DlpAction::Redact => {
+                    let mut map = self
+                        .map
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // A URL must stay a URL: same-shape stand-ins there.
+                    let style = if place == "URL" {
+                        Style::FormatPreserving
+                    } else {
+                        Style::Typed
+                    };
+                    let redacted = if json {
+                        cordon_detect::redact_json(detector, &mut map, style, bytes)
+                            .ok()
+                            .map(|(out, _)| out)
+                    } else {
+                        None
+                    };
+                    let out = redacted.unwrap_or_else(|| {
+                        cordon_detect::redact(detector, &mut map, style, bytes).0
+                    });
+                    *bytes = out;
+                    notes.extend(
+                        found
+                            .iter()
+                            .map(|f| format!("{} in the {place} (redacted)", f.rule)),
+                    );
+                }
+                _ => notes.extend(
+                    found
+                        .iter()
+                        .map(|f| format!("{} in the {place} (passed)", f.rule)),
+                ),
+            }
+        }
+        Verdict::Pass { notes }
+    }
+}
+
+fn describe(f: &Finding, hay: &[u8]) -> String {
+    if f.kind == Kind::Canary {
+        return "a canary value (a decoy credential's or an injected secret's)".into();
+    }
+    format!("{} ({})", f.rule, f.preview(hay))
+}
