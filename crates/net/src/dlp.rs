@@ -105,14 +105,34 @@ impl Dlp {
         };
         let action = self.policy.action_for(host, port);
         let mut notes = Vec::new();
+        // The headers in one pass (a scan has a fixed cost, and a request
+        // has a dozen headers), each line `name: value`.
+        let mut all = Vec::with_capacity(headers.iter().map(|(n, v)| n.len() + v.len() + 3).sum());
+        let mut starts = Vec::with_capacity(headers.len());
         for (name, value) in headers {
-            let found = detector.scan(value);
-            if let Some(c) = found.iter().find(|f| f.kind == Kind::Canary) {
-                return Verdict::Block(format!("the {name} header carries {}", describe(c, value)));
+            starts.push(all.len());
+            all.extend_from_slice(name.as_bytes());
+            all.extend_from_slice(b": ");
+            all.extend_from_slice(value);
+            all.push(b'\n');
+        }
+        let name_at = |at: usize| {
+            let i = starts.partition_point(|&s| s <= at).saturating_sub(1);
+            headers.get(i).map_or("", |(n, _)| *n)
+        };
+        for f in detector.scan(&all) {
+            if f.kind == Kind::Canary {
+                return Verdict::Block(format!(
+                    "the {} header carries {}",
+                    name_at(f.start),
+                    describe(&f, &all)
+                ));
             }
-            for f in found.iter().filter(|f| f.kind != Kind::Canary) {
-                notes.push(format!("{} in the {name} header (passed)", f.rule));
-            }
+            notes.push(format!(
+                "{} in the {} header (passed)",
+                f.rule,
+                name_at(f.start)
+            ));
         }
         let mut parts: Vec<(&str, &mut Vec<u8>, bool)> = vec![("URL", uri, false)];
         if let Some((b, json)) = body {
