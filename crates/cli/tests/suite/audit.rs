@@ -294,11 +294,13 @@ both!(a_process_killed_by_a_signal_has_its_exit_recorded, |env| {
         );
         return;
     }
-    // Killed once it runs sleep (its command line says so after the exec).
+    // Killed once it runs sleep: its command line is exactly `sleep 30`
+    // after the exec (before it, the forked shell's holds the whole
+    // script, which names sleep too).
     let o = env.sh(
         &[],
-        "sleep 30 & while ! grep -q sleep /proc/$!/cmdline; do :; done; kill -9 $!; wait; \
-         echo done",
+        "sleep 30 & while ! tr '\\0' ' ' < /proc/$!/cmdline | grep -qx 'sleep 30 '; do :; done; \
+         kill -9 $!; wait; echo done",
     );
     assert_eq!(ok(&o).trim(), "done");
     let procs: Vec<Value> = records_of(env, 1007);
