@@ -861,3 +861,62 @@ both!(
         }
     }
 );
+
+both!(
+    websocket_upgrades_become_a_relay_through_inspection,
+    |env| {
+        let srv = crate::suite::egress::Server::start(None);
+        let ca = env.home.join("test-ca.crt");
+        std::fs::copy(&pki().ca, &ca).unwrap();
+        env.own(&ca);
+        let p = srv.port;
+        env.profile(
+            "ws",
+            &format!(
+                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
+             inspect = [\"api.test\"]\nupstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n"
+            ),
+        );
+        // A raw client: CONNECT, TLS trusting what cordon injected, the
+        // upgrade, then bytes both ways.
+        let script = format!(
+        "python3 -c \"
+import base64, os, socket, ssl
+s = socket.create_connection(('127.0.0.1', 3128))
+s.sendall(b'CONNECT api.test:{p} HTTP/1.1\\r\\nHost: api.test:{p}\\r\\n\\r\\n')
+head = b''
+while not head.endswith(b'\\r\\n\\r\\n'):
+    head += s.recv(1)
+ctx = ssl.create_default_context()
+ctx.set_alpn_protocols(['http/1.1'])
+t = ctx.wrap_socket(s, server_hostname='api.test')
+key = base64.b64encode(os.urandom(16)).decode()
+t.sendall(('GET /ws HTTP/1.1\\r\\nHost: api.test:{p}\\r\\nUpgrade: websocket\\r\\n'
+    'Connection: Upgrade\\r\\nSec-WebSocket-Key: ' + key + '\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n').encode())
+head = b''
+while not head.endswith(b'\\r\\n\\r\\n'):
+    head += t.recv(1)
+print(head.split(b'\\r\\n')[0].decode())
+for word in (b'ping-1', b'ping-2'):
+    t.sendall(word)
+    print('echo:', t.recv(100).decode())
+\""
+    );
+        let o = env.sh(&["--profile", "ws"], &script);
+        let out = ok(&o);
+        assert!(out.contains("HTTP/1.1 101"), "{out}\n{}", stderr(&o));
+        assert!(
+            out.contains("echo: ping-1") && out.contains("echo: ping-2"),
+            "{out}"
+        );
+        let ev = net_events(env);
+        assert!(
+            ev.iter().any(|e| e["kind"] == "http.request"
+                && e["path"] == "/ws"
+                && e["status"] == 101
+                && e["tls"] == "inspected"),
+            "{ev:#?}"
+        );
+    }
+);
