@@ -133,7 +133,7 @@ pub(crate) async fn serve<C>(
                 ),
                 hint: "if the server's CA is a private one, name its certificate in \
                        [network] upstream_ca; if the host pins its certificate or needs a \
-                       client certificate, remove it from [network] inspect"
+                       client certificate, name it in [network] no_inspect"
                     .into(),
             };
             proxy::denied(&shared, ev, &r);
@@ -161,8 +161,8 @@ pub(crate) async fn serve<C>(
                      failed: {e}"
                 ),
                 hint: "the client must trust the session CA (cordon sets SSL_CERT_FILE and \
-                       the like); a client that pins certificates needs the host removed \
-                       from [network] inspect"
+                       the like); a client that pins certificates needs the host in \
+                       [network] no_inspect"
                     .into(),
             };
             return proxy::denied(&shared, ev, &r);
@@ -350,6 +350,7 @@ where
     });
     if let Some(r) = refusal {
         proxy::denied(&ctx.shared, ev, &r);
+        drain(req.into_body()).await;
         return refusal_response(&r);
     }
     let (mut parts, body) = req.into_parts();
@@ -367,6 +368,7 @@ where
         Err(name) => {
             let r = wrong_host(ctx, &name);
             proxy::denied(&ctx.shared, ev, &r);
+            drain(body).await;
             return refusal_response(&r);
         }
     };
@@ -446,6 +448,23 @@ where
             refusal_response(&r)
         }
     }
+}
+
+/// Reads and drops what the agent sends of a refused request's body (at
+/// most 64 KiB, for at most 2 s), so that the refusal is answered to a
+/// request that is complete: over HTTP/2, answering first resets the
+/// stream, and a client may see the reset instead of the explanation.
+async fn drain<B: http_body::Body<Data = Bytes> + Unpin>(mut body: B) {
+    let read = async {
+        let mut n = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            n += frame.data_ref().map_or(0, Bytes::len);
+            if n > 64 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
 }
 
 /// The body as it goes on (read whole when it is small enough to check,

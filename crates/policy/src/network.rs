@@ -590,6 +590,10 @@ pub fn preset_hosts(name: &str) -> Result<(String, Vec<PathRule<HostPattern>>), 
     Ok((file.description, out))
 }
 
+/// The presets of model APIs: allowed through them, their hosts are
+/// inspected by default, and DLP redacts what goes to them.
+pub const MODEL_PRESETS: &[&str] = &["anthropic", "openai", "google-ai"];
+
 /// The effective egress policy of a profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NetworkPolicy {
@@ -612,6 +616,9 @@ pub struct NetworkPolicy {
     /// Hosts whose TLS cordon terminates (with a per-session CA the
     /// sandbox trusts) to see, check and record each HTTP request.
     pub inspect: Vec<PathRule<HostPattern>>,
+    /// Hosts never inspected (tunnelled), whatever else says so: servers
+    /// that need a client certificate, clients that pin their server's.
+    pub no_inspect: Vec<PathRule<HostPattern>>,
     /// Certificates (PEM) trusted for inspected hosts' upstream
     /// connections besides the system's roots: a company CA, a test CA.
     pub upstream_ca: Vec<PathRule<crate::values::HostPath>>,
@@ -647,7 +654,17 @@ impl NetworkPolicy {
     /// The `inspect` rule matching `host` on `port`, if any.
     pub fn inspects(&self, host: &str, port: u16) -> Option<&PathRule<HostPattern>> {
         let name = normalize_name(host).ok()?;
+        if self.no_inspect.iter().any(|r| r.value.matches(&name, port)) {
+            return None;
+        }
         self.inspect.iter().find(|r| r.value.matches(&name, port))
+    }
+
+    /// Whether any flow can be inspected.
+    pub fn inspects_any(&self) -> bool {
+        self.inspect
+            .iter()
+            .any(|r| !self.no_inspect.iter().any(|n| n.value == r.value))
     }
 }
 

@@ -364,6 +364,8 @@ struct NetworkFile {
     #[serde(default)]
     inspect: Vec<PathRule<HostEntry>>,
     #[serde(default)]
+    no_inspect: Vec<PathRule<HostEntry>>,
+    #[serde(default)]
     upstream_ca: Vec<PathRule<HostPath>>,
     #[serde(default)]
     http: BTreeMap<HostName, HttpFile>,
@@ -594,7 +596,7 @@ impl Profile {
             dlp: DlpPolicy {
                 action: DlpAction::Block,
                 model_action: DlpAction::Redact,
-                model_hosts: ["anthropic", "openai", "google-ai"]
+                model_hosts: crate::network::MODEL_PRESETS
                     .iter()
                     .filter_map(|p| preset_hosts(p).ok())
                     .flat_map(|(_, hosts)| hosts)
@@ -672,9 +674,32 @@ impl Profile {
             }
             Ok(out)
         };
+        // Model APIs allowed through their presets are inspected by
+        // default: that is where prompts (and DLP's redaction) go.
+        for e in &n.allow {
+            if let HostEntry::Preset(name) = &e.value {
+                if crate::network::MODEL_PRESETS.contains(&name.as_str()) {
+                    let (_, hosts) =
+                        preset_hosts(name).map_err(|message| ProfileError::Invalid {
+                            origin: origin.to_owned(),
+                            message,
+                        })?;
+                    for h in hosts {
+                        if !self.network.inspect.iter().any(|r| r.value == h.value) {
+                            self.network.inspect.push(PathRule {
+                                value: h.value,
+                                reason: Some(format!("@{name}: a model API, inspected by default")),
+                                optional: false,
+                            });
+                        }
+                    }
+                }
+            }
+        }
         extend(&mut self.network.allow, expand(n.allow)?);
         extend(&mut self.network.deny, expand(n.deny)?);
         extend(&mut self.network.inspect, expand(n.inspect)?);
+        extend(&mut self.network.no_inspect, expand(n.no_inspect)?);
         extend(&mut self.network.upstream_ca, n.upstream_ca);
         for (host, rules) in n.http {
             // Requests are only readable inside TLS when it is inspected.
@@ -1257,6 +1282,34 @@ mod tests {
             assert!(resolve("bad", &src).is_err(), "{bad}");
         }
         assert!(resolve("default", &src).unwrap().network.inspect.is_empty());
+    }
+
+    #[test]
+    fn model_presets_are_inspected_by_default_unless_excluded() {
+        let src = Mem(vec![
+            ("m", "[network]\nallow = [\"@anthropic\", \"@github\"]\n"),
+            (
+                "pinned",
+                "extends = \"m\"\n[network]\nno_inspect = [\"api.anthropic.com\"]\n",
+            ),
+        ]);
+        let m = resolve("m", &src).unwrap();
+        let rule = m.network.inspects("api.anthropic.com", 443).unwrap();
+        assert!(rule.reason.as_deref().unwrap().contains("@anthropic"));
+        assert!(m.network.inspects("api.github.com", 443).is_none());
+        assert!(m.network.inspects_any());
+        let p = resolve("pinned", &src).unwrap();
+        assert!(p.network.inspects("api.anthropic.com", 443).is_none());
+        // Other hosts of the preset still are; excluding the preset
+        // excludes them all.
+        assert!(p.network.inspects_any());
+        let src = Mem(vec![(
+            "none",
+            "[network]\nallow = [\"@anthropic\"]\nno_inspect = [\"@anthropic\"]\n",
+        )]);
+        assert!(!resolve("none", &src).unwrap().network.inspects_any());
+        assert!(p.network.check_name("api.anthropic.com", 443).is_allowed());
+        assert!(!resolve("default", &src).unwrap().network.inspects_any());
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl Prepared {
                          none of {} exists",
                         SYSTEM_BUNDLES.join(", ")
                     ),
-                    "install the ca-certificates package, or remove [network] inspect",
+                    "install the ca-certificates package, or name the inspected hosts in [network] no_inspect",
                 )
             })?;
         let mut bundle = std::fs::read(&system)
@@ -128,7 +128,7 @@ impl Prepared {
         let ca = SessionCa::new(session).map_err(|e| {
             refused(
                 format!("the session's TLS inspection CA could not be made: {e}"),
-                "remove [network] inspect",
+                "name the inspected hosts in [network] no_inspect",
             )
         })?;
         if !bundle.ends_with(b"\n") {
@@ -196,6 +196,21 @@ fn credentials(
     // Every binding is checked before any value is read.
     for b in &profile.secrets {
         for h in &b.hosts {
+            if !h.wildcard
+                && profile
+                    .network
+                    .inspects(&h.name, h.port.unwrap_or(443))
+                    .is_none()
+            {
+                return Err(refused(
+                    format!(
+                        "the secret {} is bound to {}, which [network] no_inspect excludes from \
+                         inspection: its value could not be put into requests",
+                        b.name, h
+                    ),
+                    format!("remove \"{}\" from [network] no_inspect", h.name),
+                ));
+            }
             if !h.wildcard
                 && !profile
                     .network

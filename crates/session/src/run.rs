@@ -319,7 +319,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     }
     // TLS inspection: the session's CA, its trust inside the sandbox, and
     // the secrets injected into requests.
-    let mut inspection = (egress != Egress::None && !profile.network.inspect.is_empty())
+    let mut inspection = (egress != Egress::None && profile.network.inspects_any())
         .then(|| {
             crate::inspect::Prepared::new(
                 id.as_str(),
@@ -329,6 +329,14 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             )
         })
         .transpose()?;
+    if !profile.secrets.is_empty() && inspection.is_none() {
+        return Err(Error::Refused {
+            message: "the profile's [[secrets]] cannot be put into requests: none of their hosts \
+                      is inspected"
+                .into(),
+            hint: "remove the secrets' hosts from [network] no_inspect".into(),
+        });
+    }
     let mut fixed: Vec<(&str, OsString)> = vec![
         ("HOME", home.as_os_str().to_owned()),
         ("TMPDIR", "/tmp".into()),

@@ -545,6 +545,15 @@ both!(a_secret_that_cannot_be_had_stops_the_run, |env| {
         ),
     );
     env.refused(&["--profile", "sec"], "does not allow");
+    // A secret whose host is excluded from inspection could never be used.
+    env.profile(
+        "sec",
+        &text.replace(
+            "inspect = [\"evil.test\"]",
+            "inspect = [\"evil.test\"]\nno_inspect = [\"api.test\"]",
+        ),
+    );
+    env.refused(&["--profile", "sec"], "no_inspect");
 });
 
 fn b64(s: &str) -> String {
