@@ -133,6 +133,12 @@ impl Placeholders {
         out
     }
 
+    /// The longest placeholder given out so far (0 for none): what a
+    /// stream being rehydrated must hold back.
+    pub fn longest(&self) -> usize {
+        self.by_placeholder.keys().map(Vec::len).max().unwrap_or(0)
+    }
+
     /// `text` with every placeholder this map gave out replaced by its
     /// secret again (for responses that echo them).
     pub fn rehydrate(&self, text: &[u8]) -> Vec<u8> {

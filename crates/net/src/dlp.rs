@@ -194,6 +194,96 @@ impl Dlp {
     }
 }
 
+impl Dlp {
+    /// Whether responses from `host` on `port` are rehydrated.
+    pub(crate) fn rehydrates(&self, host: &str, port: u16) -> bool {
+        self.policy.rehydrate && self.policy.action_for(host, port) == DlpAction::Redact
+    }
+
+    fn lock_map(&self) -> std::sync::MutexGuard<'_, Placeholders> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A response body with the session's placeholders turned back into
+/// their values, as it streams: data is held back only as far as a
+/// placeholder could still be completed.
+pub(crate) struct Rehydrating<B> {
+    inner: B,
+    dlp: Arc<Dlp>,
+    held: Vec<u8>,
+    done: bool,
+    trailers: Option<http_body::Frame<bytes::Bytes>>,
+}
+
+impl<B> Rehydrating<B> {
+    pub(crate) fn new(inner: B, dlp: Arc<Dlp>) -> Rehydrating<B> {
+        Rehydrating {
+            inner,
+            dlp,
+            held: Vec::new(),
+            done: false,
+            trailers: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for Rehydrating<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.done {
+                if this.held.is_empty() {
+                    return Poll::Ready(this.trailers.take().map(Ok));
+                }
+                let out = this
+                    .dlp
+                    .lock_map()
+                    .rehydrate(&std::mem::take(&mut this.held));
+                return Poll::Ready(Some(Ok(http_body::Frame::data(out.into()))));
+            }
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.done = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        this.held.extend_from_slice(&data);
+                        let map = this.dlp.lock_map();
+                        let keep = map.longest().saturating_sub(1);
+                        if this.held.len() > keep {
+                            let rest = this.held.split_off(this.held.len() - keep);
+                            let ready = std::mem::replace(&mut this.held, rest);
+                            let out = map.rehydrate(&ready);
+                            return Poll::Ready(Some(Ok(http_body::Frame::data(out.into()))));
+                        }
+                    }
+                    Err(frame) => {
+                        this.done = true;
+                        this.trailers = Some(frame);
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.held.is_empty() && self.trailers.is_none()
+    }
+}
+
 fn describe(f: &Finding, hay: &[u8]) -> String {
     if f.kind == Kind::Canary {
         return "a canary value (a decoy credential's or an injected secret's)".into();

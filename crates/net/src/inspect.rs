@@ -372,9 +372,10 @@ where
             return refusal_response(&r);
         }
     };
-    if !injected.is_empty() {
-        // The response is rewritten back to placeholders: it must be
-        // readable.
+    let rehydrate = ctx.dlp.rehydrates(&ctx.expected, ctx.flow.port);
+    if !injected.is_empty() || rehydrate {
+        // The response is rewritten (back to placeholders, or from DLP's
+        // placeholders to the values): it must be readable.
         parts.headers.insert(
             hyper::header::ACCEPT_ENCODING,
             hyper::header::HeaderValue::from_static("identity"),
@@ -437,7 +438,16 @@ where
                     }
                 }
             }
-            resp.map(|b| Rewriting::new(b, back, None).boxed())
+            if rehydrate {
+                // The values are longer or shorter than their placeholders.
+                resp.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+                let dlp = Arc::clone(&ctx.dlp);
+                resp.map(|b| {
+                    crate::dlp::Rehydrating::new(Rewriting::new(b, back, None), dlp).boxed()
+                })
+            } else {
+                resp.map(|b| Rewriting::new(b, back, None).boxed())
+            }
         }
         Err(e) => {
             let r = Refusal::failed(format!("{} did not answer: {e}", ctx.expected));

