@@ -1,8 +1,9 @@
-//! A small blocking HTTP/1.1 client for the HTTP sinks: one POST per
-//! connection (`Connection: close`), over TCP or TLS (rustls, verifying
-//! against the system's roots plus an optional extra CA file; never
-//! weakened). Only what acknowledging a batch needs: the status and the
-//! start of the response body.
+//! A small blocking HTTP/1.1 client for the HTTP sinks (and the session's
+//! Vault reads): one request per connection (`Connection: close`), over
+//! TCP or TLS (rustls, verifying against the system's roots plus an
+//! optional extra CA file; never weakened). Only what acknowledging a
+//! batch or reading a small document needs: the status and the first
+//! 64 KiB of the response body.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -186,8 +187,26 @@ pub fn post(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Response> {
+    request("POST", url, tls, headers, body, timeout)
+}
+
+/// Sends `METHOD url` with `headers` and `body`; waits for the response.
+pub fn request(
+    method: &str,
+    url: &Url,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("HTTP method {method:?}"),
+        ));
+    }
     let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: cordon/{}\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: cordon/{}\r\n",
         url.path,
         url.authority(),
         body.len(),

@@ -26,7 +26,7 @@
 mod chain;
 mod event;
 mod file;
-mod http;
+pub mod http;
 mod key;
 pub mod rules;
 pub mod ship;

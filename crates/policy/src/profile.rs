@@ -208,6 +208,27 @@ struct ProfileFile {
     secrets: Vec<crate::secrets::SecretFile>,
     #[serde(default)]
     dlp: DlpFile,
+    #[serde(default)]
+    vault: VaultFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultFile {
+    addr: Option<String>,
+    token_env: Option<Bare<EnvName>>,
+    ca_file: Option<Bare<HostPath>>,
+}
+
+/// Where `vault:` secrets come from: a Vault or OpenBao server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VaultPolicy {
+    /// `http(s)://host:port` of the server.
+    pub addr: Option<String>,
+    /// The variable of cordon's environment holding the token.
+    pub token_env: String,
+    /// A CA certificate (PEM) trusted for the server besides the system's.
+    pub ca_file: Option<Bare<HostPath>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -480,6 +501,8 @@ pub struct Profile {
     pub secrets: Vec<crate::secrets::SecretBinding>,
     /// Data loss prevention on inspected requests.
     pub dlp: DlpPolicy,
+    /// The Vault or OpenBao server of `vault:` secrets.
+    pub vault: VaultPolicy,
     /// The compiled hide matcher, built once on first use.
     #[serde(skip)]
     matcher: CompiledHide,
@@ -609,6 +632,11 @@ impl Profile {
                 pii: false,
                 max_body: ByteSize(8 << 20),
                 rehydrate: false,
+            },
+            vault: VaultPolicy {
+                addr: None,
+                token_env: "VAULT_TOKEN".into(),
+                ca_file: None,
             },
             matcher: CompiledHide::default(),
         }
@@ -751,6 +779,26 @@ impl Profile {
         }
         if let Some(r) = d.rehydrate {
             self.dlp.rehydrate = r;
+        }
+        let v = f.vault;
+        if let Some(a) = v.addr {
+            let ok = (a.starts_with("http://") || a.starts_with("https://"))
+                && !a.contains(['@', ' ', '?', '#']);
+            if !ok {
+                return Err(ProfileError::Invalid {
+                    origin: origin.to_owned(),
+                    message: format!(
+                        "[vault] addr {a:?}: expected http(s)://host:port, without credentials"
+                    ),
+                });
+            }
+            self.vault.addr = Some(a.trim_end_matches('/').to_string());
+        }
+        if let Some(t) = v.token_env {
+            self.vault.token_env = t.0 .0;
+        }
+        if let Some(c) = v.ca_file {
+            self.vault.ca_file = Some(c);
         }
         extend(&mut self.dlp.model_hosts, expand(d.model_hosts)?);
         for f in f.secrets {
@@ -1359,7 +1407,7 @@ mod tests {
         for bad in [
             "[[secrets]]\nname = \"1X\"\nsource = \"store:a\"\nhosts = [\"a.test\"]\n",
             "[[secrets]]\nname = \"X\"\nsource = \"store:a\"\nhosts = []\n",
-            "[[secrets]]\nname = \"X\"\nsource = \"vault:kv/a#b\"\nhosts = [\"a.test\"]\n",
+            "[[secrets]]\nname = \"X\"\nsource = \"s3:kv/a#b\"\nhosts = [\"a.test\"]\n",
             "[[secrets]]\nname = \"X\"\nsource = \"store:a\"\nhosts = [\"a b\"]\n",
             "[[secrets]]\nname = \"X\"\nsource = \"store:a\"\nhosts = [\"a.test\"]\nvalue = \"v\"\n",
         ] {

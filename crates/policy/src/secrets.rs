@@ -16,10 +16,19 @@ pub enum SecretSource {
     /// `env:NAME`: a variable of the host's environment, read by cordon
     /// when the session starts (never passed into the sandbox).
     Env(String),
+    /// `vault:PATH#FIELD`: a field of a KV v2 secret in Vault or OpenBao
+    /// (`vault:secret/data/llm#anthropic`), read with the profile's
+    /// `[vault]` settings.
+    Vault {
+        /// The API path after `/v1/` (`secret/data/llm`).
+        path: String,
+        /// The field of the secret's data.
+        field: String,
+    },
 }
 
 impl SecretSource {
-    /// Parses `store:NAME` or `env:NAME`.
+    /// Parses `store:NAME`, `env:NAME` or `vault:PATH#FIELD`.
     pub fn parse(s: &str) -> Result<SecretSource, String> {
         let (scheme, rest) = s
             .split_once(':')
@@ -47,8 +56,34 @@ impl SecretSource {
             "env" => Err(format!(
                 "secret source {s:?}: an environment variable name is letters, digits and _"
             )),
+            "vault" => {
+                let (path, field) = rest
+                    .split_once('#')
+                    .ok_or_else(|| format!("secret source {s:?}: expected vault:PATH#FIELD"))?;
+                let word = |w: &str| {
+                    !w.is_empty()
+                        && w.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+                };
+                let path_ok = !path.starts_with('/')
+                    && path
+                        .split('/')
+                        .all(|seg| word(seg) && seg != "." && seg != "..");
+                if path_ok && word(field) {
+                    Ok(SecretSource::Vault {
+                        path: path.to_string(),
+                        field: field.to_string(),
+                    })
+                } else {
+                    Err(format!(
+                        "secret source {s:?}: the path is segments of letters, digits, '_', '.' \
+                         and '-' (secret/data/NAME for KV v2), the field likewise"
+                    ))
+                }
+            }
             other => Err(format!(
-                "secret source {s:?}: unknown scheme {other:?} (store:NAME or env:NAME)"
+                "secret source {s:?}: unknown scheme {other:?} (store:NAME, env:NAME or \
+                 vault:PATH#FIELD)"
             )),
         }
     }
@@ -58,6 +93,7 @@ impl SecretSource {
         match self {
             SecretSource::Store(n) => format!("store:{n}"),
             SecretSource::Env(n) => format!("env:{n}"),
+            SecretSource::Vault { path, field } => format!("vault:{path}#{field}"),
         }
     }
 }
@@ -158,11 +194,25 @@ mod tests {
             "env:1X",
             "env:A-B",
             "store:-x",
-            "vault:kv/x#y",
+            "vault:kv/x",
+            "vault:/kv/x#y",
+            "vault:kv/../x#y",
+            "vault:kv/x#",
+            "vault:kv//x#y",
+            "s3:x",
             ":x",
         ] {
             assert!(SecretSource::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(SecretSource::Store("a.b".into()).render(), "store:a.b");
+        let v = SecretSource::parse("vault:secret/data/llm#anthropic").unwrap();
+        assert_eq!(
+            v,
+            SecretSource::Vault {
+                path: "secret/data/llm".into(),
+                field: "anthropic".into()
+            }
+        );
+        assert_eq!(v.render(), "vault:secret/data/llm#anthropic");
     }
 }

@@ -101,7 +101,7 @@ impl Prepared {
         };
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
             .map_err(|e| Error::io("make cordon non-dumpable", e.into()))?;
-        let (credentials, placeholders) = credentials(profile, store)?;
+        let (credentials, placeholders) = credentials(profile, store, home)?;
         // The real values are canaries for DLP (the agent never holds
         // them), and the placeholders are never findings.
         let dlp = cordon_net::dlp::Dlp::new(
@@ -188,10 +188,12 @@ impl Prepared {
 fn credentials(
     profile: &Profile,
     store: &StoreAccess,
+    home: &Path,
 ) -> Result<(Vec<Credential>, Vec<(String, String)>), Error> {
     let mut creds = Vec::new();
     let mut shown = Vec::new();
     let mut opened: Option<cordon_secrets::Store> = None;
+    let mut vault: Option<crate::vault::Vault> = None;
     let refused = |message: String, hint: String| Error::Refused { message, hint };
     // Every binding is checked before any value is read.
     for b in &profile.secrets {
@@ -242,6 +244,20 @@ fn credentials(
                     )
                 })?;
                 zeroize::Zeroizing::new(v.into_vec())
+            }
+            SecretSource::Vault { path, field } => {
+                if vault.is_none() {
+                    vault = Some(crate::vault::Vault::from_profile(profile, home)?);
+                }
+                let Some(v) = &vault else {
+                    return Err(refused("the Vault server".into(), String::new()));
+                };
+                v.field(path, field).map_err(|e| {
+                    refused(
+                        format!("the secret {} ({}): {e}", b.name, b.source.render()),
+                        "check the path, the field and the token's policy".into(),
+                    )
+                })?
             }
             SecretSource::Store(name) => {
                 if opened.is_none() {

@@ -30,6 +30,7 @@ pub mod profiles;
 pub mod record;
 pub mod run;
 pub mod scan;
+pub mod vault;
 
 use std::path::PathBuf;
 

