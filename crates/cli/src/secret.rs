@@ -264,8 +264,14 @@ fn ask_hidden(prompt: &str) -> Result<Option<Secret>, Fail> {
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     quiet.local_modes.insert(LocalModes::ECHONL);
-    tty.write_all(prompt.as_bytes())?;
-    tcsetattr(&tty, OptionalActions::Flush, &quiet).map_err(std::io::Error::from)?;
+    // Echo off before the prompt shows: whatever is typed (or pasted) once
+    // it is visible must not appear. `Drain`, not `Flush`: input already
+    // typed stays.
+    tcsetattr(&tty, OptionalActions::Drain, &quiet).map_err(std::io::Error::from)?;
+    if let Err(e) = tty.write_all(prompt.as_bytes()) {
+        let _ = tcsetattr(&tty, OptionalActions::Drain, &saved);
+        return Err(e.into());
+    }
     // One line, read a byte at a time so that nothing past it is taken.
     let mut line = Vec::with_capacity(4096);
     let mut byte = [0u8; 1];
@@ -279,7 +285,7 @@ fn ask_hidden(prompt: &str) -> Result<Option<Secret>, Fail> {
             Err(e) => break Err(e),
         }
     };
-    let restored = tcsetattr(&tty, OptionalActions::Flush, &saved);
+    let restored = tcsetattr(&tty, OptionalActions::Drain, &saved);
     read?;
     restored.map_err(std::io::Error::from)?;
     if line.last() == Some(&b'\r') {
