@@ -25,10 +25,18 @@ pub enum SecretSource {
         /// The field of the secret's data.
         field: String,
     },
+    /// `vault-token:POLICY[,POLICY...]`: a token made for this session
+    /// (a child of cordon's, with these policies and a short, renewed
+    /// lifetime), revoked when the session ends.
+    VaultToken {
+        /// Its policies.
+        policies: Vec<String>,
+    },
 }
 
 impl SecretSource {
-    /// Parses `store:NAME`, `env:NAME` or `vault:PATH#FIELD`.
+    /// Parses `store:NAME`, `env:NAME`, `vault:PATH#FIELD` or
+    /// `vault-token:POLICY,...`.
     pub fn parse(s: &str) -> Result<SecretSource, String> {
         let (scheme, rest) = s
             .split_once(':')
@@ -56,6 +64,22 @@ impl SecretSource {
             "env" => Err(format!(
                 "secret source {s:?}: an environment variable name is letters, digits and _"
             )),
+            "vault-token" => {
+                let policies: Vec<String> = rest.split(',').map(str::to_string).collect();
+                let ok = policies.iter().all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+                });
+                if ok {
+                    Ok(SecretSource::VaultToken { policies })
+                } else {
+                    Err(format!(
+                        "secret source {s:?}: expected vault-token:POLICY[,POLICY...] (letters, \
+                         digits, '_', '.' and '-')"
+                    ))
+                }
+            }
             "vault" => {
                 let (path, field) = rest
                     .split_once('#')
@@ -94,6 +118,7 @@ impl SecretSource {
             SecretSource::Store(n) => format!("store:{n}"),
             SecretSource::Env(n) => format!("env:{n}"),
             SecretSource::Vault { path, field } => format!("vault:{path}#{field}"),
+            SecretSource::VaultToken { policies } => format!("vault-token:{}", policies.join(",")),
         }
     }
 }
@@ -214,5 +239,16 @@ mod tests {
             }
         );
         assert_eq!(v.render(), "vault:secret/data/llm#anthropic");
+        let t = SecretSource::parse("vault-token:read-llm,audit").unwrap();
+        assert_eq!(
+            t,
+            SecretSource::VaultToken {
+                policies: vec!["read-llm".into(), "audit".into()]
+            }
+        );
+        assert_eq!(t.render(), "vault-token:read-llm,audit");
+        for bad in ["vault-token:", "vault-token:a,,b", "vault-token:a b"] {
+            assert!(SecretSource::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -125,6 +125,47 @@ pub fn granted(g: &Grant) -> Event {
         )
 }
 
+/// A token made for the session (Authorize Session), or its revocation:
+/// the secret's name and the token's accessor, never the token.
+pub fn lease(l: &crate::vault::Lease, revoked: Result<(), &str>, issued: bool) -> Event {
+    let (id, name, message) = if issued {
+        (
+            1,
+            "Assign Privileges",
+            format!(
+                "made a token for the secret {} (accessor {})",
+                l.name, l.accessor
+            ),
+        )
+    } else {
+        match revoked {
+            Ok(()) => (
+                99,
+                "Revoke",
+                format!(
+                    "revoked the token of the secret {} (accessor {})",
+                    l.name, l.accessor
+                ),
+            ),
+            Err(e) => (
+                99,
+                "Revoke",
+                format!(
+                    "could not revoke the token of the secret {} (accessor {}): {e}",
+                    l.name, l.accessor
+                ),
+            ),
+        }
+    };
+    Event::new(Class::AuthorizeSession, id, name)
+        .success(revoked.is_ok())
+        .message(message)
+        .field(
+            "unmapped",
+            json!({ "lease": { "secret": l.name, "accessor": l.accessor, "server": l.addr } }),
+        )
+}
+
 /// The session ends (Application Lifecycle: Stop), with how.
 pub fn ended(r: &Record) -> Event {
     let ok = r.error.is_none();

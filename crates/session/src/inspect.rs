@@ -59,6 +59,10 @@ pub struct Prepared {
     bundle: Vec<u8>,
     /// Each secret's variable and the placeholder the agent gets in it.
     pub placeholders: Vec<(String, String)>,
+    /// Tokens made for this session (revoked at its end).
+    pub leases: Vec<crate::vault::Lease>,
+    /// The server that made them, to renew and revoke them.
+    pub vault: Option<crate::vault::Vault>,
 }
 
 /// Where the secrets of `store:` sources are, and how to open them.
@@ -101,7 +105,12 @@ impl Prepared {
         };
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
             .map_err(|e| Error::io("make cordon non-dumpable", e.into()))?;
-        let (credentials, placeholders) = credentials(profile, store, home)?;
+        let Made {
+            creds: credentials,
+            shown: placeholders,
+            leases,
+            vault,
+        } = credentials(profile, store, home, session)?;
         // The real values are canaries for DLP (the agent never holds
         // them), and the placeholders are never findings.
         let dlp = cordon_net::dlp::Dlp::new(
@@ -157,6 +166,8 @@ impl Prepared {
             bundle_dest: system,
             bundle,
             placeholders,
+            leases,
+            vault,
         })
     }
 
@@ -183,15 +194,24 @@ impl Prepared {
     }
 }
 
-/// The profile's secrets, read now, with their placeholders.
-#[allow(clippy::type_complexity)]
+/// What reading the profile's secrets gave.
+struct Made {
+    creds: Vec<Credential>,
+    shown: Vec<(String, String)>,
+    leases: Vec<crate::vault::Lease>,
+    vault: Option<crate::vault::Vault>,
+}
+
+/// The profile's secrets, read (or made) now, with their placeholders.
 fn credentials(
     profile: &Profile,
     store: &StoreAccess,
     home: &Path,
-) -> Result<(Vec<Credential>, Vec<(String, String)>), Error> {
+    session: &str,
+) -> Result<Made, Error> {
     let mut creds = Vec::new();
     let mut shown = Vec::new();
+    let mut leases = Vec::new();
     let mut opened: Option<cordon_secrets::Store> = None;
     let mut vault: Option<crate::vault::Vault> = None;
     let refused = |message: String, hint: String| Error::Refused { message, hint };
@@ -245,6 +265,26 @@ fn credentials(
                 })?;
                 zeroize::Zeroizing::new(v.into_vec())
             }
+            SecretSource::VaultToken { policies } => {
+                if vault.is_none() {
+                    vault = Some(crate::vault::Vault::from_profile(profile, home)?);
+                }
+                let Some(v) = &vault else {
+                    return Err(refused("the Vault server".into(), String::new()));
+                };
+                let (token, lease) = v
+                    .session_token(&b.name, &profile.vault.token_env, session, policies)
+                    .map_err(|e| {
+                        refused(
+                            format!("the secret {} ({}): {e}", b.name, b.source.render()),
+                            "the token in [vault] token_env must be allowed to create tokens \
+                             with these policies"
+                                .into(),
+                        )
+                    })?;
+                leases.push(lease);
+                zeroize::Zeroizing::new(token.as_bytes().to_vec())
+            }
             SecretSource::Vault { path, field } => {
                 if vault.is_none() {
                     vault = Some(crate::vault::Vault::from_profile(profile, home)?);
@@ -290,7 +330,12 @@ fn credentials(
             body: b.body,
         });
     }
-    Ok((creds, shown))
+    Ok(Made {
+        creds,
+        shown,
+        leases,
+        vault,
+    })
 }
 
 fn open_store(store: &StoreAccess) -> Result<cordon_secrets::Store, Error> {

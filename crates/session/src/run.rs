@@ -156,6 +156,11 @@ pub struct Prepared {
     watch: Option<crate::detection::SessionWatch>,
     /// Delivers the log to the configured sinks.
     shipper: Option<crate::audit::Shipper>,
+    /// Tokens made for the session, the server that revokes them at its
+    /// end, and what renews them meanwhile.
+    leases: Vec<crate::vault::Lease>,
+    lease_vault: Option<crate::vault::Vault>,
+    renewer: Option<crate::vault::Renewer>,
     /// Held until the run is recorded: marks the session live.
     _lock: std::os::fd::OwnedFd,
 }
@@ -308,6 +313,8 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let sinks = crate::audit::sinks(&dirs.config)?;
     let rules = crate::detection::rules(&dirs.config, &profile)?;
     let store = Store::new(dirs.sessions());
+    // Tokens that sessions which died left unrevoked are revoked now.
+    notices_early.extend(crate::vault::recover(&store));
     let id = store.create()?;
     if !profile.secrets.is_empty() && egress == Egress::None {
         return Err(Error::Refused {
@@ -329,6 +336,19 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             )
         })
         .transpose()?;
+    // Tokens made for this session: written down before anything runs, so
+    // that a crash leaves a record for the next start to revoke them.
+    let (leases, lease_vault) = inspection
+        .as_mut()
+        .map(|i| (std::mem::take(&mut i.leases), i.vault.take()))
+        .unwrap_or_default();
+    if !leases.is_empty() {
+        crate::vault::save_leases(&store.dir(&id), &leases)?;
+    }
+    let renewer = match (&lease_vault, leases.is_empty()) {
+        (Some(v), false) => Some(crate::vault::Renewer::start(v.clone(), &leases)?),
+        _ => None,
+    };
     if !profile.secrets.is_empty() && inspection.is_none() {
         return Err(Error::Refused {
             message: "the profile's [[secrets]] cannot be put into requests: none of their hosts \
@@ -586,6 +606,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         notices,
         net,
         store,
+        leases,
+        lease_vault,
+        renewer,
         _lock: lock,
     })
 }
@@ -610,6 +633,9 @@ pub fn execute(
         containment,
         watch,
         shipper,
+        leases,
+        lease_vault,
+        renewer,
         ..
     } = p;
     let mut started = None;
@@ -666,6 +692,9 @@ pub fn execute(
                         audit.append(&crate::audit::started(&record, Some(pid)));
                         for g in &grants {
                             audit.append(&crate::audit::granted(g));
+                        }
+                        for l in &leases {
+                            audit.append(&crate::audit::lease(l, Ok(()), true));
                         }
                     }
                     Event::Tun(fd) => {
@@ -761,6 +790,30 @@ pub fn execute(
     }
     if let Some(w) = watch.and_then(crate::detection::SessionWatch::finish) {
         warnings.push(w);
+    }
+    // The session's tokens die with it.
+    drop(renewer);
+    if let Some(v) = &lease_vault {
+        let mut leases = leases.clone();
+        for l in &mut leases {
+            let result = v.revoke(&l.accessor);
+            audit.append(&crate::audit::lease(
+                l,
+                result.as_ref().map(|_| ()).map_err(String::as_str),
+                false,
+            ));
+            match result {
+                Ok(()) => l.revoked = true,
+                Err(e) => warnings.push(format!(
+                    "the token of the secret {} could not be revoked ({e}); the next cordon run \
+                     tries again",
+                    l.name
+                )),
+            }
+        }
+        if let Err(e) = crate::vault::save_leases(&store.dir(&record.id), &leases) {
+            warnings.push(e.to_string());
+        }
     }
     record.sandbox_pid = started;
     record.warnings = warnings;

@@ -18,6 +18,7 @@ use crate::Error;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server and the token to ask it with.
+#[derive(Clone)]
 pub struct Vault {
     addr: String,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -111,6 +112,250 @@ impl Vault {
             Some(serde_json::Value::String(s)) => Ok(Zeroizing::new(s.as_bytes().to_vec())),
             Some(_) => Err(format!("{path}: the field {field} is not a string")),
             None => Err(format!("{path}: no field {field}")),
+        }
+    }
+}
+
+/// How long a session's token lives between renewals.
+pub const TOKEN_TTL_SECS: u64 = 30 * 60;
+
+/// A token made for a session: what revoking it needs, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lease {
+    /// The secret it stands behind.
+    pub name: String,
+    /// The server.
+    pub addr: String,
+    /// The variable of cordon's environment holding the token that made
+    /// it (and can revoke it).
+    pub token_env: String,
+    /// Its accessor (names the token; cannot authenticate).
+    pub accessor: String,
+    /// Whether it has been revoked.
+    pub revoked: bool,
+}
+
+/// Where a session keeps its leases (outside the sandbox, like the rest
+/// of its directory).
+pub fn leases_path(session_dir: &std::path::Path) -> std::path::PathBuf {
+    session_dir.join("leases.json")
+}
+
+/// Writes a session's leases (atomically: a crash leaves the old list or
+/// the new one).
+pub fn save_leases(session_dir: &std::path::Path, leases: &[Lease]) -> Result<(), Error> {
+    let path = leases_path(session_dir);
+    let tmp = session_dir.join(".leases.json.tmp");
+    let data = serde_json::to_vec_pretty(leases)
+        .map_err(|e| Error::io("encode the leases", std::io::Error::other(e)))?;
+    std::fs::write(&tmp, data)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
+impl Vault {
+    /// Makes a token for session `session` with `policies`, renewable,
+    /// living [`TOKEN_TTL_SECS`]; returns it and its lease.
+    pub fn session_token(
+        &self,
+        name: &str,
+        token_env: &str,
+        session: &str,
+        policies: &[String],
+    ) -> Result<(Zeroizing<String>, Lease), String> {
+        let body = serde_json::json!({
+            "policies": policies,
+            "ttl": format!("{TOKEN_TTL_SECS}s"),
+            "renewable": true,
+            "display_name": format!("cordon-{session}"),
+            "meta": { "cordon_session": session, "secret": name },
+        });
+        let doc = self.post("auth/token/create", &body)?;
+        let token = doc["auth"]["client_token"]
+            .as_str()
+            .ok_or("the answer has no auth.client_token")?;
+        let accessor = doc["auth"]["accessor"]
+            .as_str()
+            .ok_or("the answer has no auth.accessor")?;
+        Ok((
+            Zeroizing::new(token.to_string()),
+            Lease {
+                name: name.to_string(),
+                addr: self.addr.clone(),
+                token_env: token_env.to_string(),
+                accessor: accessor.to_string(),
+                revoked: false,
+            },
+        ))
+    }
+
+    /// Renews the token behind `accessor` for another [`TOKEN_TTL_SECS`].
+    pub fn renew(&self, accessor: &str) -> Result<(), String> {
+        self.post(
+            "auth/token/renew-accessor",
+            &serde_json::json!({ "accessor": accessor, "increment": format!("{TOKEN_TTL_SECS}s") }),
+        )
+        .map(drop)
+    }
+
+    /// Revokes the token behind `accessor` (and its children). A token that
+    /// is already gone counts as revoked.
+    pub fn revoke(&self, accessor: &str) -> Result<(), String> {
+        match self.post(
+            "auth/token/revoke-accessor",
+            &serde_json::json!({ "accessor": accessor }),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.contains("HTTP 400") && e.contains("invalid accessor") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let url = Url::parse(&format!("{}/v1/{path}", self.addr))?;
+        let resp = request(
+            "POST",
+            &url,
+            self.tls.as_ref(),
+            &[
+                ("X-Vault-Token", self.token.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+            TIMEOUT,
+        )
+        .map_err(|e| format!("{}: {e}", self.addr))?;
+        if !resp.ok() {
+            return Err(format!("{path}: {}", resp.describe()));
+        }
+        if resp.body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&resp.body)
+            .map_err(|e| format!("{path}: the answer is not JSON: {e}"))
+    }
+
+    /// A server and token for revoking `lease` later (crash recovery): the
+    /// token from the variable the lease names, trust from the system.
+    fn for_lease(lease: &Lease) -> Result<Vault, String> {
+        let token = std::env::var(&lease.token_env).map_err(|_| {
+            format!(
+                "{} is not set, so its token cannot be revoked",
+                lease.token_env
+            )
+        })?;
+        let url = Url::parse(&format!("{}/v1/sys/health", lease.addr))?;
+        let tls = if url.tls {
+            Some(tls_config(None)?)
+        } else {
+            None
+        };
+        Ok(Vault {
+            addr: lease.addr.clone(),
+            tls,
+            token: Zeroizing::new(token),
+        })
+    }
+}
+
+/// Revokes what sessions that died left behind: every lease still marked
+/// unrevoked in a session whose supervisor is gone. Returns a notice per
+/// session dealt with (or that could not be).
+pub fn recover(store: &crate::Store) -> Vec<String> {
+    let mut notices = Vec::new();
+    let Ok(ids) = store.ids() else {
+        return notices;
+    };
+    for id in ids {
+        let dir = store.dir(&id);
+        let Ok(data) = std::fs::read(leases_path(&dir)) else {
+            continue;
+        };
+        let Ok(mut leases) = serde_json::from_slice::<Vec<Lease>>(&data) else {
+            notices.push(format!(
+                "session {id}: its leases.json is damaged; check its tokens"
+            ));
+            continue;
+        };
+        if leases.iter().all(|l| l.revoked) {
+            continue;
+        }
+        // A session still running keeps its tokens.
+        let alive = store.load(&id).is_ok_and(|r| {
+            r.status == crate::Status::Running
+                && rustix::process::Pid::from_raw(r.supervisor_pid as i32)
+                    .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+        });
+        if alive {
+            continue;
+        }
+        let mut done = 0;
+        for l in leases.iter_mut().filter(|l| !l.revoked) {
+            match Vault::for_lease(l).and_then(|v| v.revoke(&l.accessor)) {
+                Ok(()) => {
+                    l.revoked = true;
+                    done += 1;
+                }
+                Err(e) => notices.push(format!(
+                    "session {id}: the token of {} could not be revoked: {e}",
+                    l.name
+                )),
+            }
+        }
+        if done > 0 {
+            let _ = save_leases(&dir, &leases);
+            notices.push(format!(
+                "revoked {done} token(s) left by session {id}, which ended without revoking them"
+            ));
+        }
+    }
+    notices
+}
+
+/// Renews a session's tokens every third of their lifetime until dropped.
+#[derive(Debug)]
+pub struct Renewer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Renewer {
+    /// Starts renewing the tokens of `leases` with `vault`.
+    pub fn start(vault: Vault, leases: &[Lease]) -> Result<Renewer, Error> {
+        let accessors: Vec<String> = leases.iter().map(|l| l.accessor.clone()).collect();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("cordon-renew".into())
+                .spawn(move || loop {
+                    match rx.recv_timeout(Duration::from_secs(TOKEN_TTL_SECS / 3)) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            // A failed renewal leaves the token to expire:
+                            // the agent's requests then fail, nothing leaks.
+                            for a in &accessors {
+                                let _ = vault.renew(a);
+                            }
+                        }
+                        _ => return,
+                    }
+                })
+        });
+        let thread = match spawned {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) | Err(e) => return Err(Error::io("start renewing the session's tokens", e)),
+        };
+        Ok(Renewer {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -1131,3 +1131,127 @@ both!(
         assert!(stderr(&o).contains("404"), "{}", stderr(&o));
     }
 );
+
+both!(
+    a_session_token_from_openbao_dies_with_the_session_even_after_a_crash,
+    |env| {
+        let Some(bao) = Bao::start() else { return };
+        let policy = env.home.join("read-llm.hcl");
+        std::fs::write(
+            &policy,
+            "path \"secret/data/llm\" { capabilities = [\"read\"] }\n",
+        )
+        .unwrap();
+        let o = bao
+            .cli(&["policy", "write", "read-llm", policy.to_str().unwrap()])
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let srv = H2Server::start();
+        let ca = env.home.join("test-ca.crt");
+        std::fs::copy(&pki().ca, &ca).unwrap();
+        env.own(&ca);
+        let p = srv.port;
+        env.profile(
+            "lease",
+            &format!(
+                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
+             upstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
+             [vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
+             [[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:read-llm\"\n\
+             hosts = [\"api.test\"]\n",
+                bao.addr
+            ),
+        );
+        let lookup = |args: &[&str]| {
+            let mut a = vec!["token", "lookup"];
+            a.extend_from_slice(args);
+            bao.cli(&a).unwrap().status.success()
+        };
+        // A token made for the session reaches the server in place of its
+        // placeholder, and is revoked when the session ends.
+        let o = env
+            .cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "lease",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                "curl -sS -H \"authorization: Bearer $SESSION_TOKEN\" https://api.test:{p}/hello"
+            ),
+            ])
+            .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+            .output()
+            .unwrap();
+        assert!(ok(&o).contains("hello over h2"), "{}", stderr(&o));
+        let token = srv
+            .requests()
+            .iter()
+            .find_map(|r| {
+                r["authorization"]
+                    .as_str()
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .map(str::to_owned)
+            })
+            .expect("the server got a token");
+        assert!(!lookup(&[&token]), "the session's token outlived it");
+        let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        assert!(
+            audit.contains("made a token for the secret SESSION_TOKEN"),
+            "{audit}"
+        );
+        assert!(
+            audit.contains("revoked the token of the secret SESSION_TOKEN"),
+            "{audit}"
+        );
+        assert!(!audit.contains(&token), "the token is in the audit log");
+        // A session killed before it could revoke: the next start does.
+        let mut child = env
+            .cordon(["run", "--no-tty", "--profile", "lease", "--", "sleep", "60"])
+            .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // The new session's unrevoked lease (the first session's is revoked).
+        let accessor = loop {
+            let sessions = env.state.join("cordon/sessions");
+            let live = std::fs::read_dir(&sessions).unwrap().find_map(|e| {
+                let t = std::fs::read_to_string(e.ok()?.path().join("leases.json")).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+                (v[0]["revoked"] == false).then(|| v[0]["accessor"].as_str().map(str::to_owned))?
+            });
+            if let Some(a) = live {
+                break a;
+            }
+            assert!(std::time::Instant::now() < deadline, "no leases.json");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(lookup(&["-accessor", &accessor]), "the token is not live");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            lookup(&["-accessor", &accessor]),
+            "revoked without a restart?"
+        );
+        let o = env
+            .cordon(["run", "--no-tty", "--", "true"])
+            .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("revoked 1 token(s) left by session"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            !lookup(&["-accessor", &accessor]),
+            "the crashed session's token lives on"
+        );
+    }
+);
