@@ -41,6 +41,15 @@ pub enum SecretCmd {
         /// Its name.
         name: String,
     },
+    /// Print the public key a Vault or OpenBao JWT auth method must trust
+    /// for `[vault] auth = "jwt"` (its jwt_validation_pubkeys).
+    ///
+    /// cordon signs each session's login JWT with this host's key (the
+    /// audit key, Ed25519; made on first use). Example:
+    ///
+    ///   bao write auth/jwt/config jwt_validation_pubkeys="$(cordon secret jwt-key)"
+    #[command(verbatim_doc_comment)]
+    JwtKey,
     /// Create an empty store, protected by the key file (the default) or
     /// by a passphrase.
     ///
@@ -192,6 +201,12 @@ pub fn cmd(c: SecretCmd) -> Result<u8, Fail> {
             let store = open(&dirs)?;
             store.remove(&name).map_err(fail)?;
             notice(&format!("secret {name} removed"));
+            Ok(0)
+        }
+        SecretCmd::JwtKey => {
+            dirs.ensure_state()?;
+            let key = cordon_session::audit::host_key(&dirs.state)?;
+            out(&cordon_session::vault::public_key_pem(&key))?;
             Ok(0)
         }
         SecretCmd::Init { passphrase: with } => {

@@ -683,7 +683,7 @@ fn inject<'c>(
             let mut changed = replace_all(&mut bytes, &c.placeholder, to);
             // HTTP Basic: the placeholder is inside base64.
             if let Some(encoded) = basic_credentials(&bytes) {
-                if let Some(mut plain) = base64_decode(encoded) {
+                if let Some(mut plain) = cordon_detect::check::base64_decode(encoded) {
                     if replace_all(&mut plain, &c.placeholder, to) {
                         let mut again = b"Basic ".to_vec();
                         again.extend_from_slice(crate::base64(&plain).as_bytes());
@@ -739,39 +739,6 @@ fn basic_credentials(value: &[u8]) -> Option<&[u8]> {
     scheme
         .eq_ignore_ascii_case(b"basic")
         .then(|| rest.trim_ascii())
-}
-
-/// Standard base64 (with or without padding); `None` when it is not.
-fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let text = match text.iter().position(|&b| b == b'=') {
-        Some(i) if text[i..].iter().all(|&b| b == b'=') && text[i..].len() <= 2 => &text[..i],
-        Some(_) => return None,
-        None => text,
-    };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * i);
-        }
-        match chunk.len() {
-            4 => out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]),
-            3 => out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8]),
-            2 => out.push((n >> 16) as u8),
-            _ => return None,
-        }
-    }
-    Some(out)
 }
 
 /// The host a request names: HTTP/2's `:authority` (in the URI), else

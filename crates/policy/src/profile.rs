@@ -216,8 +216,23 @@ struct ProfileFile {
 #[serde(deny_unknown_fields)]
 struct VaultFile {
     addr: Option<String>,
+    auth: Option<VaultAuth>,
     token_env: Option<Bare<EnvName>>,
+    role: Option<String>,
+    jwt_mount: Option<String>,
     ca_file: Option<Bare<HostPath>>,
+}
+
+/// How cordon logs in to Vault or OpenBao.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultAuth {
+    /// With a token from cordon's environment (`token_env`).
+    Token,
+    /// With a JWT cordon signs for the session (Ed25519, the host key;
+    /// claims: session, profile, tier; 5 minutes), exchanged at the JWT
+    /// auth method for a token scoped by the `role`.
+    Jwt,
 }
 
 /// Where `vault:` secrets come from: a Vault or OpenBao server.
@@ -225,8 +240,14 @@ struct VaultFile {
 pub struct VaultPolicy {
     /// `http(s)://host:port` of the server.
     pub addr: Option<String>,
-    /// The variable of cordon's environment holding the token.
+    /// How cordon logs in.
+    pub auth: VaultAuth,
+    /// The variable of cordon's environment holding the token (`token`).
     pub token_env: String,
+    /// The JWT auth method's role (`jwt`).
+    pub role: Option<String>,
+    /// Where the JWT auth method is mounted (`jwt` by default).
+    pub jwt_mount: String,
     /// A CA certificate (PEM) trusted for the server besides the system's.
     pub ca_file: Option<Bare<HostPath>>,
 }
@@ -635,7 +656,10 @@ impl Profile {
             },
             vault: VaultPolicy {
                 addr: None,
+                auth: VaultAuth::Token,
                 token_env: "VAULT_TOKEN".into(),
+                role: None,
+                jwt_mount: "jwt".into(),
                 ca_file: None,
             },
             matcher: CompiledHide::default(),
@@ -796,6 +820,30 @@ impl Profile {
         }
         if let Some(t) = v.token_env {
             self.vault.token_env = t.0 .0;
+        }
+        if let Some(a) = v.auth {
+            self.vault.auth = a;
+        }
+        let word = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
+                && !w.starts_with('/')
+                && !w.split('/').any(|seg| seg.is_empty() || seg == "..")
+        };
+        for (key, value) in [("role", &v.role), ("jwt_mount", &v.jwt_mount)] {
+            if let Some(x) = value.as_deref().filter(|x| !word(x)) {
+                return Err(ProfileError::Invalid {
+                    origin: origin.to_owned(),
+                    message: format!("[vault] {key} {x:?}: letters, digits, '_', '.', '-', '/'"),
+                });
+            }
+        }
+        if let Some(r) = v.role {
+            self.vault.role = Some(r);
+        }
+        if let Some(m) = v.jwt_mount {
+            self.vault.jwt_mount = m;
         }
         if let Some(c) = v.ca_file {
             self.vault.ca_file = Some(c);

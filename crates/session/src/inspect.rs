@@ -72,6 +72,8 @@ pub struct StoreAccess {
     pub path: PathBuf,
     /// Its key file (for a store protected by one).
     pub key: PathBuf,
+    /// cordon's state directory (the host key signs JWT logins).
+    pub state: PathBuf,
 }
 
 impl StoreAccess {
@@ -82,6 +84,7 @@ impl StoreAccess {
         StoreAccess {
             path: dirs.state.join("secrets.store"),
             key: dirs.config.join("secrets.key"),
+            state: dirs.state.clone(),
         }
     }
 }
@@ -267,7 +270,14 @@ fn credentials(
             }
             SecretSource::VaultToken { policies } => {
                 if vault.is_none() {
-                    vault = Some(crate::vault::Vault::from_profile(profile, home)?);
+                    vault = Some(crate::vault::Vault::from_profile(
+                        profile,
+                        home,
+                        crate::vault::Login {
+                            session,
+                            state: &store.state,
+                        },
+                    )?);
                 }
                 let Some(v) = &vault else {
                     return Err(refused("the Vault server".into(), String::new()));
@@ -287,7 +297,14 @@ fn credentials(
             }
             SecretSource::Vault { path, field } => {
                 if vault.is_none() {
-                    vault = Some(crate::vault::Vault::from_profile(profile, home)?);
+                    vault = Some(crate::vault::Vault::from_profile(
+                        profile,
+                        home,
+                        crate::vault::Login {
+                            session,
+                            state: &store.state,
+                        },
+                    )?);
                 }
                 let Some(v) = &vault else {
                     return Err(refused("the Vault server".into(), String::new()));
@@ -329,6 +346,11 @@ fn credentials(
             hosts: b.hosts.clone(),
             body: b.body,
         });
+    }
+    // A JWT login's token is the session's first lease: revoking it
+    // revokes the tokens it made.
+    if let Some(login) = vault.as_ref().and_then(|v| v.login.clone()) {
+        leases.insert(0, login);
     }
     Ok(Made {
         creds,

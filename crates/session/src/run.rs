@@ -795,8 +795,15 @@ pub fn execute(
     drop(renewer);
     if let Some(v) = &lease_vault {
         let mut leases = leases.clone();
+        // After a JWT login, revoking the login token revokes every token
+        // it made.
+        let all_gone = v.login.is_some() && v.revoke_self().is_ok();
         for l in &mut leases {
-            let result = v.revoke(&l.accessor);
+            let result = if all_gone {
+                Ok(())
+            } else {
+                v.revoke(&l.accessor)
+            };
             audit.append(&crate::audit::lease(
                 l,
                 result.as_ref().map(|_| ()).map_err(String::as_str),

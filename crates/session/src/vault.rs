@@ -23,6 +23,18 @@ pub struct Vault {
     addr: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     token: Zeroizing<String>,
+    /// The token cordon logged in for (JWT): revoked at the end, and its
+    /// children with it.
+    pub login: Option<Lease>,
+}
+
+/// Who logs in with a JWT: the session and where the host key is.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// The session's id (the JWT's subject).
+    pub session: &'a str,
+    /// cordon's state directory (the host key).
+    pub state: &'a std::path::Path,
 }
 
 impl std::fmt::Debug for Vault {
@@ -43,25 +55,16 @@ fn refused(message: String, hint: &str) -> Error {
 impl Vault {
     /// The server `profile`'s `[vault]` names, with the token from cordon's
     /// environment.
-    pub fn from_profile(profile: &Profile, home: &std::path::Path) -> Result<Vault, Error> {
+    pub fn from_profile(
+        profile: &Profile,
+        home: &std::path::Path,
+        login: Login<'_>,
+    ) -> Result<Vault, Error> {
         let v = &profile.vault;
         let addr = v.addr.clone().ok_or_else(|| {
             refused(
                 "the profile names vault: secrets, and no [vault] addr".into(),
                 "set [vault] addr = \"https://vault.example:8200\" in the profile",
-            )
-        })?;
-        let token = std::env::var(&v.token_env).map_err(|_| {
-            refused(
-                format!(
-                    "the profile names vault: secrets, and {} (the Vault token) is not set",
-                    v.token_env
-                ),
-                &format!(
-                    "set {} in the environment cordon runs in, or name another variable in \
-                     [vault] token_env",
-                    v.token_env
-                ),
             )
         })?;
         let url = Url::parse(&format!("{addr}/v1/sys/health"))
@@ -75,11 +78,101 @@ impl Vault {
         } else {
             None
         };
+        if v.auth == cordon_policy::profile::VaultAuth::Jwt {
+            return Vault::jwt_login(profile, addr, tls, login);
+        }
+        let token = std::env::var(&v.token_env).map_err(|_| {
+            refused(
+                format!(
+                    "the profile names vault: secrets, and {} (the Vault token) is not set",
+                    v.token_env
+                ),
+                &format!(
+                    "set {} in the environment cordon runs in, or name another variable in \
+                     [vault] token_env",
+                    v.token_env
+                ),
+            )
+        })?;
         Ok(Vault {
             addr,
             tls,
             token: Zeroizing::new(token),
+            login: None,
         })
+    }
+
+    /// Logs in at the JWT auth method with a JWT signed for the session.
+    fn jwt_login(
+        profile: &Profile,
+        addr: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        login: Login<'_>,
+    ) -> Result<Vault, Error> {
+        let v = &profile.vault;
+        let role = v.role.clone().ok_or_else(|| {
+            refused(
+                "[vault] auth = \"jwt\" needs the JWT auth method's role".into(),
+                "set [vault] role in the profile",
+            )
+        })?;
+        let key = crate::audit::host_key(login.state)?;
+        let jwt = session_jwt(&key, login.session, profile);
+        let url = Url::parse(&format!("{addr}/v1/auth/{}/login", v.jwt_mount))
+            .map_err(|e| refused(e, "fix [vault] jwt_mount"))?;
+        let body = serde_json::json!({ "role": role, "jwt": jwt }).to_string();
+        let resp = request(
+            "POST",
+            &url,
+            tls.as_ref(),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+            TIMEOUT,
+        )
+        .map_err(|e| refused(format!("{addr}: {e}"), "check [vault] addr"))?;
+        if !resp.ok() {
+            return Err(refused(
+                format!(
+                    "the JWT login at {addr} (role {role}) failed: {}",
+                    resp.describe()
+                ),
+                "the JWT auth method must trust cordon's key (`cordon secret jwt-key` prints \
+                 it) and the role must accept audience \"cordon\"",
+            ));
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
+            refused(
+                format!("the JWT login answer is not JSON: {e}"),
+                "check [vault] addr",
+            )
+        })?;
+        let (Some(token), Some(accessor)) = (
+            doc["auth"]["client_token"].as_str(),
+            doc["auth"]["accessor"].as_str(),
+        ) else {
+            return Err(refused(
+                "the JWT login answer has no token".into(),
+                "check [vault] addr",
+            ));
+        };
+        Ok(Vault {
+            addr: addr.clone(),
+            tls,
+            token: Zeroizing::new(token.to_string()),
+            login: Some(Lease {
+                name: format!("[vault] login (role {role})"),
+                addr,
+                token_env: String::new(),
+                accessor: accessor.to_string(),
+                revoked: false,
+            }),
+        })
+    }
+
+    /// Revokes the token cordon logged in with (its children with it).
+    pub fn revoke_self(&self) -> Result<(), String> {
+        self.post("auth/token/revoke-self", &serde_json::json!({}))
+            .map(drop)
     }
 
     /// Field `field` of the secret at API path `path` (KV v2:
@@ -238,6 +331,11 @@ impl Vault {
     /// A server and token for revoking `lease` later (crash recovery): the
     /// token from the variable the lease names, trust from the system.
     fn for_lease(lease: &Lease) -> Result<Vault, String> {
+        if lease.token_env.is_empty() {
+            return Err(
+                "it was made through a JWT login, and expires with the role's token TTL".into(),
+            );
+        }
         let token = std::env::var(&lease.token_env).map_err(|_| {
             format!(
                 "{} is not set, so its token cannot be revoked",
@@ -254,6 +352,7 @@ impl Vault {
             addr: lease.addr.clone(),
             tls,
             token: Zeroizing::new(token),
+            login: None,
         })
     }
 }
@@ -358,4 +457,59 @@ impl Drop for Renewer {
             let _ = t.join();
         }
     }
+}
+
+/// A JWT for `session` signed with the host key (EdDSA): issuer and
+/// audience `cordon`, the session as subject, the profile and its tier as
+/// claims, valid five minutes.
+pub fn session_jwt(key: &cordon_audit::HostKey, session: &str, profile: &Profile) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT" });
+    let claims = serde_json::json!({
+        "iss": "cordon",
+        "aud": "cordon",
+        "sub": session,
+        "iat": now,
+        "nbf": now.saturating_sub(60),
+        "exp": now + 300,
+        "cordon_session": session,
+        "cordon_profile": profile.name,
+        "cordon_tier": profile.tier.map(cordon_policy::profile::Tier::as_str),
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    );
+    let sig = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", base64url(&sig))
+}
+
+/// The host key's public half as a PEM public key (SubjectPublicKeyInfo),
+/// for a JWT auth method's `jwt_validation_pubkeys`.
+pub fn public_key_pem(key: &cordon_audit::HostKey) -> String {
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let hex = key.public_hex();
+    der.extend(
+        (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()),
+    );
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64std(&der)
+    )
+}
+
+fn base64url(data: &[u8]) -> String {
+    base64std(data)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+fn base64std(data: &[u8]) -> String {
+    cordon_detect::check::base64_encode(data)
 }

@@ -1255,3 +1255,118 @@ both!(
         );
     }
 );
+
+both!(
+    a_jwt_login_gives_the_session_its_own_scoped_token_revoked_at_the_end,
+    |env| {
+        let Some(bao) = Bao::start() else { return };
+        const VALUE: &str = "sk-ant-api03-REALviaJWTlogin0123456789abcdefg";
+        let ok_cli = |args: &[&str]| {
+            let o = bao.cli(args).unwrap();
+            assert!(o.status.success(), "bao {args:?}: {o:?}");
+        };
+        ok_cli(&[
+            "kv",
+            "put",
+            "-mount=secret",
+            "llm",
+            &format!("anthropic={VALUE}"),
+        ]);
+        let policy = env.home.join("agent.hcl");
+        std::fs::write(
+            &policy,
+            "path \"secret/data/llm\" { capabilities = [\"read\"] }\n\
+         path \"auth/token/create\" { capabilities = [\"update\"] }\n",
+        )
+        .unwrap();
+        ok_cli(&["policy", "write", "agent", policy.to_str().unwrap()]);
+        // OpenBao trusts this host's key (printed by cordon, as a user would).
+        let o = env.cordon(["secret", "jwt-key"]).output().unwrap();
+        let pem = ok(&o);
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+        ok_cli(&["auth", "enable", "jwt"]);
+        ok_cli(&[
+            "write",
+            "auth/jwt/config",
+            &format!("jwt_validation_pubkeys={pem}"),
+        ]);
+        ok_cli(&[
+            "write",
+            "auth/jwt/role/cordon",
+            "role_type=jwt",
+            "user_claim=sub",
+            "bound_audiences=cordon",
+            "token_policies=agent",
+            "token_ttl=10m",
+        ]);
+        let srv = H2Server::start();
+        let ca = env.home.join("test-ca.crt");
+        std::fs::copy(&pki().ca, &ca).unwrap();
+        env.own(&ca);
+        let p = srv.port;
+        env.profile(
+        "jwt",
+        &format!(
+            "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
+             upstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
+             [vault]\naddr = \"{}\"\nauth = \"jwt\"\nrole = \"cordon\"\n\
+             [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"vault:secret/data/llm#anthropic\"\n\
+             hosts = [\"api.test\"]\n\
+             [[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:agent\"\n\
+             hosts = [\"api.test\"]\n",
+            bao.addr
+        ),
+    );
+        // No token in cordon's environment: the JWT is the credential.
+        let o = env.sh(
+            &["--profile", "jwt"],
+            &format!(
+            "curl -sS -H \"authorization: Bearer $ANTHROPIC_API_KEY\" https://api.test:{p}/hello; \
+             curl -sS -H \"authorization: Bearer $SESSION_TOKEN\" https://api.test:{p}/hello"
+        ),
+        );
+        let out = ok(&o);
+        assert_eq!(
+            out.matches("hello over h2").count(),
+            2,
+            "{out}\n{}",
+            stderr(&o)
+        );
+        let got: Vec<String> = srv
+            .requests()
+            .iter()
+            .filter_map(|r| r["authorization"].as_str().map(str::to_owned))
+            .collect();
+        assert!(got.contains(&format!("Bearer {VALUE}")), "{got:?}");
+        let child = got
+            .iter()
+            .find_map(|a| a.strip_prefix("Bearer ").filter(|t| *t != VALUE))
+            .expect("the session token reached the server")
+            .to_owned();
+        // The login token was revoked at the end, and the token it made with it.
+        assert!(!bao
+            .cli(&["token", "lookup", &child])
+            .unwrap()
+            .status
+            .success());
+        let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        assert!(audit.contains("[vault] login (role cordon)"), "{audit}");
+        assert!(
+            audit.contains("revoked the token of the secret SESSION_TOKEN"),
+            "{audit}"
+        );
+        // A JWT from another key is refused: the run stops and says so.
+        ok_cli(&[
+        "write",
+        "auth/jwt/config",
+        "jwt_validation_pubkeys=-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n",
+    ]);
+        let o = env
+            .cordon(["run", "--no-tty", "--profile", "jwt", "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("JWT login"), "{}", stderr(&o));
+    }
+);
