@@ -220,6 +220,9 @@ struct VaultFile {
     token_env: Option<Bare<EnvName>>,
     role: Option<String>,
     jwt_mount: Option<String>,
+    role_id_env: Option<Bare<EnvName>>,
+    secret_id_env: Option<Bare<EnvName>>,
+    approle_mount: Option<String>,
     ca_file: Option<Bare<HostPath>>,
 }
 
@@ -233,6 +236,9 @@ pub enum VaultAuth {
     /// claims: session, profile, tier; 5 minutes), exchanged at the JWT
     /// auth method for a token scoped by the `role`.
     Jwt,
+    /// With an AppRole's role id and secret id from cordon's environment
+    /// (`role_id_env`, `secret_id_env`).
+    Approle,
 }
 
 /// Where `vault:` secrets come from: a Vault or OpenBao server.
@@ -248,6 +254,12 @@ pub struct VaultPolicy {
     pub role: Option<String>,
     /// Where the JWT auth method is mounted (`jwt` by default).
     pub jwt_mount: String,
+    /// The variables holding the AppRole's role id and secret id.
+    pub role_id_env: String,
+    /// See `role_id_env`.
+    pub secret_id_env: String,
+    /// Where the AppRole auth method is mounted (`approle` by default).
+    pub approle_mount: String,
     /// A CA certificate (PEM) trusted for the server besides the system's.
     pub ca_file: Option<Bare<HostPath>>,
 }
@@ -660,6 +672,9 @@ impl Profile {
                 token_env: "VAULT_TOKEN".into(),
                 role: None,
                 jwt_mount: "jwt".into(),
+                role_id_env: "VAULT_ROLE_ID".into(),
+                secret_id_env: "VAULT_SECRET_ID".into(),
+                approle_mount: "approle".into(),
                 ca_file: None,
             },
             matcher: CompiledHide::default(),
@@ -831,7 +846,11 @@ impl Profile {
                 && !w.starts_with('/')
                 && !w.split('/').any(|seg| seg.is_empty() || seg == "..")
         };
-        for (key, value) in [("role", &v.role), ("jwt_mount", &v.jwt_mount)] {
+        for (key, value) in [
+            ("role", &v.role),
+            ("jwt_mount", &v.jwt_mount),
+            ("approle_mount", &v.approle_mount),
+        ] {
             if let Some(x) = value.as_deref().filter(|x| !word(x)) {
                 return Err(ProfileError::Invalid {
                     origin: origin.to_owned(),
@@ -844,6 +863,15 @@ impl Profile {
         }
         if let Some(m) = v.jwt_mount {
             self.vault.jwt_mount = m;
+        }
+        if let Some(m) = v.approle_mount {
+            self.vault.approle_mount = m;
+        }
+        if let Some(e) = v.role_id_env {
+            self.vault.role_id_env = e.0 .0;
+        }
+        if let Some(e) = v.secret_id_env {
+            self.vault.secret_id_env = e.0 .0;
         }
         if let Some(c) = v.ca_file {
             self.vault.ca_file = Some(c);

@@ -78,8 +78,14 @@ impl Vault {
         } else {
             None
         };
-        if v.auth == cordon_policy::profile::VaultAuth::Jwt {
-            return Vault::jwt_login(profile, addr, tls, login);
+        match v.auth {
+            cordon_policy::profile::VaultAuth::Jwt => {
+                return Vault::jwt_login(profile, addr, tls, login)
+            }
+            cordon_policy::profile::VaultAuth::Approle => {
+                return Vault::approle_login(profile, addr, tls)
+            }
+            cordon_policy::profile::VaultAuth::Token => {}
         }
         let token = std::env::var(&v.token_env).map_err(|_| {
             refused(
@@ -117,10 +123,61 @@ impl Vault {
             )
         })?;
         let key = crate::audit::host_key(login.state)?;
-        let jwt = session_jwt(&key, login.session, profile);
-        let url = Url::parse(&format!("{addr}/v1/auth/{}/login", v.jwt_mount))
-            .map_err(|e| refused(e, "fix [vault] jwt_mount"))?;
-        let body = serde_json::json!({ "role": role, "jwt": jwt }).to_string();
+        let jwt = Zeroizing::new(session_jwt(&key, login.session, profile));
+        let body = serde_json::json!({ "role": role, "jwt": *jwt });
+        Vault::log_in(
+            addr,
+            tls,
+            &v.jwt_mount,
+            &body,
+            &format!("[vault] login (role {role})"),
+            "the JWT auth method must trust cordon's key (`cordon secret jwt-key` prints it) \
+             and the role must accept audience \"cordon\"",
+        )
+    }
+
+    /// Logs in at the AppRole auth method with the role id and secret id
+    /// from cordon's environment.
+    fn approle_login(
+        profile: &Profile,
+        addr: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Vault, Error> {
+        let v = &profile.vault;
+        let var = |name: &str| {
+            std::env::var(name).map(Zeroizing::new).map_err(|_| {
+                refused(
+                    format!("[vault] auth = \"approle\" reads {name}, which is not set"),
+                    &format!("set {name} in the environment cordon runs in"),
+                )
+            })
+        };
+        let role_id = var(&v.role_id_env)?;
+        let secret_id = var(&v.secret_id_env)?;
+        let body = serde_json::json!({ "role_id": *role_id, "secret_id": *secret_id });
+        Vault::log_in(
+            addr,
+            tls,
+            &v.approle_mount,
+            &body,
+            "[vault] login (AppRole)",
+            "check the AppRole's role id and secret id",
+        )
+    }
+
+    /// `POST /v1/auth/MOUNT/login` with `body`; the token it gives, as the
+    /// session's login lease.
+    fn log_in(
+        addr: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        mount: &str,
+        body: &serde_json::Value,
+        name: &str,
+        hint: &str,
+    ) -> Result<Vault, Error> {
+        let url = Url::parse(&format!("{addr}/v1/auth/{mount}/login"))
+            .map_err(|e| refused(e, "fix the [vault] mount"))?;
+        let body = Zeroizing::new(body.to_string());
         let resp = request(
             "POST",
             &url,
@@ -133,34 +190,26 @@ impl Vault {
         if !resp.ok() {
             return Err(refused(
                 format!(
-                    "the JWT login at {addr} (role {role}) failed: {}",
+                    "the login at {addr}/v1/auth/{mount} failed: {}",
                     resp.describe()
                 ),
-                "the JWT auth method must trust cordon's key (`cordon secret jwt-key` prints \
-                 it) and the role must accept audience \"cordon\"",
+                hint,
             ));
         }
-        let doc: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
-            refused(
-                format!("the JWT login answer is not JSON: {e}"),
-                "check [vault] addr",
-            )
-        })?;
+        let doc: serde_json::Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| refused(format!("the login answer is not JSON: {e}"), hint))?;
         let (Some(token), Some(accessor)) = (
             doc["auth"]["client_token"].as_str(),
             doc["auth"]["accessor"].as_str(),
         ) else {
-            return Err(refused(
-                "the JWT login answer has no token".into(),
-                "check [vault] addr",
-            ));
+            return Err(refused("the login answer has no token".into(), hint));
         };
         Ok(Vault {
             addr: addr.clone(),
             tls,
             token: Zeroizing::new(token.to_string()),
             login: Some(Lease {
-                name: format!("[vault] login (role {role})"),
+                name: name.to_string(),
                 addr,
                 token_env: String::new(),
                 accessor: accessor.to_string(),
@@ -333,7 +382,9 @@ impl Vault {
     fn for_lease(lease: &Lease) -> Result<Vault, String> {
         if lease.token_env.is_empty() {
             return Err(
-                "it was made through a JWT login, and expires with the role's token TTL".into(),
+                "it was made through a login (JWT or AppRole), and expires with its role's \
+                 token TTL"
+                    .into(),
             );
         }
         let token = std::env::var(&lease.token_env).map_err(|_| {

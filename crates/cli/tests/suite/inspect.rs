@@ -1367,6 +1367,113 @@ both!(
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-        assert!(stderr(&o).contains("JWT login"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("/v1/auth/jwt failed"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("cordon secret jwt-key"),
+            "{}",
+            stderr(&o)
+        );
+    }
+);
+
+both!(
+    an_approle_login_reads_the_secret_and_is_revoked_at_the_end,
+    |env| {
+        let Some(bao) = Bao::start() else { return };
+        const VALUE: &str = "sk-ant-api03-REALviaAPPROLE0123456789abcdefgh";
+        let cli = |args: &[&str]| {
+            let o = bao.cli(args).unwrap();
+            assert!(o.status.success(), "bao {args:?}: {o:?}");
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        };
+        cli(&[
+            "kv",
+            "put",
+            "-mount=secret",
+            "llm",
+            &format!("anthropic={VALUE}"),
+        ]);
+        let policy = env.home.join("reader.hcl");
+        std::fs::write(
+            &policy,
+            "path \"secret/data/llm\" { capabilities = [\"read\"] }\n",
+        )
+        .unwrap();
+        cli(&["policy", "write", "reader", policy.to_str().unwrap()]);
+        cli(&["auth", "enable", "approle"]);
+        cli(&[
+            "write",
+            "auth/approle/role/agent",
+            "token_policies=reader",
+            "token_ttl=10m",
+        ]);
+        let role_id = cli(&["read", "-field=role_id", "auth/approle/role/agent/role-id"]);
+        let secret_id = cli(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            "auth/approle/role/agent/secret-id",
+        ]);
+        let srv = H2Server::start();
+        let ca = env.home.join("test-ca.crt");
+        std::fs::copy(&pki().ca, &ca).unwrap();
+        env.own(&ca);
+        let p = srv.port;
+        env.profile(
+        "approle",
+        &format!(
+            "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
+             upstream_ca = [\"~/test-ca.crt\"]\n\
+             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
+             [vault]\naddr = \"{}\"\nauth = \"approle\"\n\
+             [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"vault:secret/data/llm#anthropic\"\n\
+             hosts = [\"api.test\"]\n",
+            bao.addr
+        ),
+    );
+        let o = env
+        .cordon([
+            "run",
+            "--no-tty",
+            "--profile",
+            "approle",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "curl -sS -H \"authorization: Bearer $ANTHROPIC_API_KEY\" https://api.test:{p}/hello"
+            ),
+        ])
+        .env("VAULT_ROLE_ID", &role_id)
+        .env("VAULT_SECRET_ID", &secret_id)
+        .output()
+        .unwrap();
+        assert!(ok(&o).contains("hello over h2"), "{}", stderr(&o));
+        assert!(srv
+            .requests()
+            .iter()
+            .any(|r| r["authorization"] == format!("Bearer {VALUE}")));
+        // The login token was revoked at the end (its accessor is in leases.json).
+        let leases: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(env.last_session().join("leases.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(leases[0]["name"], "[vault] login (AppRole)", "{leases}");
+        assert_eq!(leases[0]["revoked"], true, "{leases}");
+        let accessor = leases[0]["accessor"].as_str().unwrap();
+        assert!(!bao
+            .cli(&["token", "lookup", "-accessor", accessor])
+            .unwrap()
+            .status
+            .success());
+        // A wrong secret id stops the run.
+        let o = env
+            .cordon(["run", "--no-tty", "--profile", "approle", "--", "true"])
+            .env("VAULT_ROLE_ID", &role_id)
+            .env("VAULT_SECRET_ID", "00000000-0000-0000-0000-000000000000")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("login at"), "{}", stderr(&o));
     }
 );
