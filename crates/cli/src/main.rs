@@ -118,7 +118,10 @@ enum Command {
     ///
     /// One file holds every secret, encrypted with a key file or a
     /// passphrase; values go in through a prompt that does not echo or
-    /// through stdin, and no command prints them. Examples:
+    /// through stdin, and no command prints them. A profile's [[secrets]]
+    /// name them as `source = "store:NAME"`: the agent gets a placeholder,
+    /// and the value goes only into requests to the secret's hosts
+    /// (docs/secrets.md). Examples:
     ///
     ///   cordon secret set ANTHROPIC_API_KEY
     ///   printf %s "$TOKEN" | cordon secret set GITHUB_TOKEN --from-stdin

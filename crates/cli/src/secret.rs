@@ -41,11 +41,11 @@ pub enum SecretCmd {
         /// Its name.
         name: String,
     },
-    /// Print the public key a Vault or OpenBao JWT auth method must trust
-    /// for `[vault] auth = "jwt"` (its jwt_validation_pubkeys).
+    /// Print the public key Vault's or OpenBao's JWT auth method must trust.
     ///
-    /// cordon signs each session's login JWT with this host's key (the
-    /// audit key, Ed25519; made on first use). Example:
+    /// With `[vault] auth = "jwt"`, cordon signs each session's login JWT
+    /// with this host's key (the audit key, Ed25519; made on first use);
+    /// the auth method's jwt_validation_pubkeys must hold it. Example:
     ///
     ///   bao write auth/jwt/config jwt_validation_pubkeys="$(cordon secret jwt-key)"
     #[command(verbatim_doc_comment)]
