@@ -109,32 +109,40 @@ impl Url {
 /// The TLS settings of a client: the system's roots, plus the
 /// certificates of `ca_file` when one is given.
 pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let extra: Vec<&Path> = ca_file.into_iter().collect();
+    client_config(&extra, "ca_file")
+}
+
+/// The TLS settings of a client: the system's roots plus every
+/// certificate in the PEM files `extra` (named `label` in errors). Fails
+/// when a file holds no certificate, or when no root is left at all;
+/// verification itself is never weakened.
+pub fn client_config(extra: &[&Path], label: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
+    for path in extra {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?
+            .map_err(|e| format!("{label} {}: {e}", path.display()))?
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            .map_err(|e| format!("{label} {}: {e}", path.display()))?;
         if certs.is_empty() {
             return Err(format!(
-                "ca_file {}: no PEM certificate in it",
+                "{label} {}: no PEM certificate in it",
                 path.display()
             ));
         }
         for c in certs {
             roots
                 .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                .map_err(|e| format!("{label} {}: {e}", path.display()))?;
         }
     }
     if roots.is_empty() {
-        return Err(
+        return Err(format!(
             "no trusted CA certificates: the system has none (install ca-certificates) \
-             and no ca_file is set"
-                .to_owned(),
-        );
+             and no {label} is set"
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -3,10 +3,10 @@
 //! leaf certificates it issues for inspected hosts (one key pair for all of
 //! them, each leaf made once and cached). Upstream connections verify the
 //! real server against the system's roots (plus the profile's
-//! `upstream_ca`); that check is never weakened.
+//! `upstream_ca`; the session builds that client configuration); that
+//! check is never weakened.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
@@ -163,45 +162,6 @@ impl rustls::server::ResolvesServerCert for Fixed {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.0))
     }
-}
-
-/// The client side of inspected connections: the system's roots plus the
-/// certificates in `extra` (PEM files). Fails when no root is left, or an
-/// extra file holds no certificate.
-pub fn upstream_config(extra: &[&Path]) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    for path in extra {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("upstream_ca {}: {e}", path.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("upstream_ca {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "upstream_ca {}: no PEM certificate in it",
-                path.display()
-            ));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("upstream_ca {}: {e}", path.display()))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(
-            "no trusted CA certificates for inspected hosts: the system has none \
-             (install ca-certificates) and no upstream_ca is set"
-                .into(),
-        );
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

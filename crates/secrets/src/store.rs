@@ -488,14 +488,7 @@ impl Store {
                 }
             }
         }
-        let suffix: [u8; 8] = random()?;
-        let tmp = dir.join(format!(
-            ".{file_name}.{}.tmp",
-            suffix
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ));
+        let tmp = temp_path(dir, &file_name)?;
         let written = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -515,6 +508,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A fresh name for a temporary file in `dir`: `.STEM.RANDOM.tmp` (what
+/// a crashed writer leaves is recognised by it).
+fn temp_path(dir: &Path, stem: &str) -> Result<PathBuf, Error> {
+    let suffix: [u8; 8] = random()?;
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(dir.join(format!(".{stem}.{hex}.tmp")))
 }
 
 fn parent(path: &Path) -> &Path {
@@ -615,14 +616,7 @@ fn key_file(path: &Path, create: bool) -> Result<Key, Error> {
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| Error::Io(dir.to_path_buf(), e))?;
-            let suffix: [u8; 8] = random()?;
-            let tmp = dir.join(format!(
-                ".secrets-key.{}.tmp",
-                suffix
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            ));
+            let tmp = temp_path(dir, "secrets-key")?;
             let mut hex = Zeroizing::new(String::with_capacity(65));
             for b in key.iter() {
                 hex.push_str(&format!("{b:02x}"));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use cordon_net::credentials::{placeholder, Credential};
 use cordon_net::inspect::Inspection;
-use cordon_net::tls::{upstream_config, SessionCa};
+use cordon_net::tls::SessionCa;
 use cordon_policy::profile::Profile;
 use cordon_policy::secrets::SecretSource;
 use cordon_sandbox::Mount;
@@ -157,7 +157,7 @@ impl Prepared {
             .map(|r| r.value.resolve(home))
             .collect();
         let extra_refs: Vec<&Path> = extra.iter().map(PathBuf::as_path).collect();
-        let upstream = upstream_config(&extra_refs)
+        let upstream = cordon_audit::http::client_config(&extra_refs, "upstream_ca")
             .map_err(|e| refused(e, "fix [network] upstream_ca in the profile"))?;
         Ok(Prepared {
             inspection: Inspection {
@@ -269,19 +269,7 @@ fn credentials(
                 zeroize::Zeroizing::new(v.into_vec())
             }
             SecretSource::VaultToken { policies } => {
-                if vault.is_none() {
-                    vault = Some(crate::vault::Vault::from_profile(
-                        profile,
-                        home,
-                        crate::vault::Login {
-                            session,
-                            state: &store.state,
-                        },
-                    )?);
-                }
-                let Some(v) = &vault else {
-                    return Err(refused("the Vault server".into(), String::new()));
-                };
+                let v = connected(&mut vault, profile, home, session, &store.state)?;
                 let (token, lease) = v
                     .session_token(&b.name, &profile.vault.token_env, session, policies)
                     .map_err(|e| {
@@ -296,19 +284,7 @@ fn credentials(
                 zeroize::Zeroizing::new(token.as_bytes().to_vec())
             }
             SecretSource::Vault { path, field } => {
-                if vault.is_none() {
-                    vault = Some(crate::vault::Vault::from_profile(
-                        profile,
-                        home,
-                        crate::vault::Login {
-                            session,
-                            state: &store.state,
-                        },
-                    )?);
-                }
-                let Some(v) = &vault else {
-                    return Err(refused("the Vault server".into(), String::new()));
-                };
+                let v = connected(&mut vault, profile, home, session, &store.state)?;
                 v.field(path, field).map_err(|e| {
                     refused(
                         format!("the secret {} ({}): {e}", b.name, b.source.render()),
@@ -358,6 +334,22 @@ fn credentials(
         leases,
         vault,
     })
+}
+
+/// The Vault server of the profile, logged in on first use.
+fn connected<'v>(
+    vault: &'v mut Option<crate::vault::Vault>,
+    profile: &Profile,
+    home: &Path,
+    session: &str,
+    state: &Path,
+) -> Result<&'v crate::vault::Vault, Error> {
+    if let Some(v) = vault {
+        return Ok(v);
+    }
+    let v =
+        crate::vault::Vault::from_profile(profile, home, crate::vault::Login { session, state })?;
+    Ok(vault.insert(v))
 }
 
 fn open_store(store: &StoreAccess) -> Result<cordon_secrets::Store, Error> {

@@ -85,9 +85,7 @@ impl Drop for H2Server {
 /// A profile `insp` in `mode` allowing and inspecting api.test (mapped to
 /// the server); `upstream_ca` names the test CA unless `trust` is false.
 fn profile(env: &Env, srv: &H2Server, mode: &str, trust: bool) {
-    let ca = env.home.join("test-ca.crt");
-    std::fs::copy(&pki().ca, &ca).unwrap();
-    env.own(&ca);
+    upstream_ca(env);
     let upstream = if trust {
         "upstream_ca = [\"~/test-ca.crt\"]\n"
     } else {
@@ -102,6 +100,14 @@ fn profile(env: &Env, srv: &H2Server, mode: &str, trust: bool) {
             p = srv.port
         ),
     );
+}
+
+/// The test CA in the fake home, as `~/test-ca.crt` (what profiles name
+/// as `upstream_ca`).
+fn upstream_ca(env: &Env) {
+    let ca = env.home.join("test-ca.crt");
+    std::fs::copy(&pki().ca, &ca).unwrap();
+    env.own(&ca);
 }
 
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
@@ -377,9 +383,7 @@ const FROM_ENV: &str = "ghp_REALenvVALUEabcdefghijklmnopqrstuvwx";
 /// A profile `sec`: api.test gets both secrets (the second also in
 /// bodies); evil.test is allowed and inspected, and bound to neither.
 fn secrets_profile(env: &Env, srv: &H2Server) {
-    let ca = env.home.join("test-ca.crt");
-    std::fs::copy(&pki().ca, &ca).unwrap();
-    env.own(&ca);
+    upstream_ca(env);
     env.profile(
         "sec",
         &format!(
@@ -637,9 +641,7 @@ both!(
         );
         run(&["config", "http.receivepack", "true"], &bare);
         let srv = crate::suite::egress::Server::start_with_git_token(repos.path(), TOKEN);
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         env.profile(
             "git",
             &format!(
@@ -705,9 +707,7 @@ both!(
 
 both!(http_rules_limit_a_host_to_some_requests, |env| {
     let srv = H2Server::start();
-    let ca = env.home.join("test-ca.crt");
-    std::fs::copy(&pki().ca, &ca).unwrap();
-    env.own(&ca);
+    upstream_ca(env);
     // No `inspect` line: the HTTP rules make the host inspected.
     env.profile(
         "rules",
@@ -782,9 +782,7 @@ both!(
     dlp_blocks_or_redacts_what_must_not_leave_and_always_stops_canaries,
     |env| {
         let srv = H2Server::start();
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         let p = srv.port;
         env.profile(
             "dlp",
@@ -891,9 +889,7 @@ both!(
     websocket_upgrades_become_a_relay_through_inspection,
     |env| {
         let srv = crate::suite::egress::Server::start(None);
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         let p = srv.port;
         env.profile(
             "ws",
@@ -950,9 +946,7 @@ both!(
     rehydrate_gives_the_agent_its_values_back_the_model_never_saw,
     |env| {
         let srv = H2Server::start();
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         let p = srv.port;
         // evil.test stands for a model API (the test certificate names it).
         env.profile(
@@ -1065,9 +1059,7 @@ both!(
             .unwrap();
         assert!(o.status.success(), "{o:?}");
         let srv = H2Server::start();
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         let p = srv.port;
         let profile = |source: &str| {
             format!(
@@ -1148,9 +1140,7 @@ both!(
             .unwrap();
         assert!(o.status.success(), "{o:?}");
         let srv = H2Server::start();
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         let p = srv.port;
         env.profile(
             "lease",
@@ -1301,9 +1291,7 @@ both!(
             "token_ttl=10m",
         ]);
         let srv = H2Server::start();
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         let p = srv.port;
         env.profile(
         "jwt",
@@ -1416,9 +1404,7 @@ both!(
             "auth/approle/role/agent/secret-id",
         ]);
         let srv = H2Server::start();
-        let ca = env.home.join("test-ca.crt");
-        std::fs::copy(&pki().ca, &ca).unwrap();
-        env.own(&ca);
+        upstream_ca(env);
         let p = srv.port;
         env.profile(
         "approle",
