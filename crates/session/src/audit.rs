@@ -113,6 +113,7 @@ pub fn granted(g: &Grant) -> Event {
         "read" => format!("read access to {}", g.value),
         "write" => format!("write access to {}", g.value),
         "host" => format!("egress to {}", g.value),
+        "secret" => format!("the secret {}", g.value),
         _ => format!("the host's variable {}", g.value),
     };
     Event::new(Class::AuthorizeSession, 1, "Assign Privileges")

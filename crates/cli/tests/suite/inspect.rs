@@ -516,7 +516,7 @@ both!(
             "no finding"
         );
         assert!(
-            findings.contains("API_KEY (store:api, to api.test)"),
+            findings.contains("granted the secret API_KEY (store:api, to api.test) (profile)"),
             "no grant"
         );
         // The real values are nowhere in the session's files or cordon's output.
