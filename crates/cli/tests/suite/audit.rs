@@ -811,12 +811,18 @@ both!(
                 .unwrap_or_else(|| panic!("no {activity} of {path} in {files:#?}"))
         };
         seen("Create", "new.txt");
+        // Size and digest are read when the writer closes the file: new.txt
+        // is renamed at once, and a busy machine may get there first (then
+        // the update is recorded without them). later.txt, never renamed,
+        // always has them (checked below).
         let written = seen("Update", "new.txt");
-        assert_eq!(written["file"]["size"], 3);
-        assert_eq!(
-            written["file"]["hashes"][0]["value"],
-            cordon_hex(&Sha256::digest(b"new"))
-        );
+        if !written["file"]["size"].is_null() {
+            assert_eq!(written["file"]["size"], 3);
+            assert_eq!(
+                written["file"]["hashes"][0]["value"],
+                cordon_hex(&Sha256::digest(b"new"))
+            );
+        }
         seen("Update", "src/old.txt");
         seen("Create", "d");
         // Made before the watch on the new directory existed, or after:
@@ -847,7 +853,9 @@ both!(
         seen("Update", "bad\u{fffd}name");
         seen("Create", "pipe");
         assert_eq!(seen("Create", "zero")["file"]["type"], "symlink");
-        seen("Update", "later.txt");
+        let later = seen("Update", "later.txt");
+        assert_eq!(later["file"]["size"], 1);
+        hashed(&["later.txt"], b"l");
         let (code, text) = verify(env, "last");
         assert_eq!(code, Some(0), "{text}");
     }
