@@ -490,12 +490,7 @@ impl Store {
         }
         let tmp = temp_path(dir, &file_name)?;
         let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)?;
+            let mut f = create_private(&tmp)?;
             f.write_all(&head)?;
             f.write_all(&sealed)?;
             f.sync_all()?;
@@ -508,6 +503,17 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Creates `path` for writing: new (never an existing file or a link's
+/// target), 0600.
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// A fresh name for a temporary file in `dir`: `.STEM.RANDOM.tmp` (what
@@ -623,12 +629,7 @@ fn key_file(path: &Path, create: bool) -> Result<Key, Error> {
             }
             hex.push('\n');
             let written = (|| {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&tmp)?;
+                let mut f = create_private(&tmp)?;
                 f.write_all(hex.as_bytes())?;
                 f.sync_all()?;
                 fs::hard_link(&tmp, path)

@@ -102,6 +102,16 @@ fn profile(env: &Env, srv: &H2Server, mode: &str, trust: bool) {
     );
 }
 
+/// The start of a profile: explicit-proxy mode, api.test allowed and
+/// mapped to the test server on `port`, the test CA trusted upstream.
+fn api_test_network(port: u16) -> String {
+    format!(
+        "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
+         upstream_ca = [\"~/test-ca.crt\"]\n\
+         resolve = {{ \"api.test\" = \"127.0.0.1:{port}\" }}\n"
+    )
+}
+
 /// The test CA in the fake home, as `~/test-ca.crt` (what profiles name
 /// as `upstream_ca`).
 fn upstream_ca(env: &Env) {
@@ -709,15 +719,12 @@ both!(http_rules_limit_a_host_to_some_requests, |env| {
     let srv = H2Server::start();
     upstream_ca(env);
     // No `inspect` line: the HTTP rules make the host inspected.
+    let net = api_test_network(srv.port);
     env.profile(
         "rules",
         &format!(
-            "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
-             upstream_ca = [\"~/test-ca.crt\"]\n\
-             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
-             [network.http.\"api.test\"]\n\
-             allow = [\"GET /hello\", {{ request = \"POST /e*\", reason = \"uploads\" }}]\n",
-            p = srv.port
+            "{net}[network.http.\"api.test\"]\n\
+             allow = [\"GET /hello\", {{ request = \"POST /e*\", reason = \"uploads\" }}]\n"
         ),
     );
     let p = srv.port;
@@ -1061,12 +1068,10 @@ both!(
         let srv = H2Server::start();
         upstream_ca(env);
         let p = srv.port;
+        let net = api_test_network(srv.port);
         let profile = |source: &str| {
             format!(
-                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
-             upstream_ca = [\"~/test-ca.crt\"]\n\
-             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
-             [vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
+                "{net}[vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
              [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"{source}\"\n\
              hosts = [\"api.test\"]\n",
                 bao.addr
@@ -1142,13 +1147,11 @@ both!(
         let srv = H2Server::start();
         upstream_ca(env);
         let p = srv.port;
+        let net = api_test_network(srv.port);
         env.profile(
             "lease",
             &format!(
-                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
-             upstream_ca = [\"~/test-ca.crt\"]\n\
-             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
-             [vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
+                "{net}[vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
              [[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:read-llm\"\n\
              hosts = [\"api.test\"]\n",
                 bao.addr
@@ -1293,13 +1296,11 @@ both!(
         let srv = H2Server::start();
         upstream_ca(env);
         let p = srv.port;
+        let net = api_test_network(srv.port);
         env.profile(
         "jwt",
         &format!(
-            "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
-             upstream_ca = [\"~/test-ca.crt\"]\n\
-             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
-             [vault]\naddr = \"{}\"\nauth = \"jwt\"\nrole = \"cordon\"\n\
+            "{net}[vault]\naddr = \"{}\"\nauth = \"jwt\"\nrole = \"cordon\"\n\
              [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"vault:secret/data/llm#anthropic\"\n\
              hosts = [\"api.test\"]\n\
              [[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:agent\"\n\
@@ -1406,13 +1407,11 @@ both!(
         let srv = H2Server::start();
         upstream_ca(env);
         let p = srv.port;
+        let net = api_test_network(srv.port);
         env.profile(
         "approle",
         &format!(
-            "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n\
-             upstream_ca = [\"~/test-ca.crt\"]\n\
-             resolve = {{ \"api.test\" = \"127.0.0.1:{p}\" }}\n\
-             [vault]\naddr = \"{}\"\nauth = \"approle\"\n\
+            "{net}[vault]\naddr = \"{}\"\nauth = \"approle\"\n\
              [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"vault:secret/data/llm#anthropic\"\n\
              hosts = [\"api.test\"]\n",
             bao.addr
