@@ -18,6 +18,13 @@
 //!   or body) stops the request: a 403, and an event the detection rules
 //!   turn into a finding. The body is held back until it has been read
 //!   past every possible placeholder, so none leaves.
+//! * A secret can be fetched on its first use instead of at start: its
+//!   placeholder is made from a declared shape (prefix and length), and
+//!   the first request to a bound host that needs the value waits while
+//!   it is fetched (once, whoever asks). The value's length then differs
+//!   from the placeholder's, and rewritten bodies change their framing: a
+//!   body read whole gets its new `Content-Length`, a streamed one is sent
+//!   without (chunked over HTTP/1.1).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -31,14 +38,21 @@ use zeroize::Zeroizing;
 /// too little to randomise.
 pub const MIN_VALUE: usize = 16;
 
+/// How a first-use secret is fetched: given the host of the request that
+/// needs it, the value or why not. Runs on a blocking thread.
+pub type Fetch = Box<dyn Fn(&str) -> Result<Zeroizing<Vec<u8>>, String> + Send + Sync>;
+
 /// One secret the egress engine injects.
 pub struct Credential {
     /// The variable the agent sees.
     pub name: String,
     /// What the agent holds.
     pub placeholder: Vec<u8>,
-    /// The real value.
-    pub value: Zeroizing<Vec<u8>>,
+    /// The real value, once known.
+    value: std::sync::OnceLock<Zeroizing<Vec<u8>>>,
+    /// How to get it on first use (held while fetching, so it is fetched
+    /// once).
+    fetch: Option<std::sync::Mutex<Fetch>>,
     /// Where it may go.
     pub hosts: Vec<HostPattern>,
     /// Whether it is also put into request bodies.
@@ -56,10 +70,106 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
+    /// A secret whose value is known now.
+    pub fn new(
+        name: String,
+        placeholder: Vec<u8>,
+        value: Zeroizing<Vec<u8>>,
+        hosts: Vec<HostPattern>,
+        body: bool,
+    ) -> Credential {
+        Credential {
+            name,
+            placeholder,
+            value: std::sync::OnceLock::from(value),
+            fetch: None,
+            hosts,
+            body,
+        }
+    }
+
+    /// A secret fetched by `fetch` on its first use.
+    pub fn on_first_use(
+        name: String,
+        placeholder: Vec<u8>,
+        fetch: Fetch,
+        hosts: Vec<HostPattern>,
+        body: bool,
+    ) -> Credential {
+        Credential {
+            name,
+            placeholder,
+            value: std::sync::OnceLock::new(),
+            fetch: Some(std::sync::Mutex::new(fetch)),
+            hosts,
+            body,
+        }
+    }
+
     /// Whether requests to `host` (normalised) on `port` may carry it.
     pub fn bound_to(&self, host: &str, port: u16) -> bool {
         self.hosts.iter().any(|h| h.matches(host, port))
     }
+
+    /// The real value, if it is known (read at start, or fetched).
+    pub fn value(&self) -> Option<&Zeroizing<Vec<u8>>> {
+        self.value.get()
+    }
+
+    /// The value, fetched now if it is not known yet, for a request to
+    /// `host`; blocks (call it on a blocking thread). Returns whether this
+    /// call fetched it.
+    pub fn fetch_blocking(&self, host: &str) -> Result<(&Zeroizing<Vec<u8>>, bool), String> {
+        if let Some(v) = self.value.get() {
+            return Ok((v, false));
+        }
+        let Some(fetch) = &self.fetch else {
+            return Err("its value is not known".into());
+        };
+        let fetch = fetch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another request may have fetched it while this one waited.
+        if let Some(v) = self.value.get() {
+            return Ok((v, false));
+        }
+        let value = fetch(host)?;
+        if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+            return Err(
+                "its value is empty or not printable ASCII without spaces, so it cannot be put \
+                 into requests"
+                    .into(),
+            );
+        }
+        if value
+            .windows(self.placeholder.len())
+            .any(|w| w == &self.placeholder[..])
+        {
+            return Err("its value holds its placeholder".into());
+        }
+        Ok((self.value.get_or_init(|| value), true))
+    }
+}
+
+/// A placeholder of `length` bytes starting with `prefix`, the rest random
+/// letters and digits (for a secret whose value is not known yet).
+pub fn shaped_placeholder(prefix: &str, length: usize) -> Result<Vec<u8>, String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let n = length
+        .checked_sub(prefix.len())
+        .filter(|&n| n >= MIN_VALUE)
+        .ok_or_else(|| {
+            format!("{length} bytes leave fewer than {MIN_VALUE} random ones after {prefix:?}")
+        })?;
+    let mut random = vec![0u8; n * 2];
+    fill_random(&mut random)?;
+    let mut out = prefix.as_bytes().to_vec();
+    out.extend(
+        random
+            .chunks(2)
+            .map(|r| ALPHABET[usize::from(u16::from_le_bytes([r[0], r[1]])) % ALPHABET.len()]),
+    );
+    Ok(out)
 }
 
 /// A placeholder for `value` (see the module's documentation). Fails for a
@@ -123,23 +233,35 @@ fn fill_random(buf: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Replaces every occurrence of `from` in `hay` with `to` (same length).
-pub(crate) fn replace_all(hay: &mut [u8], from: &[u8], to: &[u8]) -> bool {
-    debug_assert_eq!(from.len(), to.len());
-    let mut found = false;
-    let mut at = 0;
-    while let Some(i) = memchr::memmem::find(&hay[at..], from) {
-        let start = at + i;
-        hay[start..start + from.len()].copy_from_slice(to);
-        at = start + from.len();
-        found = true;
+/// Replaces every occurrence of `from` in `hay` with `to` (in place when
+/// they have the same length); whether there was one.
+pub(crate) fn replace_all(hay: &mut Vec<u8>, from: &[u8], to: &[u8]) -> bool {
+    let Some(first) = memchr::memmem::find(hay, from) else {
+        return false;
+    };
+    if from.len() == to.len() {
+        overwrite(hay, from, to, first);
+        return true;
     }
-    found
+    let mut out = Vec::with_capacity(hay.len() + to.len().saturating_sub(from.len()) * 4);
+    let mut at = 0;
+    let mut next = Some(first);
+    while let Some(i) = next {
+        out.extend_from_slice(&hay[at..i]);
+        out.extend_from_slice(to);
+        at = i + from.len();
+        next = memchr::memmem::find(&hay[at..], from).map(|j| at + j);
+    }
+    out.extend_from_slice(&hay[at..]);
+    // The old buffer may hold a secret: cleared before it is freed.
+    zeroize::Zeroize::zeroize(hay);
+    *hay = out;
+    true
 }
 
 /// What a body rewriter does with one pattern.
 pub(crate) enum Rule {
-    /// Replace it (same length).
+    /// Replace it.
     Replace {
         from: Vec<u8>,
         to: Zeroizing<Vec<u8>>,
@@ -155,6 +277,56 @@ impl Rule {
             Rule::Forbid { pattern, .. } => pattern,
         }
     }
+
+    pub(crate) fn changes_length(&self) -> bool {
+        matches!(self, Rule::Replace { from, to } if from.len() != to.len())
+    }
+}
+
+/// Applies `rules` to a whole body; an error names the first forbidden
+/// pattern found.
+pub(crate) fn apply_rules(body: &mut Vec<u8>, rules: &[Rule]) -> Result<(), Forbidden> {
+    for r in rules {
+        match r {
+            Rule::Replace { from, to } => {
+                replace_all(body, from, to);
+            }
+            Rule::Forbid { pattern, name } => {
+                if memchr::memmem::find(body, pattern).is_some() {
+                    return Err(Forbidden(name.clone()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Overwrites `from` with `to` (same length) in `hay`, from `first` on.
+fn overwrite(hay: &mut [u8], from: &[u8], to: &[u8], first: usize) {
+    let mut at = first;
+    loop {
+        hay[at..at + from.len()].copy_from_slice(to);
+        at += from.len();
+        match memchr::memmem::find(&hay[at..], from) {
+            Some(i) => at += i,
+            None => return,
+        }
+    }
+}
+
+/// [`replace_all`] on a buffer being streamed.
+fn replace_held(held: &mut BytesMut, from: &[u8], to: &[u8]) {
+    let Some(first) = memchr::memmem::find(held, from) else {
+        return;
+    };
+    if from.len() == to.len() {
+        return overwrite(held, from, to, first);
+    }
+    let mut v = Zeroizing::new(held.to_vec());
+    replace_all(&mut v, from, to);
+    held.iter_mut().for_each(|b| *b = 0);
+    held.clear();
+    held.extend_from_slice(&v);
 }
 
 /// Why a body was stopped.
@@ -177,6 +349,8 @@ pub(crate) struct Rewriting<B> {
     inner: B,
     rules: Vec<Rule>,
     keep: usize,
+    /// Whether the rewritten body keeps the inner body's length.
+    same_length: bool,
     held: BytesMut,
     /// Set when a forbidden pattern was found (the caller answers 403).
     pub(crate) tripped: Option<std::sync::Arc<std::sync::Mutex<Option<String>>>>,
@@ -197,10 +371,12 @@ impl<B> Rewriting<B> {
             .max()
             .unwrap_or(1)
             .saturating_sub(1);
+        let same_length = !rules.iter().any(Rule::changes_length);
         Rewriting {
             inner,
             rules,
             keep,
+            same_length,
             held: BytesMut::new(),
             tripped,
             done: false,
@@ -213,9 +389,7 @@ impl<B> Rewriting<B> {
     fn apply(&mut self) -> Result<(), Forbidden> {
         for r in &self.rules {
             match r {
-                Rule::Replace { from, to } => {
-                    replace_all(&mut self.held, from, to);
-                }
+                Rule::Replace { from, to } => replace_held(&mut self.held, from, to),
                 Rule::Forbid { pattern, name } => {
                     if memchr::memmem::find(&self.held, pattern).is_some() {
                         if let Some(t) = &self.tripped {
@@ -306,8 +480,11 @@ where
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        // Same-length rewriting: the size is the inner body's.
-        self.inner.size_hint()
+        if self.same_length {
+            self.inner.size_hint()
+        } else {
+            http_body::SizeHint::default()
+        }
     }
 }
 
@@ -413,6 +590,87 @@ mod tests {
             assert_eq!(got.unwrap(), want, "step {step}");
             assert!(tripped.is_none());
         }
+        // A value fetched on first use has another length than its
+        // placeholder: longer and shorter both.
+        for real in [
+            &b"sk-ant-REAL-but-much-longer-than-the-placeholder-0123456789"[..],
+            b"short-real-1",
+        ] {
+            let mut want = data.clone();
+            assert!(replace_all(&mut want, &ph, real));
+            assert_eq!(want.len(), data.len() + 50 * real.len() - 50 * ph.len());
+            for step in [1, 3, 28, 29, 30, 1000, data.len()] {
+                let rules = vec![Rule::Replace {
+                    from: ph.clone(),
+                    to: Zeroizing::new(real.to_vec()),
+                }];
+                let mut whole = data.clone();
+                apply_rules(&mut whole, &rules).unwrap();
+                assert_eq!(whole, want);
+                assert_eq!(run(&data, step, rules).0.unwrap(), want, "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_first_use_secret_is_fetched_once_and_checked() {
+        let ph = shaped_placeholder("sk-ant-api03-", 108).unwrap();
+        assert_eq!(ph.len(), 108);
+        assert!(ph.starts_with(b"sk-ant-api03-"));
+        assert!(ph[13..].iter().all(u8::is_ascii_alphanumeric));
+        assert_ne!(ph, shaped_placeholder("sk-ant-api03-", 108).unwrap());
+        assert!(shaped_placeholder("abc", 18).is_err());
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&calls);
+        let c = std::sync::Arc::new(Credential::on_first_use(
+            "K".into(),
+            ph,
+            Box::new(move |host| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                assert_eq!(host, "api.test");
+                Ok(Zeroizing::new(b"the-real-value-0123".to_vec()))
+            }),
+            Vec::new(),
+            false,
+        ));
+        assert!(c.value().is_none());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || {
+                    c.fetch_blocking("api.test")
+                        .map(|(v, now)| (v.to_vec(), now))
+                })
+            })
+            .collect();
+        let got: Vec<_> = threads
+            .into_iter()
+            .map(|t| t.join().unwrap().unwrap())
+            .collect();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(got.iter().filter(|(_, now)| *now).count(), 1);
+        assert!(got.iter().all(|(v, _)| v == b"the-real-value-0123"));
+        // A failed fetch is tried again by the next request; a value that
+        // cannot go into a header is refused.
+        let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t = std::sync::Arc::clone(&tries);
+        let bad = Credential::on_first_use(
+            "B".into(),
+            b"cordon-0123456789abcdef".to_vec(),
+            Box::new(move |_| {
+                if t.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    Err("the server is down".into())
+                } else {
+                    Ok(Zeroizing::new(b"has a space".to_vec()))
+                }
+            }),
+            Vec::new(),
+            false,
+        );
+        assert_eq!(bad.fetch_blocking("h").unwrap_err(), "the server is down");
+        assert!(bad.fetch_blocking("h").unwrap_err().contains("printable"));
+        assert!(bad.value().is_none());
     }
 
     #[test]

@@ -20,9 +20,11 @@
 //! * The placeholders of injected secrets look like the credentials they
 //!   stand for and are never findings.
 //!
-//! The detector is built on the first inspected request, not at start.
+//! The detector is built on the first inspected request, not at start,
+//! and again when a secret fetched on first use adds its value to the
+//! canaries.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use cordon_detect::{Detector, Finding, Kind, Options, Placeholders, Style};
 use cordon_policy::profile::{DlpAction, DlpPolicy};
@@ -32,9 +34,9 @@ use zeroize::Zeroizing;
 pub struct Dlp {
     /// The profile's settings.
     pub policy: DlpPolicy,
-    canaries: Vec<Zeroizing<Vec<u8>>>,
+    canaries: Mutex<Vec<Zeroizing<Vec<u8>>>>,
     ignored: Vec<Vec<u8>>,
-    detector: OnceLock<Result<Arc<Detector>, String>>,
+    detector: RwLock<Option<Result<Arc<Detector>, String>>>,
     map: Mutex<Placeholders>,
 }
 
@@ -61,31 +63,69 @@ impl Dlp {
     pub fn new(policy: DlpPolicy, canaries: Vec<Zeroizing<Vec<u8>>>, ignored: Vec<Vec<u8>>) -> Dlp {
         Dlp {
             policy,
-            canaries,
+            canaries: Mutex::new(canaries),
             ignored,
-            detector: OnceLock::new(),
+            detector: RwLock::new(None),
             map: Mutex::new(Placeholders::new()),
         }
     }
 
     /// Adds canaries (before the first request).
     pub fn add_canaries(&mut self, values: impl IntoIterator<Item = Vec<u8>>) {
-        self.canaries.extend(values.into_iter().map(Zeroizing::new));
+        self.canaries
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(values.into_iter().map(Zeroizing::new));
     }
 
-    fn detector(&self) -> Result<&Arc<Detector>, String> {
-        self.detector
-            .get_or_init(|| {
-                Detector::new(Options {
-                    pii: self.policy.pii,
-                    canaries: self.canaries.iter().map(|c| c.to_vec()).collect(),
-                    ..Options::default()
-                })
-                .map(|d| Arc::new(d.ignoring(self.ignored.clone())))
-                .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    /// Adds a canary while requests are checked (a secret fetched on first
+    /// use): the detector is built again with it, now (call it on a
+    /// blocking thread), and requests checked meanwhile use the old one.
+    pub fn add_canary(&self, value: &[u8]) {
+        self.canaries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Zeroizing::new(value.to_vec()));
+        let built = self
+            .detector
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if built {
+            let fresh = self.build();
+            *self
+                .detector
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some(fresh);
+        }
+    }
+
+    fn build(&self) -> Result<Arc<Detector>, String> {
+        let canaries: Vec<Vec<u8>> = self
+            .canaries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|c| c.to_vec())
+            .collect();
+        Detector::new(Options {
+            pii: self.policy.pii,
+            canaries,
+            ..Options::default()
+        })
+        .map(|d| Arc::new(d.ignoring(self.ignored.clone())))
+        .map_err(|e| e.to_string())
+    }
+
+    fn detector(&self) -> Result<Arc<Detector>, String> {
+        if let Some(d) = &*self.detector.read().unwrap_or_else(PoisonError::into_inner) {
+            return d.clone();
+        }
+        let mut slot = self
+            .detector
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert_with(|| self.build()).clone()
     }
 
     /// Checks a request to `host` on `port`: its URL (`uri`, rewritten in
@@ -167,14 +207,14 @@ impl Dlp {
                         Style::Typed
                     };
                     let redacted = if json {
-                        cordon_detect::redact_json(detector, &mut map, style, bytes)
+                        cordon_detect::redact_json(&detector, &mut map, style, bytes)
                             .ok()
                             .map(|(out, _)| out)
                     } else {
                         None
                     };
                     let out = redacted.unwrap_or_else(|| {
-                        cordon_detect::redact(detector, &mut map, style, bytes).0
+                        cordon_detect::redact(&detector, &mut map, style, bytes).0
                     });
                     *bytes = out;
                     notes.extend(

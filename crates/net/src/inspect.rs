@@ -363,17 +363,25 @@ where
         }
     };
     ev.dlp = note;
-    let injected = match inject(ctx, &mut parts) {
-        Ok(injected) => injected,
-        Err(name) => {
-            let r = wrong_host(ctx, &name);
-            proxy::denied(&ctx.shared, ev, &r);
-            drain(body).await;
-            return refusal_response(&r);
-        }
-    };
+    let mut body = body;
+    let has_body = !(http_body::Body::is_end_stream(&body)
+        || http_body::Body::size_hint(&body).exact() == Some(0));
+    if let Err(r) = inject(ctx, &mut parts, has_body).await {
+        proxy::denied(&ctx.shared, ev, &r);
+        drain(body).await;
+        return refusal_response(&r);
+    }
     let rehydrate = ctx.dlp.rehydrates(&ctx.expected, ctx.flow.port);
-    if !injected.is_empty() || rehydrate {
+    // Every value known for this host is turned back into its placeholder
+    // in whatever the server sends (a server may echo what it got, in a
+    // header or in the body).
+    let known: Vec<(&Credential, &[u8])> = ctx
+        .credentials
+        .iter()
+        .filter(|c| c.bound_to(&ctx.expected, ctx.flow.port))
+        .filter_map(|c| Some((c, c.value()?.as_slice())))
+        .collect();
+    if !known.is_empty() || rehydrate {
         // The response is rewritten (back to placeholders, or from DLP's
         // placeholders to the values): it must be readable.
         parts.headers.insert(
@@ -382,7 +390,29 @@ where
         );
     }
     let tripped = Arc::new(std::sync::Mutex::new(None));
-    let rules = body_rules(ctx);
+    let mut rules = body_rules(ctx);
+    if let Outgoing::Whole(Some(whole)) = &mut body {
+        // Read whole: rewritten now, with its new length.
+        if !rules.is_empty() {
+            let mut b = whole.to_vec();
+            if let Err(f) = crate::credentials::apply_rules(&mut b, &rules) {
+                let r = wrong_host(ctx, &f.0);
+                proxy::denied(&ctx.shared, ev, &r);
+                return refusal_response(&r);
+            }
+            if b.len() != whole.len() {
+                parts.headers.insert(
+                    hyper::header::CONTENT_LENGTH,
+                    hyper::header::HeaderValue::from(b.len()),
+                );
+            }
+            *whole = Bytes::from(b);
+            rules.clear();
+        }
+    } else if rules.iter().any(crate::credentials::Rule::changes_length) {
+        // Streamed: its new length is known only at its end.
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    }
     let mut req = Request::from_parts(
         parts,
         Rewriting::new(body, rules, Some(Arc::clone(&tripped))),
@@ -419,24 +449,27 @@ where
                 strip_hop_by_hop(resp.headers_mut(), false);
             }
             // Whatever the server sends back, the agent sees placeholders.
-            let back: Vec<Rule> = injected
+            let back: Vec<Rule> = known
                 .iter()
-                .map(|c| Rule::Replace {
-                    from: c.value.to_vec(),
+                .map(|(c, v)| Rule::Replace {
+                    from: v.to_vec(),
                     to: zeroize::Zeroizing::new(c.placeholder.clone()),
                 })
                 .collect();
-            for v in resp.headers_mut().values_mut() {
-                let mut bytes = v.as_bytes().to_vec();
+            for h in resp.headers_mut().values_mut() {
+                let mut bytes = h.as_bytes().to_vec();
                 let mut changed = false;
-                for c in &injected {
-                    changed |= replace_all(&mut bytes, &c.value, &c.placeholder);
+                for (c, v) in &known {
+                    changed |= replace_all(&mut bytes, v, &c.placeholder);
                 }
                 if changed {
                     if let Ok(nv) = hyper::header::HeaderValue::from_bytes(&bytes) {
-                        *v = nv;
+                        *h = nv;
                     }
                 }
+            }
+            if back.iter().any(Rule::changes_length) {
+                resp.headers_mut().remove(hyper::header::CONTENT_LENGTH);
             }
             if rehydrate {
                 // The values are longer or shorter than their placeholders.
@@ -656,59 +689,133 @@ fn wrong_host(ctx: &Ctx, name: &str) -> Refusal {
     }
 }
 
+/// Whether a header value carries `placeholder` (inside HTTP Basic
+/// credentials too).
+fn carries(value: &[u8], placeholder: &[u8]) -> bool {
+    memchr::memmem::find(value, placeholder).is_some()
+        || basic_credentials(value)
+            .and_then(cordon_detect::check::base64_decode)
+            .is_some_and(|plain| memchr::memmem::find(&plain, placeholder).is_some())
+}
+
 /// Puts the real values of the secrets bound to this flow's host in place
-/// of their placeholders, in the URL and the headers; returns the ones
-/// used. A placeholder of a secret bound elsewhere is an error naming it.
-fn inject<'c>(
-    ctx: &'c Ctx,
+/// of their placeholders, in the URL and the headers, fetching those
+/// fetched on first use (and, when the request has a body, those put into
+/// bodies). A placeholder of a secret bound elsewhere, or a secret that
+/// cannot be fetched, is the refusal.
+async fn inject(
+    ctx: &Ctx,
     parts: &mut http::request::Parts,
-) -> Result<Vec<&'c Credential>, String> {
-    let mut used = Vec::new();
-    for c in ctx.credentials.iter() {
+    has_body: bool,
+) -> Result<(), Refusal> {
+    if ctx.credentials.is_empty() {
+        return Ok(());
+    }
+    let mut uri = parts.uri.to_string().into_bytes();
+    let mut carried = Vec::new();
+    for (i, c) in ctx.credentials.iter().enumerate() {
         let bound = c.bound_to(&ctx.expected, ctx.flow.port);
-        let to: &[u8] = if bound { &c.value } else { &c.placeholder };
-        let mut found = false;
-        // The URL: path and query.
-        let mut uri = parts.uri.to_string().into_bytes();
-        if replace_all(&mut uri, &c.placeholder, to) {
-            found = true;
-            if bound {
-                if let Ok(u) = http::Uri::try_from(uri) {
-                    parts.uri = u;
-                }
-            }
+        let here = memchr::memmem::find(&uri, &c.placeholder).is_some()
+            || parts
+                .headers
+                .values()
+                .any(|v| carries(v.as_bytes(), &c.placeholder));
+        if here && !bound {
+            return Err(wrong_host(ctx, &c.name));
+        }
+        if (here || (bound && c.body && has_body)) && c.value().is_none() {
+            fetch(ctx, i).await?;
+        }
+        if here {
+            carried.push(c);
+        }
+    }
+    for c in carried {
+        let Some(value) = c.value() else {
+            return Err(unavailable(ctx, &c.name));
+        };
+        let value: &[u8] = value;
+        if replace_all(&mut uri, &c.placeholder, value) {
+            let u = http::Uri::try_from(std::mem::take(&mut uri)).map_err(|_| Refusal {
+                status: 400,
+                code: ReasonCode::NetBadRequest,
+                message: format!(
+                    "the URL with the secret {} put in is not a valid URL",
+                    c.name
+                ),
+                hint: String::new(),
+            })?;
+            uri = u.to_string().into_bytes();
+            parts.uri = u;
         }
         for v in parts.headers.values_mut() {
             let mut bytes = v.as_bytes().to_vec();
-            let mut changed = replace_all(&mut bytes, &c.placeholder, to);
+            let mut changed = replace_all(&mut bytes, &c.placeholder, value);
             // HTTP Basic: the placeholder is inside base64.
             if let Some(encoded) = basic_credentials(&bytes) {
                 if let Some(mut plain) = cordon_detect::check::base64_decode(encoded) {
-                    if replace_all(&mut plain, &c.placeholder, to) {
+                    if replace_all(&mut plain, &c.placeholder, value) {
                         let mut again = b"Basic ".to_vec();
                         again.extend_from_slice(crate::base64(&plain).as_bytes());
+                        zeroize::Zeroize::zeroize(&mut plain);
                         bytes = again;
                         changed = true;
                     }
                 }
             }
             if changed {
-                found = true;
-                if bound {
-                    let mut nv = hyper::header::HeaderValue::from_bytes(&bytes)
-                        .map_err(|_| c.name.clone())?;
-                    nv.set_sensitive(true);
-                    *v = nv;
-                }
+                let mut nv =
+                    hyper::header::HeaderValue::from_bytes(&bytes).map_err(|_| Refusal {
+                        status: 400,
+                        code: ReasonCode::NetBadRequest,
+                        message: format!(
+                            "a header with the secret {} put in is not a valid header",
+                            c.name
+                        ),
+                        hint: String::new(),
+                    })?;
+                zeroize::Zeroize::zeroize(&mut bytes);
+                nv.set_sensitive(true);
+                *v = nv;
             }
         }
-        match (found, bound) {
-            (true, true) => used.push(c),
-            (true, false) => return Err(c.name.clone()),
-            _ => {}
-        }
     }
-    Ok(used)
+    Ok(())
+}
+
+/// Fetches the value of the `i`th secret (first use) on a blocking
+/// thread; DLP blocks it from then on, like every injected value.
+async fn fetch(ctx: &Ctx, i: usize) -> Result<(), Refusal> {
+    let creds = Arc::clone(&ctx.credentials);
+    let dlp = Arc::clone(&ctx.dlp);
+    let host = ctx.expected.clone();
+    let fetched = tokio::task::spawn_blocking(move || {
+        let c = &creds[i];
+        let (value, now) = c.fetch_blocking(&host)?;
+        if now {
+            dlp.add_canary(value);
+        }
+        Ok::<(), String>(())
+    })
+    .await;
+    match fetched {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(unavailable(ctx, &ctx.credentials[i].name)),
+    }
+}
+
+/// The refusal for a request whose secret could not be fetched. Why is
+/// in the session's audit record, not told to the agent.
+fn unavailable(ctx: &Ctx, name: &str) -> Refusal {
+    Refusal {
+        status: 502,
+        code: ReasonCode::NetSecretUnavailable,
+        message: format!(
+            "the secret {name} could not be fetched for this request to {}",
+            ctx.expected
+        ),
+        hint: "the session's audit record says why; check the secret's source".into(),
+    }
 }
 
 /// How a request body to this flow's host is rewritten: the bound
@@ -719,9 +826,10 @@ fn body_rules(ctx: &Ctx) -> Vec<Rule> {
         .iter()
         .filter_map(|c| {
             if c.bound_to(&ctx.expected, ctx.flow.port) {
-                c.body.then(|| Rule::Replace {
+                let value = c.value().filter(|_| c.body)?;
+                Some(Rule::Replace {
                     from: c.placeholder.clone(),
-                    to: c.value.clone(),
+                    to: value.clone(),
                 })
             } else {
                 Some(Rule::Forbid {

@@ -141,9 +141,72 @@ pub struct SecretBinding {
     pub hosts: Vec<HostPattern>,
     /// Also put the value into request bodies (headers and the URL always).
     pub body: bool,
+    /// When the value is read.
+    pub fetch: Fetch,
+    /// The placeholder of a secret fetched on first use (its value, and so
+    /// its shape, is not known when the agent gets the placeholder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Shape>,
     /// Why the agent has it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// When a secret's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fetch {
+    /// When the session starts: the placeholder copies the value's shape,
+    /// and a source that fails stops the session before the agent runs.
+    Start,
+    /// On the first request to one of the secret's hosts that carries its
+    /// placeholder (or, with `body = true`, has a body): a secret the
+    /// agent never uses is never read, and a token is made only when
+    /// needed. The default for `vault:` and `vault-token:` sources.
+    FirstUse,
+}
+
+impl Fetch {
+    /// The default for `source`: first use for Vault, start otherwise.
+    pub fn default_for(source: &SecretSource) -> Fetch {
+        match source {
+            SecretSource::Vault { .. } | SecretSource::VaultToken { .. } => Fetch::FirstUse,
+            SecretSource::Store(_) | SecretSource::Env(_) => Fetch::Start,
+        }
+    }
+}
+
+/// The shape of a first-use secret's placeholder: its prefix and length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    /// What it starts with (`sk-ant-api03-`).
+    pub prefix: String,
+    /// Its length in bytes, prefix included.
+    pub length: usize,
+}
+
+/// Random characters a first-use placeholder has at least after its prefix.
+pub const SHAPE_MIN_RANDOM: usize = 16;
+
+impl Shape {
+    /// The shape of well-known variables' values, so that SDKs checking a
+    /// key's format accept the placeholder; otherwise `cordon-` and 40
+    /// characters in all.
+    pub fn default_for(name: &str) -> Shape {
+        let (prefix, length) = match name {
+            "ANTHROPIC_API_KEY" => ("sk-ant-api03-", 108),
+            "OPENAI_API_KEY" => ("sk-proj-", 164),
+            "GITHUB_TOKEN" | "GH_TOKEN" => ("ghp_", 40),
+            "GITLAB_TOKEN" => ("glpat-", 26),
+            "HF_TOKEN" => ("hf_", 37),
+            "VAULT_TOKEN" | "BAO_TOKEN" => ("hvs.", 95),
+            _ => ("cordon-", 40),
+        };
+        Shape {
+            prefix: prefix.into(),
+            length,
+        }
+    }
 }
 
 fn render_hosts<S: Serializer>(hosts: &[HostPattern], s: S) -> Result<S::Ok, S::Error> {
@@ -159,6 +222,9 @@ pub(crate) struct SecretFile {
     hosts: Vec<String>,
     #[serde(default)]
     body: bool,
+    fetch: Option<Fetch>,
+    prefix: Option<String>,
+    length: Option<usize>,
     reason: Option<String>,
 }
 
@@ -189,11 +255,65 @@ impl SecretFile {
             .iter()
             .map(|h| HostPattern::parse(h).map_err(|e| format!("[[secrets]] {}: {e}", self.name)))
             .collect::<Result<Vec<_>, _>>()?;
+        let fetch = self.fetch.unwrap_or_else(|| Fetch::default_for(&source));
+        let shape = match fetch {
+            Fetch::Start => {
+                if self.prefix.is_some() || self.length.is_some() {
+                    return Err(format!(
+                        "[[secrets]] {}: prefix and length shape the placeholder of a secret \
+                         fetched on first use; this one is read at start, and its placeholder \
+                         copies the value's shape",
+                        self.name
+                    ));
+                }
+                None
+            }
+            Fetch::FirstUse => {
+                if matches!(source, SecretSource::Env(_)) {
+                    return Err(format!(
+                        "[[secrets]] {}: an env: source is read when cordon starts (it is \
+                         cordon's own environment); fetch = \"first-use\" is for store: and \
+                         vault sources",
+                        self.name
+                    ));
+                }
+                let default = Shape::default_for(&self.name);
+                let shape = match (self.prefix, self.length) {
+                    (None, None) => default,
+                    (Some(prefix), length) => Shape {
+                        length: length.unwrap_or(prefix.len() + 32),
+                        prefix,
+                    },
+                    (None, Some(length)) => Shape {
+                        prefix: default.prefix,
+                        length,
+                    },
+                };
+                let printable = shape.prefix.bytes().all(|b| b.is_ascii_graphic());
+                if !printable || shape.length > 4096 {
+                    return Err(format!(
+                        "[[secrets]] {}: prefix is printable ASCII without spaces, length at most \
+                         4096",
+                        self.name
+                    ));
+                }
+                if shape.length < shape.prefix.len() + SHAPE_MIN_RANDOM {
+                    return Err(format!(
+                        "[[secrets]] {}: length {} leaves fewer than {SHAPE_MIN_RANDOM} random \
+                         characters after the prefix {:?}",
+                        self.name, shape.length, shape.prefix
+                    ));
+                }
+                Some(shape)
+            }
+        };
         Ok(SecretBinding {
             name: self.name,
             source,
             hosts,
             body: self.body,
+            fetch,
+            shape,
             reason: self.reason,
         })
     }
@@ -202,6 +322,43 @@ impl SecretFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn binding(extra: &str, source: &str) -> Result<SecretBinding, String> {
+        let text = format!(
+            "name = \"ANTHROPIC_API_KEY\"\nsource = \"{source}\"\nhosts = [\"api.anthropic.com\"]\n{extra}"
+        );
+        toml::from_str::<SecretFile>(&text)
+            .map_err(|e| e.to_string())?
+            .check()
+    }
+
+    #[test]
+    fn vault_secrets_are_fetched_on_first_use_with_a_shaped_placeholder() {
+        let b = binding("", "vault:secret/data/llm#anthropic").unwrap();
+        assert_eq!(b.fetch, Fetch::FirstUse);
+        let shape = b.shape.unwrap();
+        assert_eq!(shape.prefix, "sk-ant-api03-");
+        assert_eq!(shape.length, 108);
+        let b = binding("", "store:anthropic").unwrap();
+        assert_eq!(b.fetch, Fetch::Start);
+        assert!(b.shape.is_none());
+        let b = binding("fetch = \"start\"", "vault:kv/x#y").unwrap();
+        assert_eq!((b.fetch, b.shape), (Fetch::Start, None));
+        let b = binding("prefix = \"key-\"", "vault-token:p").unwrap();
+        assert_eq!(b.shape.unwrap().length, 36);
+        let b = binding("fetch = \"first-use\"\nlength = 60", "store:x").unwrap();
+        assert_eq!(b.shape.unwrap().length, 60);
+        for (extra, source, why) in [
+            ("fetch = \"first-use\"", "env:X", "env: source"),
+            ("prefix = \"sk-\"", "store:x", "read at start"),
+            ("length = 20", "vault:kv/x#y", "fewer than 16"),
+            ("prefix = \"a b\"", "vault:kv/x#y", "printable"),
+            ("fetch = \"later\"", "vault:kv/x#y", "unknown variant"),
+        ] {
+            let e = binding(extra, source).unwrap_err();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
+    }
 
     #[test]
     fn sources_parse_and_render() {

@@ -126,6 +126,23 @@ pub fn granted(g: &Grant) -> Event {
         )
 }
 
+/// A secret fetched on its first use, for a request to `host` (Authorize
+/// Session), or the failure to: its name and source, never its value.
+pub fn fetched(name: &str, source: &str, host: &str, result: Result<(), &str>) -> Event {
+    let message = match result {
+        Ok(()) => format!("fetched the secret {name} ({source}) on its first use, for {host}"),
+        Err(e) => format!("could not fetch the secret {name} ({source}) for {host}: {e}"),
+    };
+    Event::new(Class::AuthorizeSession, 1, "Assign Privileges")
+        .success(result.is_ok())
+        .message(message)
+        .field("privileges", json!([format!("secret:{name}")]))
+        .field(
+            "unmapped",
+            json!({ "secret": { "name": name, "source": source, "host": host, "fetch": "first-use" } }),
+        )
+}
+
 /// A token made for the session (Authorize Session), or its revocation:
 /// the secret's name and the token's accessor, never the token.
 pub fn lease(l: &crate::vault::Lease, revoked: Result<(), &str>, issued: bool) -> Event {

@@ -8,19 +8,24 @@
 //! only.
 //!
 //! The profile's `[[secrets]]` are read here, when the session starts
-//! (from cordon's store, or the host's environment), and each gets its
-//! placeholder, which is all the agent sees. The supervisor then makes
-//! itself non-dumpable: no core file or debugger attach by the user's
-//! other processes can read the CA key or the values.
+//! (from cordon's store, the host's environment or Vault), and each gets
+//! its placeholder, which is all the agent sees; those fetched on first
+//! use get a placeholder of their declared shape and a fetch the egress
+//! engine runs when a request needs the value. The supervisor makes
+//! itself non-dumpable first: no core file or debugger attach by the
+//! user's other processes can read the CA key or the values.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cordon_net::credentials::{placeholder, Credential};
+use cordon_net::credentials::{placeholder, shaped_placeholder, Credential};
 use cordon_net::inspect::Inspection;
 use cordon_net::tls::SessionCa;
 use cordon_policy::profile::Profile;
-use cordon_policy::secrets::SecretSource;
+use cordon_policy::secrets::{Fetch, SecretBinding, SecretSource};
+use zeroize::Zeroizing;
+
+use crate::broker::Broker;
 use cordon_sandbox::Mount;
 
 use crate::Error;
@@ -59,10 +64,8 @@ pub struct Prepared {
     bundle: Vec<u8>,
     /// Each secret's variable and the placeholder the agent gets in it.
     pub placeholders: Vec<(String, String)>,
-    /// Tokens made for this session (revoked at its end).
-    pub leases: Vec<crate::vault::Lease>,
-    /// The server that made them, to renew and revoke them.
-    pub vault: Option<crate::vault::Vault>,
+    /// The session's Vault server and tokens (revoked at its end).
+    pub broker: Arc<Broker>,
 }
 
 /// Where the secrets of `store:` sources are, and how to open them.
@@ -98,6 +101,7 @@ impl Prepared {
     /// CA bundle to extend or an `upstream_ca` file is unusable.
     pub fn new(
         session: &str,
+        session_dir: &Path,
         profile: &Profile,
         home: &Path,
         store: &StoreAccess,
@@ -108,17 +112,17 @@ impl Prepared {
         };
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
             .map_err(|e| Error::io("make cordon non-dumpable", e.into()))?;
-        let Made {
-            creds: credentials,
-            shown: placeholders,
-            leases,
-            vault,
-        } = credentials(profile, store, home, session)?;
+        let broker = Broker::new(session_dir, &store.state);
+        let (credentials, placeholders) = credentials(profile, store, home, session, &broker)?;
         // The real values are canaries for DLP (the agent never holds
-        // them), and the placeholders are never findings.
+        // them; those fetched later are added then), and the placeholders
+        // are never findings.
         let dlp = cordon_net::dlp::Dlp::new(
             profile.dlp.clone(),
-            credentials.iter().map(|c| c.value.clone()).collect(),
+            credentials
+                .iter()
+                .filter_map(|c| c.value().cloned())
+                .collect(),
             credentials.iter().map(|c| c.placeholder.clone()).collect(),
         );
         let system = SYSTEM_BUNDLES
@@ -169,8 +173,7 @@ impl Prepared {
             bundle_dest: system,
             bundle,
             placeholders,
-            leases,
-            vault,
+            broker,
         })
     }
 
@@ -197,26 +200,22 @@ impl Prepared {
     }
 }
 
-/// What reading the profile's secrets gave.
-struct Made {
-    creds: Vec<Credential>,
-    shown: Vec<(String, String)>,
-    leases: Vec<crate::vault::Lease>,
-    vault: Option<crate::vault::Vault>,
-}
+/// Each secret's variable and the placeholder the agent gets in it.
+type Shown = Vec<(String, String)>;
 
-/// The profile's secrets, read (or made) now, with their placeholders.
+/// The profile's secrets, read now (or, fetched on first use, with a
+/// fetch for later), with their placeholders: each variable and what the
+/// agent gets in it.
 fn credentials(
     profile: &Profile,
     store: &StoreAccess,
     home: &Path,
     session: &str,
-) -> Result<Made, Error> {
+    broker: &Arc<Broker>,
+) -> Result<(Vec<Credential>, Shown), Error> {
     let mut creds = Vec::new();
     let mut shown = Vec::new();
-    let mut leases = Vec::new();
     let mut opened: Option<cordon_secrets::Store> = None;
-    let mut vault: Option<crate::vault::Vault> = None;
     let refused = |message: String, hint: String| Error::Refused { message, hint };
     // Every binding is checked before any value is read.
     for b in &profile.secrets {
@@ -254,7 +253,47 @@ fn credentials(
         }
     }
     for b in &profile.secrets {
-        let value: zeroize::Zeroizing<Vec<u8>> = match &b.source {
+        // The server is logged in to now, whenever a secret comes from
+        // it: a wrong address or login stops the session before the
+        // agent runs.
+        if matches!(
+            b.source,
+            SecretSource::Vault { .. } | SecretSource::VaultToken { .. }
+        ) && broker.vault().is_none()
+        {
+            let v = crate::vault::Vault::from_profile(
+                profile,
+                home,
+                crate::vault::Login {
+                    session,
+                    state: &store.state,
+                },
+            )?;
+            broker.connect(v)?;
+        }
+        if b.fetch == Fetch::FirstUse {
+            let shape = b
+                .shape
+                .clone()
+                .unwrap_or_else(|| cordon_policy::secrets::Shape::default_for(&b.name));
+            let ph = shaped_placeholder(&shape.prefix, shape.length).map_err(|e| {
+                refused(
+                    format!("the secret {}: no placeholder: {e}", b.name),
+                    "fix its prefix and length".into(),
+                )
+            })?;
+            shown.push((b.name.clone(), String::from_utf8_lossy(&ph).into_owned()));
+            let fetch = first_use(b, Arc::clone(broker), store.clone(), session.to_string());
+            creds.push(Credential::on_first_use(
+                b.name.clone(),
+                ph,
+                fetch,
+                b.hosts.clone(),
+                b.body,
+            ));
+            continue;
+        }
+        let value = match &b.source {
             SecretSource::Env(var) => {
                 use std::os::unix::ffi::OsStringExt;
                 let v = std::env::var_os(var).ok_or_else(|| {
@@ -266,31 +305,7 @@ fn credentials(
                         format!("set {var} in the environment cordon runs in"),
                     )
                 })?;
-                zeroize::Zeroizing::new(v.into_vec())
-            }
-            SecretSource::VaultToken { policies } => {
-                let v = connected(&mut vault, profile, home, session, &store.state)?;
-                let (token, lease) = v
-                    .session_token(&b.name, &profile.vault.token_env, session, policies)
-                    .map_err(|e| {
-                        refused(
-                            format!("the secret {} ({}): {e}", b.name, b.source.render()),
-                            "the token in [vault] token_env must be allowed to create tokens \
-                             with these policies"
-                                .into(),
-                        )
-                    })?;
-                leases.push(lease);
-                zeroize::Zeroizing::new(token.as_bytes().to_vec())
-            }
-            SecretSource::Vault { path, field } => {
-                let v = connected(&mut vault, profile, home, session, &store.state)?;
-                v.field(path, field).map_err(|e| {
-                    refused(
-                        format!("the secret {} ({}): {e}", b.name, b.source.render()),
-                        "check the path, the field and the token's policy".into(),
-                    )
-                })?
+                Zeroizing::new(v.into_vec())
             }
             SecretSource::Store(name) => {
                 if opened.is_none() {
@@ -299,13 +314,22 @@ fn credentials(
                 let Some(s) = &opened else {
                     return Err(refused("the secrets store".into(), String::new()));
                 };
-                let secret = s.get(name).map_err(|e| {
+                read_store(s, &b.name, name)?
+            }
+            SecretSource::VaultToken { .. } | SecretSource::Vault { .. } => {
+                from_vault(b, broker, session).map_err(|e| {
                     refused(
-                        format!("the secret {} (store:{name}): {e}", b.name),
-                        format!("store it with `cordon secret set {name}`"),
+                        format!("the secret {} ({}): {e}", b.name, b.source.render()),
+                        match b.source {
+                            SecretSource::VaultToken { .. } => {
+                                "the Vault token must be allowed to create tokens with these \
+                                 policies"
+                            }
+                            _ => "check the path, the field and the token's policy",
+                        }
+                        .into(),
                     )
-                })?;
-                zeroize::Zeroizing::new(secret.expose().to_vec())
+                })?
             }
         };
         let ph = placeholder(&value).map_err(|e| {
@@ -315,41 +339,74 @@ fn credentials(
             )
         })?;
         shown.push((b.name.clone(), String::from_utf8_lossy(&ph).into_owned()));
-        creds.push(Credential {
-            name: b.name.clone(),
-            placeholder: ph,
+        creds.push(Credential::new(
+            b.name.clone(),
+            ph,
             value,
-            hosts: b.hosts.clone(),
-            body: b.body,
-        });
+            b.hosts.clone(),
+            b.body,
+        ));
     }
-    // A JWT login's token is the session's first lease: revoking it
-    // revokes the tokens it made.
-    if let Some(login) = vault.as_ref().and_then(|v| v.login.clone()) {
-        leases.insert(0, login);
-    }
-    Ok(Made {
-        creds,
-        shown,
-        leases,
-        vault,
-    })
+    Ok((creds, shown))
 }
 
-/// The Vault server of the profile, logged in on first use.
-fn connected<'v>(
-    vault: &'v mut Option<crate::vault::Vault>,
-    profile: &Profile,
-    home: &Path,
+/// The value of a `vault:` or `vault-token:` secret, from the server
+/// `broker` logged in to; a token made is recorded as a lease first.
+fn from_vault(
+    b: &SecretBinding,
+    broker: &Broker,
     session: &str,
-    state: &Path,
-) -> Result<&'v crate::vault::Vault, Error> {
-    if let Some(v) = vault {
-        return Ok(v);
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let v = broker
+        .vault()
+        .ok_or("the Vault server is not logged in to")?;
+    match &b.source {
+        SecretSource::VaultToken { policies } => {
+            let (token, lease) = v.session_token(&b.name, &v.token_env, session, policies)?;
+            broker.add_lease(lease, None)?;
+            Ok(Zeroizing::new(token.as_bytes().to_vec()))
+        }
+        SecretSource::Vault { path, field } => v.field(path, field),
+        SecretSource::Store(_) | SecretSource::Env(_) => Err("not a Vault secret".into()),
     }
-    let v =
-        crate::vault::Vault::from_profile(profile, home, crate::vault::Login { session, state })?;
-    Ok(vault.insert(v))
+}
+
+fn read_store(
+    s: &cordon_secrets::Store,
+    var: &str,
+    name: &str,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let secret = s.get(name).map_err(|e| Error::Refused {
+        message: format!("the secret {var} (store:{name}): {e}"),
+        hint: format!("store it with `cordon secret set {name}`"),
+    })?;
+    Ok(Zeroizing::new(secret.expose().to_vec()))
+}
+
+/// How a secret fetched on first use is fetched; each fetch is an audit
+/// record (the secret's name, source and the host that needed it).
+fn first_use(
+    b: &SecretBinding,
+    broker: Arc<Broker>,
+    store: StoreAccess,
+    session: String,
+) -> cordon_net::credentials::Fetch {
+    let b = b.clone();
+    Box::new(move |host: &str| {
+        let value = match &b.source {
+            SecretSource::Store(name) => open_store(&store)
+                .and_then(|s| read_store(&s, &b.name, name))
+                .map_err(|e| e.to_string()),
+            _ => from_vault(&b, &broker, &session),
+        };
+        broker.record(crate::audit::fetched(
+            &b.name,
+            &b.source.render(),
+            host,
+            value.as_ref().map(|_| ()).map_err(String::as_str),
+        ));
+        value
+    })
 }
 
 fn open_store(store: &StoreAccess) -> Result<cordon_secrets::Store, Error> {

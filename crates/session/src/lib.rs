@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod broker;
 pub mod detection;
 pub mod dirs;
 pub mod doctor;

@@ -158,8 +158,7 @@ pub struct Prepared {
     shipper: Option<crate::audit::Shipper>,
     /// Tokens made for the session, the server that revokes them at its
     /// end, and what renews them meanwhile.
-    leases: Vec<crate::vault::Lease>,
-    lease_vault: Option<crate::vault::Vault>,
+    broker: Option<Arc<crate::broker::Broker>>,
     renewer: Option<crate::vault::Renewer>,
     /// Held until the run is recorded: marks the session live.
     _lock: std::os::fd::OwnedFd,
@@ -314,7 +313,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let rules = crate::detection::rules(&dirs.config, &profile)?;
     let store = Store::new(dirs.sessions());
     // Tokens that sessions which died left unrevoked are revoked now.
-    notices_early.extend(crate::vault::recover(&store));
+    notices_early.extend(crate::vault::recover(&store, &dirs.state));
     let id = store.create()?;
     if !profile.secrets.is_empty() && egress == Egress::None {
         return Err(Error::Refused {
@@ -330,24 +329,20 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         .then(|| {
             crate::inspect::Prepared::new(
                 id.as_str(),
+                &store.dir(&id),
                 &profile,
                 &dirs.home,
                 &crate::inspect::StoreAccess::of(dirs),
             )
         })
         .transpose()?;
-    // Tokens made for this session: written down before anything runs, so
-    // that a crash leaves a record for the next start to revoke them.
-    let (leases, lease_vault) = inspection
-        .as_mut()
-        .map(|i| (std::mem::take(&mut i.leases), i.vault.take()))
-        .unwrap_or_default();
-    if !leases.is_empty() {
-        crate::vault::save_leases(&store.dir(&id), &leases)?;
-    }
-    let renewer = match (&lease_vault, leases.is_empty()) {
-        (Some(v), false) => Some(crate::vault::Renewer::start(v.clone(), &leases)?),
-        _ => None,
+    // The session's Vault tokens (each written down before it is used, so
+    // that a crash leaves a record for the next start to revoke it) are
+    // renewed while it runs.
+    let broker = inspection.as_ref().map(|i| Arc::clone(&i.broker));
+    let renewer = match broker.as_ref().filter(|b| b.vault().is_some()) {
+        Some(b) => Some(crate::vault::Renewer::start(Arc::clone(b))?),
+        None => None,
     };
     if !profile.secrets.is_empty() && inspection.is_none() {
         return Err(Error::Refused {
@@ -606,8 +601,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         notices,
         net,
         store,
-        leases,
-        lease_vault,
+        broker,
         renewer,
         _lock: lock,
     })
@@ -633,8 +627,7 @@ pub fn execute(
         containment,
         watch,
         shipper,
-        leases,
-        lease_vault,
+        broker,
         renewer,
         ..
     } = p;
@@ -693,8 +686,8 @@ pub fn execute(
                         for g in &grants {
                             audit.append(&crate::audit::granted(g));
                         }
-                        for l in &leases {
-                            audit.append(&crate::audit::lease(l, Ok(()), true));
+                        if let Some(b) = &broker {
+                            b.attach(Arc::clone(&audit));
                         }
                     }
                     Event::Tun(fd) => {
@@ -793,34 +786,10 @@ pub fn execute(
     }
     // The session's tokens die with it.
     drop(renewer);
-    if let Some(v) = &lease_vault {
-        let mut leases = leases.clone();
-        // After a JWT login, revoking the login token revokes every token
-        // it made.
-        let all_gone = v.login.is_some() && v.revoke_self().is_ok();
-        for l in &mut leases {
-            let result = if all_gone {
-                Ok(())
-            } else {
-                v.revoke(&l.accessor)
-            };
-            audit.append(&crate::audit::lease(
-                l,
-                result.as_ref().map(|_| ()).map_err(String::as_str),
-                false,
-            ));
-            match result {
-                Ok(()) => l.revoked = true,
-                Err(e) => warnings.push(format!(
-                    "the token of the secret {} could not be revoked ({e}); the next cordon run \
-                     tries again",
-                    l.name
-                )),
-            }
-        }
-        if let Err(e) = crate::vault::save_leases(&store.dir(&record.id), &leases) {
-            warnings.push(e.to_string());
-        }
+    if let Some(b) = &broker {
+        // Records made before the agent started (it never did) go in now.
+        b.attach(Arc::clone(&audit));
+        warnings.extend(b.revoke_all());
     }
     record.sandbox_pid = started;
     record.warnings = warnings;

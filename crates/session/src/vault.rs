@@ -23,8 +23,11 @@ pub struct Vault {
     addr: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     token: Zeroizing<String>,
-    /// The token cordon logged in for (JWT): revoked at the end, and its
-    /// children with it.
+    /// The variable of cordon's environment the token came from (token
+    /// auth; empty after a login).
+    pub(crate) token_env: String,
+    /// The token cordon logged in for (JWT or AppRole): revoked at the
+    /// end, and its children with it.
     pub login: Option<Lease>,
 }
 
@@ -100,12 +103,22 @@ impl Vault {
                 ),
             )
         })?;
-        Ok(Vault {
+        let vault = Vault {
             addr,
             tls,
             token: Zeroizing::new(token),
+            token_env: v.token_env.clone(),
             login: None,
-        })
+        };
+        // Checked now: a token the server refuses stops the session before
+        // the agent runs, not at the first request that needs a secret.
+        vault.get("auth/token/lookup-self").map_err(|e| {
+            refused(
+                format!("the Vault token in {} was refused: {e}", v.token_env),
+                &format!("set {} to a valid token for {}", v.token_env, vault.addr),
+            )
+        })?;
+        Ok(vault)
     }
 
     /// Logs in at the JWT auth method with a JWT signed for the session.
@@ -208,14 +221,21 @@ impl Vault {
             addr: addr.clone(),
             tls,
             token: Zeroizing::new(token.to_string()),
+            token_env: String::new(),
             login: Some(Lease {
                 name: name.to_string(),
                 addr,
                 token_env: String::new(),
                 accessor: accessor.to_string(),
                 revoked: false,
+                sealed: false,
             }),
         })
+    }
+
+    /// The token it asks with.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
     }
 
     /// Revokes the token cordon logged in with (its children with it).
@@ -275,6 +295,10 @@ pub struct Lease {
     pub accessor: String,
     /// Whether it has been revoked.
     pub revoked: bool,
+    /// Whether the token is kept in the lease store (a login token, which
+    /// only itself can revoke).
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 /// Where a session keeps its leases (outside the sandbox, like the rest
@@ -327,6 +351,7 @@ impl Vault {
                 token_env: token_env.to_string(),
                 accessor: accessor.to_string(),
                 revoked: false,
+                sealed: false,
             },
         ))
     }
@@ -340,6 +365,15 @@ impl Vault {
         .map(drop)
     }
 
+    /// [`Vault::revoke_self`], where a token that has expired already
+    /// counts as revoked.
+    fn revoke_self_gone(&self) -> Result<(), String> {
+        match self.revoke_self() {
+            Err(e) if e.contains("HTTP 403") => Ok(()),
+            r => r,
+        }
+    }
+
     /// Revokes the token behind `accessor` (and its children). A token that
     /// is already gone counts as revoked.
     pub fn revoke(&self, accessor: &str) -> Result<(), String> {
@@ -351,6 +385,24 @@ impl Vault {
             Err(e) if e.contains("HTTP 400") && e.contains("invalid accessor") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        let url = Url::parse(&format!("{}/v1/{path}", self.addr))?;
+        let resp = request(
+            "GET",
+            &url,
+            self.tls.as_ref(),
+            &[("X-Vault-Token", self.token.as_str())],
+            b"",
+            TIMEOUT,
+        )
+        .map_err(|e| format!("{}: {e}", self.addr))?;
+        if !resp.ok() {
+            return Err(format!("{path}: {}", resp.describe()));
+        }
+        serde_json::from_slice(&resp.body)
+            .map_err(|e| format!("{path}: the answer is not JSON: {e}"))
     }
 
     fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
@@ -379,20 +431,22 @@ impl Vault {
 
     /// A server and token for revoking `lease` later (crash recovery): the
     /// token from the variable the lease names, trust from the system.
-    fn for_lease(lease: &Lease) -> Result<Vault, String> {
-        if lease.token_env.is_empty() {
-            return Err(
-                "it was made through a login (JWT or AppRole), and expires with its role's \
-                 token TTL"
-                    .into(),
-            );
-        }
-        let token = std::env::var(&lease.token_env).map_err(|_| {
-            format!(
-                "{} is not set, so its token cannot be revoked",
-                lease.token_env
-            )
-        })?;
+    fn for_lease(lease: &Lease, state: &std::path::Path) -> Result<Vault, String> {
+        let token = if lease.sealed {
+            let t = crate::broker::lease_store(state)
+                .get(&lease.accessor)
+                .map_err(|e| format!("the lease store: {e}"))?;
+            String::from_utf8(t.expose().to_vec()).map_err(|_| "the kept token is not text")?
+        } else if lease.token_env.is_empty() {
+            return Err("no token was kept to revoke it with".into());
+        } else {
+            std::env::var(&lease.token_env).map_err(|_| {
+                format!(
+                    "{} is not set, so its token cannot be revoked",
+                    lease.token_env
+                )
+            })?
+        };
         let url = Url::parse(&format!("{}/v1/sys/health", lease.addr))?;
         let tls = if url.tls {
             Some(tls_config(None)?)
@@ -403,6 +457,7 @@ impl Vault {
             addr: lease.addr.clone(),
             tls,
             token: Zeroizing::new(token),
+            token_env: lease.token_env.clone(),
             login: None,
         })
     }
@@ -411,7 +466,7 @@ impl Vault {
 /// Revokes what sessions that died left behind: every lease still marked
 /// unrevoked in a session whose supervisor is gone. Returns a notice per
 /// session dealt with (or that could not be).
-pub fn recover(store: &crate::Store) -> Vec<String> {
+pub fn recover(store: &crate::Store, state: &std::path::Path) -> Vec<String> {
     let mut notices = Vec::new();
     let Ok(ids) = store.ids() else {
         return notices;
@@ -440,9 +495,26 @@ pub fn recover(store: &crate::Store) -> Vec<String> {
             continue;
         }
         let mut done = 0;
+        // A login token revoked by itself takes the tokens it made along.
+        let mut all_gone = false;
         for l in leases.iter_mut().filter(|l| !l.revoked) {
-            match Vault::for_lease(l).and_then(|v| v.revoke(&l.accessor)) {
+            let revoked = if all_gone && !l.sealed {
+                Ok(())
+            } else {
+                Vault::for_lease(l, state).and_then(|v| {
+                    if l.sealed {
+                        v.revoke_self_gone()
+                    } else {
+                        v.revoke(&l.accessor)
+                    }
+                })
+            };
+            match revoked {
                 Ok(()) => {
+                    if l.sealed {
+                        all_gone = true;
+                        let _ = crate::broker::lease_store(state).remove(&l.accessor);
+                    }
                     l.revoked = true;
                     done += 1;
                 }
@@ -470,9 +542,8 @@ pub struct Renewer {
 }
 
 impl Renewer {
-    /// Starts renewing the tokens of `leases` with `vault`.
-    pub fn start(vault: Vault, leases: &[Lease]) -> Result<Renewer, Error> {
-        let accessors: Vec<String> = leases.iter().map(|l| l.accessor.clone()).collect();
+    /// Starts renewing the tokens `broker` records, as it records them.
+    pub fn start(broker: Arc<crate::broker::Broker>) -> Result<Renewer, Error> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
             std::thread::Builder::new()
@@ -482,8 +553,11 @@ impl Renewer {
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                             // A failed renewal leaves the token to expire:
                             // the agent's requests then fail, nothing leaks.
-                            for a in &accessors {
-                                let _ = vault.renew(a);
+                            let Some(vault) = broker.vault() else {
+                                continue;
+                            };
+                            for l in broker.leases().iter().filter(|l| !l.revoked) {
+                                let _ = vault.renew(&l.accessor);
                             }
                         }
                         _ => return,

@@ -48,6 +48,9 @@ pub enum ReasonCode {
     /// A request carried a secret's placeholder to a host the secret is
     /// not bound to: someone is trying to move the credential.
     NetSecretWrongHost,
+    /// A secret fetched on its first use could not be fetched (its Vault
+    /// or store failed): the request that needed it is not sent.
+    NetSecretUnavailable,
     /// A request to an inspected host that the profile's `[network.http]`
     /// rules for that host do not allow (method and path).
     NetHttpDenied,
@@ -83,6 +86,7 @@ impl ReasonCode {
             ReasonCode::NetUpstreamFailed => "net_upstream_failed",
             ReasonCode::NetUpstreamUntrusted => "net_upstream_untrusted",
             ReasonCode::NetSecretWrongHost => "net_secret_wrong_host",
+            ReasonCode::NetSecretUnavailable => "net_secret_unavailable",
             ReasonCode::NetHttpDenied => "net_http_denied",
             ReasonCode::NetDlpBlocked => "net_dlp_blocked",
             ReasonCode::NetUdpBlocked => "net_udp_blocked",
@@ -121,6 +125,7 @@ mod tests {
             ReasonCode::NetUpstreamFailed,
             ReasonCode::NetUpstreamUntrusted,
             ReasonCode::NetSecretWrongHost,
+            ReasonCode::NetSecretUnavailable,
             ReasonCode::NetHttpDenied,
             ReasonCode::NetDlpBlocked,
             ReasonCode::NetUdpBlocked,

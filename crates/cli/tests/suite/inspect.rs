@@ -1051,7 +1051,7 @@ impl Drop for Bao {
 }
 
 both!(
-    a_secret_from_openbao_is_injected_and_never_seen_inside,
+    a_secret_from_openbao_is_fetched_on_first_use_and_never_seen_inside,
     |env| {
         let Some(bao) = Bao::start() else { return };
         const VALUE: &str = "sk-ant-api03-REALfromOPENBAO0123456789abcdef";
@@ -1069,16 +1069,18 @@ both!(
         upstream_ca(env);
         let p = srv.port;
         let net = api_test_network(srv.port);
-        let profile = |source: &str| {
+        let profile = |source: &str, extra: &str| {
             format!(
-                "{net}[vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
-             [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"{source}\"\n\
-             hosts = [\"api.test\"]\n",
+                "{net}[dlp]\nmax_body = \"1K\"\n[vault]\naddr = \"{}\"\n\
+                 token_env = \"CORDON_TEST_BAO_TOKEN\"\n\
+                 [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"{source}\"\n\
+                 hosts = [\"api.test\"]\nbody = true\n{extra}",
                 bao.addr
             )
         };
-        env.profile("bao", &profile("vault:secret/data/llm#anthropic"));
-        let run = |token: &str| {
+        let source = "vault:secret/data/llm#anthropic";
+        env.profile("bao", &profile(source, ""));
+        let run = |token: &str, script: &str| {
             env.cordon([
                 "run",
                 "--no-tty",
@@ -1087,44 +1089,116 @@ both!(
                 "--",
                 "sh",
                 "-c",
-                &format!(
-                    "echo \"key=$ANTHROPIC_API_KEY\"; \
-                 curl -sS -H \"authorization: Bearer $ANTHROPIC_API_KEY\" https://api.test:{p}/hello"
-                ),
+                script,
             ])
             .env("CORDON_TEST_BAO_TOKEN", token)
             .output()
             .unwrap()
         };
-        let o = run(BAO_ROOT);
+        // Fetched on first use: the placeholder has the declared shape of
+        // an Anthropic key (108 bytes), the value another length, so the
+        // header, a body read whole, and bodies streamed past max_body
+        // over HTTP/1.1 (chunked) and HTTP/2 are reframed.
+        let script = format!(
+            "echo \"key=$ANTHROPIC_API_KEY\"; \
+             curl -sS -H \"authorization: Bearer $ANTHROPIC_API_KEY\" https://api.test:{p}/hello; \
+             printf '{{\"key\":\"%s\"}}' \"$ANTHROPIC_API_KEY\" > /tmp/small.json; \
+             curl -sS --data-binary @/tmp/small.json https://api.test:{p}/mirror; echo; \
+             {{ printf %s \"$ANTHROPIC_API_KEY\"; head -c 4000 /dev/zero | tr '\\0' x; \
+                printf %s \"$ANTHROPIC_API_KEY\"; }} > /tmp/big; \
+             for v in --http1.1 --http2; do \
+               curl -sS $v --data-binary @/tmp/big https://api.test:{p}/mirror | \
+                 grep -c \"$ANTHROPIC_API_KEY\"; done; \
+             printf 'stolen=%s%s' '{}' '{}' > /tmp/stolen; \
+             curl -sS -i --data-binary @/tmp/stolen https://api.test:{p}/mirror | \
+               grep -i x-cordon-reason",
+            &VALUE[..20],
+            &VALUE[20..]
+        );
+        let o = run(BAO_ROOT, &script);
         let out = ok(&o);
         let key = out
             .lines()
             .find_map(|l| l.strip_prefix("key="))
             .expect(&out);
         assert!(key.starts_with("sk-ant-api03-") && key != VALUE, "{key}");
+        assert_eq!(key.len(), 108, "{key}");
         assert!(out.contains("hello over h2"), "{out}\n{}", stderr(&o));
-        // The server got the value from OpenBao; the agent never saw it.
+        // The server got the value; what it sent back reached the agent
+        // with the placeholder again.
         assert!(srv
             .requests()
             .iter()
             .any(|r| r["authorization"] == format!("Bearer {VALUE}")));
+        assert!(out.contains(&format!("{{\"key\":\"{key}\"}}")), "{out}");
+        let mirrored = srv.mirrored();
+        assert_eq!(mirrored.len(), 3, "{mirrored:?}");
+        assert_eq!(mirrored[0], format!("{{\"key\":\"{VALUE}\"}}"));
+        let big = format!("{VALUE}{}{VALUE}", "x".repeat(4000));
+        assert_eq!(mirrored[1], big, "HTTP/1.1, chunked");
+        assert_eq!(mirrored[2], big, "HTTP/2");
+        assert_eq!(out.lines().filter(|l| *l == "1").count(), 2, "{out}");
         assert!(!out.contains(VALUE));
         assert!(
             files_containing(&env.last_session(), VALUE.as_bytes()).is_empty(),
             "the value is on disk"
         );
-        // A token that may not read it, a missing field, a missing path: the
-        // run stops and says which.
-        let o = run("not-a-token");
+        let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        assert_eq!(
+            audit
+                .matches(&format!(
+                    "fetched the secret ANTHROPIC_API_KEY ({source}) on its first use, for api.test"
+                ))
+                .count(),
+            1,
+            "fetched once: {audit}"
+        );
+        // From its fetch on, the real value itself is a DLP canary, blocked
+        // wherever it goes, like every injected value.
+        assert!(out.contains("x-cordon-reason: net_dlp_blocked"), "{out}");
+        // A session that never uses it never fetches it.
+        let o = run(BAO_ROOT, "true");
+        ok(&o);
+        let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        assert!(!audit.contains("fetched the secret"), "{audit}");
+        // A token the server refuses stops the run before the agent does.
+        let o = run("not-a-token", "true");
         assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
         assert!(stderr(&o).contains("403"), "{}", stderr(&o));
-        env.profile("bao", &profile("vault:secret/data/llm#nope"));
-        let o = run(BAO_ROOT);
+        // A field that is not there: the request that needs it gets a 502
+        // (net_secret_unavailable), and the audit record says why.
+        env.profile("bao", &profile("vault:secret/data/llm#nope", ""));
+        let o = run(
+            BAO_ROOT,
+            &format!(
+                "curl -sS -i -H \"authorization: Bearer $ANTHROPIC_API_KEY\" https://api.test:{p}/hello"
+            ),
+        );
+        let out = ok(&o);
+        assert!(
+            out.contains("x-cordon-reason: net_secret_unavailable"),
+            "{out}"
+        );
+        assert!(!out.contains("no field"), "the agent is told why: {out}");
+        let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        assert!(
+            audit.contains("could not fetch the secret ANTHROPIC_API_KEY")
+                && audit.contains("no field nope"),
+            "{audit}"
+        );
+        // Read at start instead: a missing field or path stops the run.
+        env.profile(
+            "bao",
+            &profile("vault:secret/data/llm#nope", "fetch = \"start\"\n"),
+        );
+        let o = run(BAO_ROOT, "true");
         assert_eq!(o.status.code(), Some(125));
         assert!(stderr(&o).contains("no field nope"), "{}", stderr(&o));
-        env.profile("bao", &profile("vault:secret/data/none#anthropic"));
-        let o = run(BAO_ROOT);
+        env.profile(
+            "bao",
+            &profile("vault:secret/data/none#anthropic", "fetch = \"start\"\n"),
+        );
+        let o = run(BAO_ROOT, "true");
         assert_eq!(o.status.code(), Some(125));
         assert!(stderr(&o).contains("404"), "{}", stderr(&o));
     }
@@ -1204,7 +1278,19 @@ both!(
         assert!(!audit.contains(&token), "the token is in the audit log");
         // A session killed before it could revoke: the next start does.
         let mut child = env
-            .cordon(["run", "--no-tty", "--profile", "lease", "--", "sleep", "60"])
+            .cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "lease",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    "curl -sS -H \"authorization: Bearer $SESSION_TOKEN\" \
+                     https://api.test:{p}/hello; sleep 60"
+                ),
+            ])
             .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1345,6 +1431,67 @@ both!(
         assert!(
             audit.contains("revoked the token of the secret SESSION_TOKEN"),
             "{audit}"
+        );
+        // A session killed before it could revoke: the next start revokes
+        // the login token (kept, encrypted, for this) and the one it made.
+        let mut child = env
+            .cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "jwt",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    "curl -sS -H \"authorization: Bearer $SESSION_TOKEN\" \
+                     https://api.test:{p}/hello; sleep 60"
+                ),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let accessors: Vec<String> = loop {
+            let sessions = env.state.join("cordon/sessions");
+            let live = std::fs::read_dir(&sessions).unwrap().find_map(|e| {
+                let t = std::fs::read_to_string(e.ok()?.path().join("leases.json")).ok()?;
+                let v: Vec<serde_json::Value> = serde_json::from_str(&t).ok()?;
+                (v.len() == 2 && v.iter().all(|l| l["revoked"] == false)).then(|| {
+                    v.iter()
+                        .filter_map(|l| l["accessor"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            });
+            if let Some(a) = live {
+                break a;
+            }
+            assert!(std::time::Instant::now() < deadline, "no leases.json");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let lookup = |a: &str| {
+            bao.cli(&["token", "lookup", "-accessor", a])
+                .unwrap()
+                .status
+                .success()
+        };
+        assert!(accessors.iter().all(|a| lookup(a)), "not live");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let o = env
+            .cordon(["run", "--no-tty", "--", "true"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("revoked 2 token(s) left by session"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            accessors.iter().all(|a| !lookup(a)),
+            "the crashed session's tokens live on"
         );
         // A JWT from another key is refused: the run stops and says so.
         ok_cli(&[
