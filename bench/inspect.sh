@@ -23,6 +23,13 @@
 #   bench/inspect.sh                          # SIZE=1G CONNS=32 SECS=5 ROUNDS=3 N=500
 #   SIZE=256M ROUNDS=1 bench/inspect.sh       # quicker
 #   ONLY=ttfb bench/inspect.sh                # the new-connection times alone
+#   ONLY=rps ROUNDS=10 bench/inspect.sh       # small requests alone: tunnel and
+#                                             # inspected alternate, each round's
+#                                             # ratio printed (this VM's speed
+#                                             # drifts between rounds)
+#   ONLY=rps BASE=/tmp/cordon-old bench/inspect.sh
+#                                             # also inspected through another
+#                                             # build, in the same rounds (A/B)
 #
 # Needs nginx, curl, openssl, python3; installs mitmproxy with pip when
 # mitmdump is missing (BENCH_NO_MITM=1 skips the peer).
@@ -109,7 +116,7 @@ for name in tunnel inspected; do
 done
 in_cordon() { # profile command...
   local p=$1; shift
-  "$CORDON" run --no-tty -p "$p" --project "$repo" --allow-read "$W/pub" -- env -u NO_PROXY -u no_proxy "$@"
+  "${BIN:-$CORDON}" run --no-tty -p "$p" --project "$repo" --allow-read "$W/pub" -- env -u NO_PROXY -u no_proxy "$@"
 }
 URL="https://localhost:$TLS/blob"
 bulk() { # path http-flag -> bytes/s
@@ -142,6 +149,28 @@ ttfb() { # path -> "p50 p99" ms of a new connection (proxy handshake, TLS, one s
     mitmproxy) "$LOADGEN" "${args[@]}" --proxy "127.0.0.1:$MPORT" --tls "$W/mitm/mitmproxy-ca-cert.pem" ;;
   esac
 }
+if [ "$ONLY" = rps ]; then
+  echo "Small requests (loadgen rps, HTTP/1.1 over TLS, $CONNS connections, ${SECS}s), tunnel and inspected alternating:"
+  echo
+  if [ -n "${BASE:-}" ]; then
+    echo "| round | tunnel | inspected | inspected vs tunnel | inspected ($BASE) | vs tunnel |"
+    echo "|---|---:|---:|---:|---:|---:|"
+  else
+    echo "| round | tunnel | inspected | inspected vs tunnel |"
+    echo "|---|---:|---:|---:|"
+  fi
+  for r in $(seq "$ROUNDS"); do
+    t=$(rps tunnel 2>/dev/null || echo 0) i=$(rps inspected 2>/dev/null || echo 0)
+    if [ -n "${BASE:-}" ]; then
+      b=$(BIN=$BASE rps inspected 2>/dev/null || echo 0)
+      awk -v r="$r" -v t="$t" -v i="$i" -v b="$b" \
+        'BEGIN { printf "| %d | %.0f | %.0f | %.0f %% | %.0f | %.0f %% |\n", r, t, i, 100 * i / t, b, 100 * b / t }'
+    else
+      awk -v r="$r" -v t="$t" -v i="$i" 'BEGIN { printf "| %d | %.0f | %.0f | %.0f %% |\n", r, t, i, 100 * i / t }'
+    fi
+  done
+  exit 0
+fi
 paths=(direct tunnel inspected)
 [ -n "$MITM" ] && paths+=(mitmproxy)
 echo

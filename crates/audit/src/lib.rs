@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use chain::{hex, line_hash, line_seq, Chain, Checkpoint};
-pub use event::{Class, Context, Event, Process, Severity, OCSF_VERSION};
+pub use event::{Class, Context, Event, Members, Process, Severity, OCSF_VERSION};
 pub use file::{AuditLog, Config, Head, SyncPolicy, Unwritten};
 pub use key::{parse_public, verify_signature, HostKey, KEY_FILE, PUB_FILE};
 pub use verify::{verify, Problem, Report, Torn, Verdict};

@@ -125,7 +125,9 @@ enum Op {
     Equals(String),
     AnyOf(Vec<String>),
     Glob(globset::GlobMatcher),
-    Regex(regex::Regex),
+    /// Matched against a field's string, or (as bytes, with no UTF-8
+    /// check of each record) against the whole record.
+    Regex(regex::Regex, regex::bytes::Regex),
     Exists(bool),
     Canary,
 }
@@ -280,7 +282,9 @@ impl Cond {
         }
         if let Some(r) = c.regex {
             let re = regex::Regex::new(&r).map_err(|e| format!("field {field}: regex: {e}"))?;
-            ops.push(Op::Regex(re));
+            let bytes =
+                regex::bytes::Regex::new(&r).map_err(|e| format!("field {field}: regex: {e}"))?;
+            ops.push(Op::Regex(re, bytes));
         }
         if let Some(e) = c.exists {
             ops.push(Op::Exists(e));
@@ -298,7 +302,7 @@ impl Cond {
             ));
         }
         let op = ops.remove(0);
-        if path.is_empty() && !matches!(op, Op::Canary | Op::Regex(_)) {
+        if path.is_empty() && !matches!(op, Op::Canary | Op::Regex(..)) {
             return Err("field \"*\" (the whole record) takes only regex or canary".into());
         }
         Ok(Cond {
@@ -311,8 +315,8 @@ impl Cond {
     fn holds(&self, record: &Seen<'_>, line: &[u8], canary: Option<&CanaryCheck>) -> bool {
         let found = if self.path.is_empty() {
             match &self.op {
-                Op::Canary => canary.is_some_and(|c| c(line)),
-                Op::Regex(re) => re.is_match(&String::from_utf8_lossy(line)),
+                Op::Canary => canary.is_some_and(|c| c(written_by_event(line))),
+                Op::Regex(_, re) => re.is_match(line),
                 _ => false,
             }
         } else {
@@ -324,7 +328,7 @@ impl Cond {
                     Op::Equals(want) => s == *want,
                     Op::AnyOf(set) => set.contains(&s),
                     Op::Glob(g) => g.is_match(&s),
-                    Op::Regex(re) => re.is_match(&s),
+                    Op::Regex(re, _) => re.is_match(&s),
                     Op::Canary => canary.is_some_and(|c| c(s.as_bytes())),
                     Op::Exists(_) => false,
                 }),
@@ -332,6 +336,22 @@ impl Cond {
         };
         found != self.not
     }
+}
+
+/// A record without what the chain writes around every event: its
+/// `seq` and `prev` (a hash) at the start, and the profile's digest at the
+/// end. Those cannot carry anything from the sandbox, and their hex is
+/// where a search for hex-encoded canaries spends most of its time.
+fn written_by_event(line: &[u8]) -> &[u8] {
+    // `prev` is the record's second member (its value 64 hex digits); a
+    // string inside the record has its quotes escaped and cannot look
+    // like it.
+    let start =
+        memchr::memmem::find(line, b"\"prev\":\"").map_or(0, |i| (i + 8 + 64).min(line.len()));
+    let end = memchr::memmem::rfind(line, b",\"profile_digest\":")
+        .filter(|&e| e >= start)
+        .unwrap_or(line.len());
+    &line[start..end]
 }
 
 /// The values at `path` (arrays on the way fan out).

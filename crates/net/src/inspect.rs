@@ -287,15 +287,16 @@ where
 }
 
 /// Hop-by-hop headers (RFC 9110, 7.6.1): for one connection, not passed on
-/// (except those of a WebSocket upgrade).
-const HOP_BY_HOP: &[&str] = &[
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// (except those of a WebSocket upgrade). Names made once, not parsed again
+/// for every request.
+static HOP_BY_HOP: [hyper::header::HeaderName; 7] = [
+    hyper::header::HeaderName::from_static("keep-alive"),
+    hyper::header::HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
 ];
 
 /// Checks, records and passes on one request; the agent gets the server's
@@ -880,21 +881,23 @@ fn is_websocket<B>(req: &Request<B>) -> bool {
 
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrade: bool) {
     // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<String> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .filter(|t| !t.is_empty())
-        .collect();
-    for n in named {
-        if upgrade && n == "upgrade" {
-            continue;
+    if headers.contains_key(hyper::header::CONNECTION) {
+        let named: Vec<String> = headers
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(',').map(|t| t.trim().to_ascii_lowercase()))
+            .filter(|t| !t.is_empty())
+            .collect();
+        for n in named {
+            if upgrade && n == "upgrade" {
+                continue;
+            }
+            headers.remove(n.as_str());
         }
-        headers.remove(n.as_str());
     }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
     }
     if !upgrade {
         headers.remove(hyper::header::CONNECTION);

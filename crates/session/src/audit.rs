@@ -263,19 +263,6 @@ pub(crate) fn digest_reader(mut r: impl std::io::Read) -> std::io::Result<(u64, 
     Ok((size, cordon_audit::hex(&h.finalize())))
 }
 
-fn endpoint(ev: &NetEvent) -> serde_json::Value {
-    let mut ep = json!({ "port": ev.port });
-    if ev.host.parse::<std::net::IpAddr>().is_ok() {
-        ep["ip"] = ev.host.clone().into();
-    } else {
-        ep["hostname"] = ev.host.clone().into();
-    }
-    if let Some(a) = ev.addr {
-        ep["ip"] = a.ip().to_string().into();
-    }
-    ep
-}
-
 /// An exec or exit the sandbox's exec audit saw (Process Activity: Launch
 /// or Terminate). `agent` is the command the session started, for an exec
 /// whose memory could not be read (the agent's own first exec when cordon
@@ -374,70 +361,111 @@ pub fn net_event(ev: &NetEvent) -> Event {
     if let Some(m) = &ev.message {
         e = e.message(m.clone());
     }
-    let mut cordon = json!({ "kind": ev.kind, "via": ev.via, "flow": ev.flow });
+    // Written directly, not through JSON values: an inspected flow makes
+    // one of these per HTTP request.
+    let mut m = cordon_audit::Members::new();
+    let mut cordon = cordon_audit::Members::new();
+    cordon
+        .str("kind", ev.kind)
+        .str("via", ev.via)
+        .num("flow", ev.flow);
     if let Some(r) = &ev.rule {
-        cordon["rule"] = r.clone().into();
+        cordon.str("rule", r);
     }
     if let Some(t) = ev.tls {
-        cordon["tls"] = t.into();
+        cordon.str("tls", t);
     }
     if let Some(a) = &ev.alpn {
-        cordon["alpn"] = a.clone().into();
+        cordon.str("alpn", a);
     }
     if let Some(d) = &ev.dlp {
-        cordon["dlp"] = d.clone().into();
+        cordon.str("dlp", d);
     }
     match class {
         Class::Dns => {
-            e = e.field(
-                "query",
-                json!({ "hostname": ev.host, "type": ev.method.clone().unwrap_or_default() }),
-            );
+            m.obj("query", |q| {
+                q.str("hostname", &ev.host)
+                    .str("type", ev.method.as_deref().unwrap_or_default());
+            });
             if denied {
-                e = e.field("rcode", "Refused");
+                m.str("rcode", "Refused");
             }
         }
         Class::Http => {
-            e = e.field(
-                "http_request",
-                json!({
-                    "http_method": ev.method,
-                    "url": {
-                        "hostname": ev.http_host.clone().unwrap_or_else(|| ev.host.clone()),
-                        "path": ev.path,
-                        "port": ev.port,
-                    },
-                }),
-            );
+            m.obj("http_request", |r| {
+                match &ev.method {
+                    Some(method) => r.str("http_method", method),
+                    None => r.null("http_method"),
+                };
+                r.obj("url", |u| {
+                    u.str("hostname", ev.http_host.as_deref().unwrap_or(&ev.host));
+                    match &ev.path {
+                        Some(p) => u.str("path", p),
+                        None => u.null("path"),
+                    };
+                    u.num("port", u64::from(ev.port));
+                });
+            });
             if let Some(code) = ev.status {
-                e = e.field("http_response", json!({ "code": code }));
+                m.obj("http_response", |r| {
+                    r.num("code", u64::from(code));
+                });
             }
-            e = e.field("dst_endpoint", endpoint(ev));
+            endpoint(&mut m, ev);
         }
         _ => {
-            e = e.field("dst_endpoint", endpoint(ev));
-            e = e.field("connection_info", json!({ "protocol_name": "tcp" }));
+            endpoint(&mut m, ev);
+            m.obj("connection_info", |c| {
+                c.str("protocol_name", "tcp");
+            });
             if ev.bytes_up.is_some() || ev.bytes_down.is_some() {
-                e = e.field(
-                    "traffic",
-                    json!({ "bytes_out": ev.bytes_up, "bytes_in": ev.bytes_down }),
-                );
+                m.obj("traffic", |t| {
+                    match ev.bytes_up {
+                        Some(n) => t.num("bytes_out", n),
+                        None => t.null("bytes_out"),
+                    };
+                    match ev.bytes_down {
+                        Some(n) => t.num("bytes_in", n),
+                        None => t.null("bytes_in"),
+                    };
+                });
             }
             if let Some(d) = ev.duration_ms {
-                e = e.field("duration", d);
+                m.num("duration", d);
             }
             if let Some(s) = &ev.sni {
-                cordon["sni"] = s.clone().into();
+                cordon.str("sni", s);
             }
             if let Some(h) = &ev.http_host {
-                cordon["http_host"] = h.clone().into();
+                cordon.str("http_host", h);
             }
-            if let Some(m) = &ev.method {
-                cordon["method"] = m.clone().into();
+            if let Some(method) = &ev.method {
+                cordon.str("method", method);
             }
         }
     }
-    e.field("unmapped", cordon)
+    e.members(m).unmapped(cordon)
+}
+
+/// The event's `dst_endpoint`: the host as named (a name or an address),
+/// its address once known, the port.
+fn endpoint(m: &mut cordon_audit::Members, ev: &NetEvent) {
+    m.obj("dst_endpoint", |ep| {
+        let literal = ev.host.parse::<std::net::IpAddr>().is_ok();
+        if !literal {
+            ep.str("hostname", &ev.host);
+        }
+        match ev.addr {
+            Some(a) => {
+                ep.str("ip", &a.ip().to_string());
+            }
+            None if literal => {
+                ep.str("ip", &ev.host);
+            }
+            None => {}
+        }
+        ep.num("port", u64::from(ev.port));
+    });
 }
 
 /// What `cordon audit verify` found.
