@@ -162,12 +162,15 @@ impl Decoys {
 
     /// A check for the decoys' values in every encoding cordon-detect
     /// knows (raw, base64 at each alignment, URL-encoded, hex); none
-    /// without decoys. One pass of an Aho-Corasick automaton instead of one
-    /// substring search per form: every record is checked, and an
-    /// inspected flow makes one per request. A contiguous NFA (tens of
-    /// microseconds to build) serves at once; a DFA, twice as fast to
-    /// search but milliseconds to build, is built on a thread of its own
-    /// and takes over when ready, so the session's start does not wait.
+    /// without decoys. Every record is checked, and an inspected flow makes
+    /// one per request, so it is one pass, not one search per form: with
+    /// aho-corasick's packed (Teddy, SIMD) searcher when the forms fit it
+    /// (the usual three decoys give 20 forms: 115 ns for a 900-byte
+    /// record, against 1.3 µs for a DFA). Otherwise an Aho-Corasick
+    /// automaton: a contiguous NFA (tens of microseconds to build) serves
+    /// at once; a DFA, faster to search but milliseconds to build, is built
+    /// on a thread of its own and takes over when ready, so the session's
+    /// start does not wait.
     pub fn canary_check(&self) -> Result<Option<CanaryCheck>, Error> {
         if self.values.is_empty() {
             return Ok(None);
@@ -185,6 +188,13 @@ impl Decoys {
                     forms.push(f);
                 }
             }
+        }
+        // Teddy (SIMD) when the forms are few enough for it: ten times
+        // the automaton's speed on a record, and every record is searched.
+        let mut packed = aho_corasick::packed::Config::new().builder();
+        packed.extend(&forms);
+        if let Some(searcher) = packed.build() {
+            return Ok(Some(Box::new(move |b: &[u8]| searcher.find(b).is_some())));
         }
         let build = |kind| {
             aho_corasick::AhoCorasick::builder()
