@@ -38,7 +38,22 @@ pub struct Dlp {
     ignored: Vec<Vec<u8>>,
     detector: RwLock<Option<Result<Arc<Detector>, String>>>,
     map: Mutex<Placeholders>,
+    /// Header blocks seen lately, with the detector that scanned them and
+    /// what it found (nothing that blocks): clients send the same headers
+    /// request after request.
+    seen_headers: Mutex<Vec<SeenHeaders>>,
 }
+
+/// A header block that passed, the detector that scanned it, and the
+/// notes its scan made.
+struct SeenHeaders {
+    detector: Arc<Detector>,
+    block: Vec<u8>,
+    notes: Vec<String>,
+}
+
+/// How many header blocks [`Dlp`] remembers.
+const SEEN_HEADERS: usize = 16;
 
 impl std::fmt::Debug for Dlp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,6 +82,7 @@ impl Dlp {
             ignored,
             detector: RwLock::new(None),
             map: Mutex::new(Placeholders::new()),
+            seen_headers: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,6 +114,11 @@ impl Dlp {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) = Some(fresh);
         }
+        // Blocks scanned without the new canary are scanned again.
+        self.seen_headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     fn build(&self) -> Result<Arc<Detector>, String> {
@@ -160,19 +181,45 @@ impl Dlp {
             let i = starts.partition_point(|&s| s <= at).saturating_sub(1);
             headers.get(i).map_or("", |(n, _)| *n)
         };
-        for f in detector.scan(&all) {
-            if f.kind == Kind::Canary {
-                return Verdict::Block(format!(
-                    "the {} header carries {}",
-                    name_at(f.start),
-                    describe(&f, &all)
-                ));
+        let known = {
+            let seen = self
+                .seen_headers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            seen.iter()
+                .find(|s| Arc::ptr_eq(&s.detector, &detector) && s.block == all)
+                .map(|s| s.notes.clone())
+        };
+        match known {
+            Some(n) => notes = n,
+            None => {
+                for f in detector.scan(&all) {
+                    if f.kind == Kind::Canary {
+                        return Verdict::Block(format!(
+                            "the {} header carries {}",
+                            name_at(f.start),
+                            describe(&f, &all)
+                        ));
+                    }
+                    notes.push(format!(
+                        "{} in the {} header (passed)",
+                        f.rule,
+                        name_at(f.start)
+                    ));
+                }
+                let mut seen = self
+                    .seen_headers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if seen.len() == SEEN_HEADERS {
+                    seen.remove(0);
+                }
+                seen.push(SeenHeaders {
+                    detector: Arc::clone(&detector),
+                    block: all,
+                    notes: notes.clone(),
+                });
             }
-            notes.push(format!(
-                "{} in the {} header (passed)",
-                f.rule,
-                name_at(f.start)
-            ));
         }
         let mut parts: Vec<(&str, &mut Vec<u8>, bool)> = vec![("URL", uri, false)];
         if let Some((b, json)) = body {
@@ -329,4 +376,53 @@ fn describe(f: &Finding, hay: &[u8]) -> String {
         return "a canary value (a decoy credential's or an injected secret's)".into();
     }
     format!("{} ({})", f.rule, f.preview(hay))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> DlpPolicy {
+        DlpPolicy {
+            action: DlpAction::Block,
+            model_action: DlpAction::Redact,
+            model_hosts: Vec::new(),
+            pii: false,
+            max_body: cordon_policy::ByteSize(1 << 20),
+            rehydrate: false,
+        }
+    }
+
+    fn check(dlp: &Dlp, headers: &[(&str, &[u8])]) -> Verdict {
+        dlp.check("api.test", 443, &mut b"/v1/x".to_vec(), headers, None)
+    }
+
+    #[test]
+    fn header_blocks_seen_before_are_not_scanned_again_until_a_canary_is_added() {
+        let decoy = b"AKIAQ2W3E4R5T6Y7U8I9".to_vec();
+        let dlp = Dlp::new(policy(), vec![Zeroizing::new(decoy.clone())], Vec::new());
+        let late = b"sk-late-fetched-value-0123456789".as_slice();
+        let clean: &[(&str, &[u8])] = &[("user-agent", b"curl/8"), ("x-key", late)];
+        for _ in 0..3 {
+            assert!(matches!(check(&dlp, clean), Verdict::Pass { .. }));
+        }
+        assert_eq!(dlp.seen_headers.lock().unwrap().len(), 1);
+        // A block with a canary is refused each time, never remembered.
+        let bad: &[(&str, &[u8])] = &[("user-agent", b"curl/8"), ("x-key", &decoy)];
+        for _ in 0..2 {
+            assert!(matches!(check(&dlp, bad), Verdict::Block(_)));
+        }
+        assert_eq!(dlp.seen_headers.lock().unwrap().len(), 1);
+        // A value fetched on first use becomes a canary: the block that
+        // passed before is refused now.
+        dlp.add_canary(late);
+        assert!(matches!(check(&dlp, clean), Verdict::Block(_)));
+        // The remembered blocks are bounded.
+        for i in 0..40 {
+            let v = format!("v{i}");
+            let h: &[(&str, &[u8])] = &[("x-n", v.as_bytes())];
+            assert!(matches!(check(&dlp, h), Verdict::Pass { .. }));
+        }
+        assert_eq!(dlp.seen_headers.lock().unwrap().len(), SEEN_HEADERS);
+    }
 }
