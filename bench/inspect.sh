@@ -30,6 +30,8 @@
 #   ONLY=rps BASE=/tmp/cordon-old bench/inspect.sh
 #                                             # also inspected through another
 #                                             # build, in the same rounds (A/B)
+#   ONLY=bulk ROUNDS=5 [BASE=...] bench/inspect.sh
+#                                             # inspected bulk downloads alone
 #
 # Needs nginx, curl, openssl, python3; installs mitmproxy with pip when
 # mitmdump is missing (BENCH_NO_MITM=1 skips the peer).
@@ -168,6 +170,23 @@ if [ "$ONLY" = rps ]; then
     else
       awk -v r="$r" -v t="$t" -v i="$i" 'BEGIN { printf "| %d | %.0f | %.0f | %.0f %% |\n", r, t, i, 100 * i / t }'
     fi
+  done
+  exit 0
+fi
+if [ "$ONLY" = bulk ]; then
+  echo "Bulk download of $BYTES bytes through inspection (curl), MB/s, rounds alternating:"
+  echo
+  echo "| round | HTTP/1.1 | HTTP/2 |${BASE:+ HTTP/1.1 ($BASE) | HTTP/2 ($BASE) |}"
+  echo "|---|---:|---:|${BASE:+---:|---:|}"
+  for r in $(seq "$ROUNDS"); do
+    row="| $r |"
+    for bin in "$CORDON" ${BASE:-}; do
+      for h in --http1.1 --http2; do
+        v=$(BIN=$bin bulk inspected "$h" 2>/dev/null || echo 0)
+        row="$row $(awk -v v="$v" 'BEGIN { printf "%.0f", v / 1e6 }') |"
+      done
+    done
+    echo "$row"
   done
   exit 0
 fi

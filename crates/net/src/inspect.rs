@@ -480,7 +480,7 @@ where
                     crate::dlp::Rehydrating::new(Rewriting::new(b, back, None), dlp).boxed()
                 })
             } else {
-                resp.map(|b| Rewriting::new(b, back, None).boxed())
+                resp.map(|b| Coalescing::new(Rewriting::new(b, back, None)).boxed())
             }
         }
         Err(e) => {
@@ -491,6 +491,105 @@ where
             ctx.shared.log.record(ev);
             refusal_response(&r)
         }
+    }
+}
+
+/// How much of a response body is gathered into one piece, at most.
+const COALESCE: usize = 64 * 1024;
+
+/// A body that passes on, in one piece, what its inner body has ready
+/// (up to [`COALESCE`] bytes), instead of frame by frame: nginx sends
+/// HTTP/2 data in 8 KiB frames, and passed on one by one each became a
+/// TLS record and a `send` of its own. It never waits to gather: what is
+/// ready when the inner body would wait goes at once (server-sent events
+/// arrive as they are sent).
+struct Coalescing<B> {
+    inner: B,
+    /// A frame that ended the gathering (trailers, or an error), next.
+    next: Option<Result<http_body::Frame<Bytes>, BoxError>>,
+    done: bool,
+}
+
+impl<B> Coalescing<B> {
+    fn new(inner: B) -> Coalescing<B> {
+        Coalescing {
+            inner,
+            next: None,
+            done: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for Coalescing<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(f) = this.next.take() {
+            return Poll::Ready(Some(f));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let first = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            other => return other,
+        };
+        let first = match first.into_data() {
+            Ok(d) => d,
+            Err(f) => return Poll::Ready(Some(Ok(f))),
+        };
+        let mut gathered: Option<bytes::BytesMut> = None;
+        let mut len = first.len();
+        while len < COALESCE {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => {
+                        len += d.len();
+                        let g = gathered.get_or_insert_with(|| {
+                            let mut g = bytes::BytesMut::with_capacity(COALESCE + 16 * 1024);
+                            g.extend_from_slice(&first);
+                            g
+                        });
+                        g.extend_from_slice(&d);
+                    }
+                    Err(f) => {
+                        this.next = Some(Ok(f));
+                        break;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    this.next = Some(Err(e));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let data = gathered.map_or(first, bytes::BytesMut::freeze);
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next.is_none() && (self.done || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -1028,6 +1127,20 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Rewind<C> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    // Vectored writes pass through: rustls writes the TLS records it has
+    // ready in one call, which would otherwise become a send per record.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -1072,11 +1185,93 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
         r
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.up.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames given out one per poll; `None` is a pending poll (the next
+    /// poll goes on).
+    struct Script(std::collections::VecDeque<Option<http_body::Frame<Bytes>>>);
+
+    impl http_body::Body for Script {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            match self.0.pop_front() {
+                Some(Some(f)) => Poll::Ready(Some(Ok(f))),
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    #[test]
+    fn coalescing_gathers_what_is_ready_and_never_waits() {
+        let data = |n: usize, b: u8| Some(http_body::Frame::data(Bytes::from(vec![b; n])));
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        let script = Script(
+            [
+                data(8192, b'a'),
+                data(8192, b'b'),
+                None,
+                data(10, b'c'),
+                None,
+                // More than COALESCE ready at once: cut at the limit.
+                data(40_000, b'd'),
+                data(40_000, b'e'),
+                data(5, b'f'),
+                Some(http_body::Frame::trailers(trailers)),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let frames = rt.block_on(async {
+            let mut body = Coalescing::new(script);
+            let mut out = Vec::new();
+            while let Some(f) = body.frame().await {
+                let f = f.unwrap();
+                out.push(match f.into_data() {
+                    Ok(d) => format!("{}{}", d.len(), char::from(d[d.len() - 1])),
+                    Err(t) => format!("trailers {}", t.trailers_ref().map_or(0, |t| t.len())),
+                });
+            }
+            out
+        });
+        assert_eq!(frames, ["16384b", "10c", "80000e", "5f", "trailers 1"]);
     }
 }
