@@ -340,7 +340,11 @@ where
         }),
     };
     // The profile's HTTP rules for the host: method and path.
+    let rules = !ctx.shared.policy.http.is_empty();
     let refusal = refusal.or_else(|| {
+        if !rules {
+            return None;
+        }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         Refusal::check(
             ctx.shared
@@ -995,7 +999,14 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrade: bool) {
             headers.remove(n.as_str());
         }
     }
-    for n in &HOP_BY_HOP {
+    // Most requests carry none of them: one pass over the (few) headers
+    // finds those to remove, instead of a lookup for each name.
+    let found: Vec<hyper::header::HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    for n in &found {
         headers.remove(n);
     }
     if !upgrade {
