@@ -146,31 +146,36 @@ pub fn fetched(name: &str, source: &str, host: &str, result: Result<(), &str>) -
 /// A token made for the session (Authorize Session), or its revocation:
 /// the secret's name and the token's accessor, never the token.
 pub fn lease(l: &crate::vault::Lease, revoked: Result<(), &str>, issued: bool) -> Event {
+    // A dynamic secret's lease, or a token.
+    let (what, id_of) = if l.lease_id.is_empty() {
+        ("token", format!("accessor {}", l.accessor))
+    } else {
+        ("lease", format!("lease {}", l.lease_id))
+    };
     let (id, name, message) = if issued {
+        let made = if l.lease_id.is_empty() {
+            "made a token for"
+        } else {
+            "leased"
+        };
         (
             1,
             "Assign Privileges",
-            format!(
-                "made a token for the secret {} (accessor {})",
-                l.name, l.accessor
-            ),
+            format!("{made} the secret {} ({id_of})", l.name),
         )
     } else {
         match revoked {
             Ok(()) => (
                 99,
                 "Revoke",
-                format!(
-                    "revoked the token of the secret {} (accessor {})",
-                    l.name, l.accessor
-                ),
+                format!("revoked the {what} of the secret {} ({id_of})", l.name),
             ),
             Err(e) => (
                 99,
                 "Revoke",
                 format!(
-                    "could not revoke the token of the secret {} (accessor {}): {e}",
-                    l.name, l.accessor
+                    "could not revoke the {what} of the secret {} ({id_of}): {e}",
+                    l.name
                 ),
             ),
         }
@@ -180,7 +185,12 @@ pub fn lease(l: &crate::vault::Lease, revoked: Result<(), &str>, issued: bool) -
         .message(message)
         .field(
             "unmapped",
-            json!({ "lease": { "secret": l.name, "accessor": l.accessor, "server": l.addr } }),
+            json!({ "lease": {
+                "secret": l.name,
+                "accessor": l.accessor,
+                "lease_id": l.lease_id,
+                "server": l.addr,
+            } }),
         )
 }
 

@@ -120,7 +120,7 @@ impl Broker {
                     .vault
                     .get()
                     .ok_or_else(|| "no server".to_string())
-                    .and_then(|v| v.revoke(&lease.accessor)),
+                    .and_then(|v| v.revoke_lease(&lease)),
             };
             self.record(crate::audit::lease(
                 &lease,
@@ -176,11 +176,7 @@ impl Broker {
         }
         let all_gone = v.login.is_some() && v.revoke_self().is_ok();
         for l in leases.iter_mut().filter(|l| !l.revoked) {
-            let result = if all_gone {
-                Ok(())
-            } else {
-                v.revoke(&l.accessor)
-            };
+            let result = if all_gone { Ok(()) } else { v.revoke_lease(l) };
             self.record(crate::audit::lease(
                 l,
                 result.as_ref().map(|_| ()).map_err(String::as_str),

@@ -366,7 +366,26 @@ fn from_vault(
             broker.add_lease(lease, None)?;
             Ok(Zeroizing::new(token.as_bytes().to_vec()))
         }
-        SecretSource::Vault { path, field } => v.field(path, field),
+        SecretSource::Vault { path, field } => {
+            let (value, lease) = v.field(path, field)?;
+            // A dynamic secret: its lease is recorded before the value is
+            // used, renewed with the tokens, and revoked at the end.
+            if let Some(lease_id) = lease {
+                broker.add_lease(
+                    crate::vault::Lease {
+                        name: b.name.clone(),
+                        addr: v.addr().to_string(),
+                        token_env: v.token_env.clone(),
+                        accessor: String::new(),
+                        lease_id,
+                        revoked: false,
+                        sealed: false,
+                    },
+                    None,
+                )?;
+            }
+            Ok(value)
+        }
         SecretSource::Store(_) | SecretSource::Env(_) => Err("not a Vault secret".into()),
     }
 }

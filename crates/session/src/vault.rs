@@ -227,10 +227,16 @@ impl Vault {
                 addr,
                 token_env: String::new(),
                 accessor: accessor.to_string(),
+                lease_id: String::new(),
                 revoked: false,
                 sealed: false,
             }),
         })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// The token it asks with.
@@ -245,8 +251,14 @@ impl Vault {
     }
 
     /// Field `field` of the secret at API path `path` (KV v2:
-    /// `secret/data/NAME`; a KV v1 path works too).
-    pub fn field(&self, path: &str, field: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    /// `secret/data/NAME`; a KV v1 path, or a dynamic secret such as
+    /// `database/creds/ROLE`, works too), and its lease id when the answer
+    /// is leased.
+    pub fn field(
+        &self,
+        path: &str,
+        field: &str,
+    ) -> Result<(Zeroizing<Vec<u8>>, Option<String>), String> {
         let url = Url::parse(&format!("{}/v1/{path}", self.addr))?;
         let resp = request(
             "GET",
@@ -270,8 +282,14 @@ impl Vault {
             Some(d) if d.is_object() => d,
             _ => &doc["data"],
         };
+        let lease = doc["lease_id"]
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned);
         match data.get(field) {
-            Some(serde_json::Value::String(s)) => Ok(Zeroizing::new(s.as_bytes().to_vec())),
+            Some(serde_json::Value::String(s)) => {
+                Ok((Zeroizing::new(s.as_bytes().to_vec()), lease))
+            }
             Some(_) => Err(format!("{path}: the field {field} is not a string")),
             None => Err(format!("{path}: no field {field}")),
         }
@@ -291,8 +309,13 @@ pub struct Lease {
     /// The variable of cordon's environment holding the token that made
     /// it (and can revoke it).
     pub token_env: String,
-    /// Its accessor (names the token; cannot authenticate).
+    /// Its accessor (names the token; cannot authenticate). Empty for a
+    /// secret's lease.
     pub accessor: String,
+    /// The lease of a dynamic secret (`database/creds/agent/...`): what
+    /// renews and revokes it. Empty for a token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lease_id: String,
     /// Whether it has been revoked.
     pub revoked: bool,
     /// Whether the token is kept in the lease store (a login token, which
@@ -350,19 +373,46 @@ impl Vault {
                 addr: self.addr.clone(),
                 token_env: token_env.to_string(),
                 accessor: accessor.to_string(),
+                lease_id: String::new(),
                 revoked: false,
                 sealed: false,
             },
         ))
     }
 
-    /// Renews the token behind `accessor` for another [`TOKEN_TTL_SECS`].
-    pub fn renew(&self, accessor: &str) -> Result<(), String> {
-        self.post(
-            "auth/token/renew-accessor",
-            &serde_json::json!({ "accessor": accessor, "increment": format!("{TOKEN_TTL_SECS}s") }),
-        )
+    /// Renews what `lease` names for another [`TOKEN_TTL_SECS`] (a secret's
+    /// lease, or the token behind its accessor).
+    pub fn renew(&self, lease: &Lease) -> Result<(), String> {
+        let increment = format!("{TOKEN_TTL_SECS}s");
+        if lease.lease_id.is_empty() {
+            self.post(
+                "auth/token/renew-accessor",
+                &serde_json::json!({ "accessor": lease.accessor, "increment": increment }),
+            )
+        } else {
+            self.post(
+                "sys/leases/renew",
+                &serde_json::json!({ "lease_id": lease.lease_id, "increment": increment }),
+            )
+        }
         .map(drop)
+    }
+
+    /// Revokes what `lease` names: a secret's lease, or the token behind
+    /// its accessor (and its children). One already gone counts as
+    /// revoked.
+    pub fn revoke_lease(&self, lease: &Lease) -> Result<(), String> {
+        if lease.lease_id.is_empty() {
+            return self.revoke(&lease.accessor);
+        }
+        match self.post(
+            "sys/leases/revoke",
+            &serde_json::json!({ "lease_id": lease.lease_id }),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.contains("HTTP 400") && e.contains("invalid lease") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Vault::revoke_self`], where a token that has expired already
@@ -505,7 +555,7 @@ pub fn recover(store: &crate::Store, state: &std::path::Path) -> Vec<String> {
                     if l.sealed {
                         v.revoke_self_gone()
                     } else {
-                        v.revoke(&l.accessor)
+                        v.revoke_lease(l)
                     }
                 })
             };
@@ -527,7 +577,8 @@ pub fn recover(store: &crate::Store, state: &std::path::Path) -> Vec<String> {
         if done > 0 {
             let _ = save_leases(&dir, &leases);
             notices.push(format!(
-                "revoked {done} token(s) left by session {id}, which ended without revoking them"
+                "revoked {done} Vault credential(s) (tokens and leases) left by session {id}, \
+                 which ended without revoking them"
             ));
         }
     }
@@ -557,7 +608,7 @@ impl Renewer {
                                 continue;
                             };
                             for l in broker.leases().iter().filter(|l| !l.revoked) {
-                                let _ = vault.renew(&l.accessor);
+                                let _ = vault.renew(l);
                             }
                         }
                         _ => return,

@@ -1050,6 +1050,299 @@ impl Drop for Bao {
     }
 }
 
+/// A real PostgreSQL server on loopback, for OpenBao's database secrets
+/// engine; run as uid 65534 (PostgreSQL refuses root), stopped on drop.
+struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    fn start() -> Option<Postgres> {
+        // Debian keeps the server's programs out of PATH.
+        let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
+            dirs.extend(versions.flatten().map(|v| v.path().join("bin")));
+        }
+        let Some(bin) = dirs
+            .into_iter()
+            .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+        else {
+            crate::suite::harness::skip(
+                module_path!(),
+                "no PostgreSQL server (apt-get install postgresql): OpenBao's database \
+                 secrets engine is not tested",
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Postgres { dir, port, bin };
+        let data = pg.dir.path().join("data");
+        let o = pg
+            .as_nobody("initdb")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "initdb: {o:?}");
+        let o = pg
+            .as_nobody("pg_ctl")
+            .args(["-D", data.to_str().unwrap(), "-w", "-l"])
+            .arg(pg.dir.path().join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                pg.port,
+                pg.dir.path().display()
+            ))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "pg_ctl start: {o:?}");
+        Some(pg)
+    }
+
+    fn as_nobody(&self, program: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(self.bin.join(program))
+            .current_dir(self.dir.path());
+        c
+    }
+}
+
+/// Standard base64 decoded (HTTP Basic credentials).
+fn base64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().take_while(|&c| c != b'=') {
+        let v = A.iter().position(|&a| a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .as_nobody("pg_ctl")
+            .args([
+                "-D",
+                self.dir.path().join("data").to_str().unwrap_or(""),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+both!(
+    a_dynamic_database_secret_is_leased_and_revoked_at_the_end_and_after_a_crash,
+    |env| {
+        let Some(pg) = Postgres::start() else { return };
+        let Some(bao) = Bao::start() else { return };
+        let cli = |args: &[&str]| {
+            let o = bao.cli(args).unwrap();
+            assert!(o.status.success(), "bao {args:?}: {o:?}");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        cli(&["secrets", "enable", "database"]);
+        cli(&[
+            "write",
+            "database/config/pg",
+            "plugin_name=postgresql-database-plugin",
+            &format!(
+                "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
+                pg.port
+            ),
+            "allowed_roles=agent",
+            "username=postgres",
+            "password=unused",
+        ]);
+        cli(&[
+            "write",
+            "database/roles/agent",
+            "db_name=pg",
+            "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+            "default_ttl=10m",
+        ]);
+        let srv = H2Server::start();
+        upstream_ca(env);
+        let p = srv.port;
+        let net = api_test_network(srv.port);
+        env.profile(
+            "db",
+            &format!(
+                "{net}[vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
+                 [[secrets]]\nname = \"DB_PASSWORD\"\nsource = \"vault:database/creds/agent#password\"\n\
+                 hosts = [\"api.test\"]\n",
+                bao.addr
+            ),
+        );
+        let script = |then: &str| {
+            format!("curl -sS -u \"agent:$DB_PASSWORD\" https://api.test:{p}/whoami; {then}")
+        };
+        // The lease of the credentials the first request needed.
+        let lease_of = |dir: &Path| -> Option<(String, bool)> {
+            let t = std::fs::read_to_string(dir.join("leases.json")).ok()?;
+            let v: Vec<serde_json::Value> = serde_json::from_str(&t).ok()?;
+            v.iter().find_map(|l| {
+                Some((
+                    l["lease_id"].as_str().filter(|s| !s.is_empty())?.to_owned(),
+                    l["revoked"] == true,
+                ))
+            })
+        };
+        // Whether OpenBao still knows the lease, and the database roles it
+        // made (v-token-agent-...).
+        let lease_live = |id: &str| bao.cli(&["lease", "lookup", id]).unwrap().status.success();
+        let roles = || -> Vec<String> {
+            let o = Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args([
+                    "-tAc",
+                    "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%'",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        };
+        let o = env
+            .cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "db",
+                "--",
+                "sh",
+                "-c",
+                &script("true"),
+            ])
+            .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+            .output()
+            .unwrap();
+        let out = ok(&o);
+        // The server got the leased password in HTTP Basic, the agent its
+        // placeholder.
+        let seen = srv
+            .requests()
+            .iter()
+            .find_map(|r| r["authorization"].as_str().map(str::to_owned))
+            .expect("the server got credentials");
+        let plain = String::from_utf8(base64_decode(seen.strip_prefix("Basic ").unwrap())).unwrap();
+        let password = plain.strip_prefix("agent:").unwrap().to_owned();
+        assert!(!out.contains(&password), "{out}");
+        let (id, revoked) = lease_of(&env.last_session()).expect("a lease in leases.json");
+        assert!(id.starts_with("database/creds/agent/"), "{id}");
+        assert!(revoked);
+        assert!(!lease_live(&id), "the lease outlived the session");
+        assert!(
+            roles().is_empty(),
+            "the database role outlived the session: {:?}",
+            roles()
+        );
+        let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        assert!(
+            audit.contains(&format!("leased the secret DB_PASSWORD (lease {id})")),
+            "{audit}"
+        );
+        assert!(
+            audit.contains(&format!(
+                "revoked the lease of the secret DB_PASSWORD (lease {id})"
+            )),
+            "{audit}"
+        );
+        assert!(!audit.contains(&password));
+        // Killed before it could revoke: the next start does.
+        let mut child = env
+            .cordon([
+                "run",
+                "--no-tty",
+                "--profile",
+                "db",
+                "--",
+                "sh",
+                "-c",
+                &script("sleep 60"),
+            ])
+            .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let id = loop {
+            let sessions = env.state.join("cordon/sessions");
+            let live = std::fs::read_dir(&sessions)
+                .unwrap()
+                .flatten()
+                .find_map(|e| lease_of(&e.path()).filter(|(_, r)| !r));
+            if let Some((id, _)) = live {
+                break id;
+            }
+            assert!(std::time::Instant::now() < deadline, "no lease recorded");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(lease_live(&id));
+        assert_eq!(roles().len(), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let o = env
+            .cordon(["run", "--no-tty", "--", "true"])
+            .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+            .output()
+            .unwrap();
+        assert!(
+            stderr(&o)
+                .contains("revoked 1 Vault credential(s) (tokens and leases) left by session"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!lease_live(&id), "the crashed session's lease lives on");
+        assert!(
+            roles().is_empty(),
+            "its database role lives on: {:?}",
+            roles()
+        );
+    }
+);
+
 both!(
     a_secret_from_openbao_is_fetched_on_first_use_and_never_seen_inside,
     |env| {
@@ -1325,7 +1618,8 @@ both!(
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
-            stderr(&o).contains("revoked 1 token(s) left by session"),
+            stderr(&o)
+                .contains("revoked 1 Vault credential(s) (tokens and leases) left by session"),
             "{}",
             stderr(&o)
         );
@@ -1485,7 +1779,8 @@ both!(
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
-            stderr(&o).contains("revoked 2 token(s) left by session"),
+            stderr(&o)
+                .contains("revoked 2 Vault credential(s) (tokens and leases) left by session"),
             "{}",
             stderr(&o)
         );
