@@ -118,9 +118,13 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, S
 /// when a file holds no certificate, or when no root is left at all;
 /// verification itself is never weakened.
 pub fn client_config(extra: &[&Path], label: &str) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    client_config_with(&extra_roots(extra, label)?, label)
+}
+
+/// The certificates of the PEM files `extra` (`label` names them in
+/// errors): each must hold at least one that rustls accepts as a root.
+pub fn extra_roots(extra: &[&Path], label: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut out = Vec::new();
     for path in extra {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("{label} {}: {e}", path.display()))?
@@ -132,11 +136,27 @@ pub fn client_config(extra: &[&Path], label: &str) -> Result<Arc<rustls::ClientC
                 path.display()
             ));
         }
+        let mut check = rustls::RootCertStore::empty();
         for c in certs {
-            roots
-                .add(c)
+            check
+                .add(c.clone())
                 .map_err(|e| format!("{label} {}: {e}", path.display()))?;
+            out.push(c);
         }
+    }
+    Ok(out)
+}
+
+/// [`client_config`] with its extra roots read already.
+pub fn client_config_with(
+    extra: &[CertificateDer<'static>],
+    label: &str,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    for c in extra {
+        roots.add(c.clone()).map_err(|e| format!("{label}: {e}"))?;
     }
     if roots.is_empty() {
         return Err(format!(

@@ -44,11 +44,53 @@ pub struct Inspection {
     /// The session's certificate authority.
     pub ca: Arc<SessionCa>,
     /// How upstream servers are verified.
-    pub upstream: Arc<rustls::ClientConfig>,
+    pub upstream: Arc<UpstreamTrust>,
     /// The secrets injected into requests to their hosts.
     pub credentials: Arc<Vec<Credential>>,
     /// Data loss prevention on every inspected request.
     pub dlp: Arc<crate::dlp::Dlp>,
+}
+
+/// How upstream servers are verified, made on the first inspected
+/// connection: loading the system's roots takes milliseconds that a
+/// session which never opens one need not pay at its start.
+pub struct UpstreamTrust {
+    make: UpstreamConfig,
+    made: tokio::sync::OnceCell<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+/// Makes the client configuration for upstream servers (on a blocking
+/// thread), or says why it cannot.
+pub type UpstreamConfig = Box<dyn Fn() -> Result<Arc<rustls::ClientConfig>, String> + Send + Sync>;
+
+impl std::fmt::Debug for UpstreamTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTrust")
+            .field("made", &self.made.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTrust {
+    /// Trust that `make` makes when it is first needed.
+    pub fn new(make: UpstreamConfig) -> UpstreamTrust {
+        UpstreamTrust {
+            make,
+            made: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn config(self: &Arc<Self>) -> Result<Arc<rustls::ClientConfig>, String> {
+        let this = Arc::clone(self);
+        self.made
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || (this.make)())
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            })
+            .await
+            .clone()
+    }
 }
 
 type Body = BoxBody<Bytes, BoxError>;
@@ -105,14 +147,16 @@ pub(crate) async fn serve<C>(
         up: Arc::clone(&up_bytes),
         down: Arc::clone(&down_bytes),
     };
-    let mut config = (*inspection.upstream).clone();
-    config.alpn_protocols = offered.clone();
     let name = match &t.dest {
         Dest::Name(n) => rustls::pki_types::ServerName::try_from(n.clone()).ok(),
         Dest::Ip(ip) => Some(rustls::pki_types::ServerName::IpAddress((*ip).into())),
     };
-    let connected = match name {
-        Some(name) => {
+    let trust = inspection.upstream.config().await;
+    let connected = match (name, trust) {
+        (_, Err(why)) => Err(format!("no trust for upstream servers: {why}")),
+        (Some(name), Ok(trust)) => {
+            let mut config = (*trust).clone();
+            config.alpn_protocols = offered.clone();
             let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, counted);
             match tokio::time::timeout(HEAD_TIMEOUT, connect).await {
                 Ok(Ok(s)) => Ok(s),
@@ -120,7 +164,7 @@ pub(crate) async fn serve<C>(
                 Err(_) => Err("no TLS handshake within 30 s".into()),
             }
         }
-        None => Err(format!("{expected} is not a name TLS can verify")),
+        (None, Ok(_)) => Err(format!("{expected} is not a name TLS can verify")),
     };
     let upstream = match connected {
         Ok(s) => s,

@@ -161,12 +161,17 @@ impl Prepared {
             .map(|r| r.value.resolve(home))
             .collect();
         let extra_refs: Vec<&Path> = extra.iter().map(PathBuf::as_path).collect();
-        let upstream = cordon_audit::http::client_config(&extra_refs, "upstream_ca")
+        // The profile's files are checked now; the system's roots are
+        // loaded on the first inspected connection.
+        let extra_roots = cordon_audit::http::extra_roots(&extra_refs, "upstream_ca")
             .map_err(|e| refused(e, "fix [network] upstream_ca in the profile"))?;
+        let upstream = cordon_net::inspect::UpstreamTrust::new(Box::new(move || {
+            cordon_audit::http::client_config_with(&extra_roots, "upstream_ca")
+        }));
         Ok(Prepared {
             inspection: Inspection {
                 ca: Arc::new(ca),
-                upstream,
+                upstream: Arc::new(upstream),
                 credentials: Arc::new(credentials),
                 dlp: Arc::new(dlp),
             },
