@@ -348,7 +348,7 @@ fn written_by_event(line: &[u8]) -> &[u8] {
     // like it.
     let start =
         memchr::memmem::find(line, b"\"prev\":\"").map_or(0, |i| (i + 8 + 64).min(line.len()));
-    let end = memchr::memmem::rfind(line, b",\"profile_digest\":")
+    let end = memchr::memmem::rfind(line, b"\"profile_digest\":\"")
         .filter(|&e| e >= start)
         .unwrap_or(line.len());
     &line[start..end]
@@ -767,6 +767,37 @@ match = [{ field = "*", regex = "evil\\.test" }]
         assert_eq!(f[0].evidence, [4, 10, 11]);
         // The count starts again after a finding.
         assert!(run(&mut e, &refuse(12, 32)).is_empty());
+    }
+
+    #[test]
+    fn the_canary_rule_reads_a_sealed_record_but_not_the_chains_own_hashes() {
+        let set = RuleSet::builtin().unwrap();
+        let check: CanaryCheck = Box::new(|b: &[u8]| b.windows(8).any(|w| w == b"cafecafe"));
+        let mut e = Engine::new(&set, None, Some(check));
+        let seal = |digest: &str, message: &str| {
+            let mut chain = crate::Chain::new(crate::Context {
+                session: "s".into(),
+                profile_digest: digest.into(),
+            });
+            let mut line = Vec::new();
+            let ev = crate::Event::new(Class::Http, 3, "Get").message(message);
+            chain.seal(&ev, 1, &mut line);
+            line.pop();
+            let v: Value = serde_json::from_slice(&line).unwrap();
+            (v, line)
+        };
+        let ids = |e: &mut Engine, (v, line): (Value, Vec<u8>)| -> Vec<String> {
+            e.observe(&v, &line)
+                .into_iter()
+                .map(|f| f.rule.id.clone())
+                .collect()
+        };
+        // In the event: found.
+        let hit = ids(&mut e, seal(&"0".repeat(64), "GET /x?k=cafecafe"));
+        assert_eq!(hit, ["canary-sent"]);
+        // In the profile's digest, which the chain writes: not looked at.
+        let digest = format!("{}cafecafe", "0".repeat(56));
+        assert!(ids(&mut e, seal(&digest, "GET /x")).is_empty());
     }
 
     #[test]
