@@ -423,6 +423,77 @@ fn secrets_profile(env: &Env, srv: &H2Server) {
     assert!(set.wait().unwrap().success());
 }
 
+both!(a_stored_secret_can_wait_for_its_first_use, |env| {
+    let srv = H2Server::start();
+    secrets_profile(env, &srv);
+    let p = srv.port;
+    // The same store, read only when a request needs the value.
+    env.profile(
+        "later",
+        &format!(
+            "{}[[secrets]]\nname = \"API_KEY\"\nsource = \"store:api\"\n\
+             hosts = [\"api.test\"]\nfetch = \"first-use\"\nprefix = \"sk-test-\"\n",
+            api_test_network(p)
+        ),
+    );
+    let run = || {
+        env.cordon([
+            "run",
+            "--no-tty",
+            "--profile",
+            "later",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "echo \"api=$API_KEY\"; \
+                     curl -sS -i -H \"authorization: Bearer $API_KEY\" https://api.test:{p}/whoami \
+                     | tr -d '\\r'"
+            ),
+        ])
+        .output()
+        .unwrap()
+    };
+    let o = run();
+    let out = ok(&o);
+    let api = out
+        .lines()
+        .find_map(|l| l.strip_prefix("api="))
+        .expect(&out);
+    assert!(api.starts_with("sk-test-") && api.len() == 8 + 32, "{api}");
+    assert!(srv
+        .requests()
+        .iter()
+        .any(|r| r["authorization"] == format!("Bearer {STORED}")));
+    // What the server echoes (a header and a body, of another length
+    // than the placeholder) comes back with the placeholder.
+    assert!(
+        out.contains(&format!("x-seen-authorization: Bearer {api}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("you sent: Bearer {api}")), "{out}");
+    assert!(!out.contains(STORED), "{out}");
+    let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("fetched the secret API_KEY (store:api) on its first use, for api.test"),
+        "{audit}"
+    );
+    // Gone from the store by then: that request is refused, and why is
+    // in the audit record.
+    let o = env.cordon(["secret", "rm", "api"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = ok(&run());
+    assert!(
+        out.contains("x-cordon-reason: net_secret_unavailable"),
+        "{out}"
+    );
+    let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("could not fetch the secret API_KEY (store:api) for api.test"),
+        "{audit}"
+    );
+});
+
 both!(
     secrets_are_injected_only_toward_their_hosts_and_never_seen_inside,
     |env| {
