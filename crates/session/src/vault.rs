@@ -1,9 +1,11 @@
-//! `vault:` secrets: fields of KV secrets read from a Vault or OpenBao
-//! server with a token, when the session starts. The token comes from a
-//! variable of cordon's own environment (`[vault] token_env`, default
-//! `VAULT_TOKEN`), which, like every credential-looking variable, never
-//! reaches the sandbox. TLS is verified against the system's roots and
-//! `[vault] ca_file`.
+//! The Vault or OpenBao server of `vault:` and `vault-token:` secrets:
+//! logging in (a token from cordon's own environment, `[vault] token_env`,
+//! default `VAULT_TOKEN`, which like every credential-looking variable
+//! never reaches the sandbox; a JWT signed with the host key; or AppRole),
+//! reading fields of KV secrets and of leased dynamic secrets, making,
+//! renewing and revoking the session's tokens and leases, and revoking
+//! what a session that died left behind. TLS is verified against the
+//! system's roots and `[vault] ca_file`.
 
 use std::sync::Arc;
 use std::time::Duration;
