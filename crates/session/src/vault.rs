@@ -261,16 +261,7 @@ impl Vault {
         path: &str,
         field: &str,
     ) -> Result<(Zeroizing<Vec<u8>>, Option<String>), String> {
-        let url = Url::parse(&format!("{}/v1/{path}", self.addr))?;
-        let resp = request(
-            "GET",
-            &url,
-            self.tls.as_ref(),
-            &[("X-Vault-Token", self.token.as_str())],
-            b"",
-            TIMEOUT,
-        )
-        .map_err(|e| format!("{}: {e}", self.addr))?;
+        let resp = self.send("GET", path, None)?;
         match resp.status {
             200 => {}
             403 => return Err(format!("the token may not read {path} (HTTP 403)")),
@@ -439,38 +430,34 @@ impl Vault {
         }
     }
 
-    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+    /// `METHOD /v1/PATH` with the token (and `body`, as JSON).
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<cordon_audit::http::Response, String> {
         let url = Url::parse(&format!("{}/v1/{path}", self.addr))?;
-        let resp = request(
-            "GET",
-            &url,
-            self.tls.as_ref(),
-            &[("X-Vault-Token", self.token.as_str())],
-            b"",
-            TIMEOUT,
-        )
-        .map_err(|e| format!("{}: {e}", self.addr))?;
-        if !resp.ok() {
-            return Err(format!("{path}: {}", resp.describe()));
-        }
-        serde_json::from_slice(&resp.body)
-            .map_err(|e| format!("{path}: the answer is not JSON: {e}"))
+        let token = ("X-Vault-Token", self.token.as_str());
+        let (headers, body): (&[(&str, &str)], Vec<u8>) = match body {
+            Some(b) => (
+                &[token, ("Content-Type", "application/json")],
+                b.to_string().into_bytes(),
+            ),
+            None => (&[token], Vec::new()),
+        };
+        request(method, &url, self.tls.as_ref(), headers, &body, TIMEOUT)
+            .map_err(|e| format!("{}: {e}", self.addr))
     }
 
-    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
-        let url = Url::parse(&format!("{}/v1/{path}", self.addr))?;
-        let resp = request(
-            "POST",
-            &url,
-            self.tls.as_ref(),
-            &[
-                ("X-Vault-Token", self.token.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            body.to_string().as_bytes(),
-            TIMEOUT,
-        )
-        .map_err(|e| format!("{}: {e}", self.addr))?;
+    /// The JSON answer of a request that must succeed (`null` for none).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let resp = self.send(method, path, body)?;
         if !resp.ok() {
             return Err(format!("{path}: {}", resp.describe()));
         }
@@ -479,6 +466,14 @@ impl Vault {
         }
         serde_json::from_slice(&resp.body)
             .map_err(|e| format!("{path}: the answer is not JSON: {e}"))
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        self.call("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        self.call("POST", path, Some(body))
     }
 
     /// A server and token for revoking `lease` later (crash recovery): the

@@ -1121,6 +1121,27 @@ impl Drop for Bao {
     }
 }
 
+/// Waits (20 s at most) until one session's `leases.json` has what `pick`
+/// looks for, and returns it.
+fn wait_for_leases<T>(env: &Env, pick: impl Fn(&[serde_json::Value]) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let sessions = env.state.join("cordon/sessions");
+        let found = std::fs::read_dir(&sessions)
+            .unwrap()
+            .flatten()
+            .find_map(|e| {
+                let t = std::fs::read_to_string(e.path().join("leases.json")).ok()?;
+                pick(&serde_json::from_str::<Vec<serde_json::Value>>(&t).ok()?)
+            });
+        if let Some(v) = found {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no such leases.json");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A real PostgreSQL server on loopback, for OpenBao's database secrets
 /// engine; run as uid 65534 (PostgreSQL refuses root), stopped on drop.
 struct Postgres {
@@ -1377,19 +1398,13 @@ both!(
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let id = loop {
-            let sessions = env.state.join("cordon/sessions");
-            let live = std::fs::read_dir(&sessions)
-                .unwrap()
-                .flatten()
-                .find_map(|e| lease_of(&e.path()).filter(|(_, r)| !r));
-            if let Some((id, _)) = live {
-                break id;
-            }
-            assert!(std::time::Instant::now() < deadline, "no lease recorded");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
+        let id = wait_for_leases(env, |v| {
+            v.iter().find_map(|l| {
+                (l["revoked"] == false)
+                    .then(|| l["lease_id"].as_str().filter(|s| !s.is_empty()))?
+                    .map(str::to_owned)
+            })
+        });
         assert!(lease_live(&id));
         assert_eq!(roles().len(), 1);
         child.kill().unwrap();
@@ -1660,21 +1675,11 @@ both!(
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         // The new session's unrevoked lease (the first session's is revoked).
-        let accessor = loop {
-            let sessions = env.state.join("cordon/sessions");
-            let live = std::fs::read_dir(&sessions).unwrap().find_map(|e| {
-                let t = std::fs::read_to_string(e.ok()?.path().join("leases.json")).ok()?;
-                let v: serde_json::Value = serde_json::from_str(&t).ok()?;
-                (v[0]["revoked"] == false).then(|| v[0]["accessor"].as_str().map(str::to_owned))?
-            });
-            if let Some(a) = live {
-                break a;
-            }
-            assert!(std::time::Instant::now() < deadline, "no leases.json");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
+        let accessor = wait_for_leases(env, |v| {
+            let first = v.first()?;
+            (first["revoked"] == false).then(|| first["accessor"].as_str().map(str::to_owned))?
+        });
         assert!(lookup(&["-accessor", &accessor]), "the token is not live");
         child.kill().unwrap();
         child.wait().unwrap();
@@ -1817,24 +1822,13 @@ both!(
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let accessors: Vec<String> = loop {
-            let sessions = env.state.join("cordon/sessions");
-            let live = std::fs::read_dir(&sessions).unwrap().find_map(|e| {
-                let t = std::fs::read_to_string(e.ok()?.path().join("leases.json")).ok()?;
-                let v: Vec<serde_json::Value> = serde_json::from_str(&t).ok()?;
-                (v.len() == 2 && v.iter().all(|l| l["revoked"] == false)).then(|| {
-                    v.iter()
-                        .filter_map(|l| l["accessor"].as_str().map(str::to_owned))
-                        .collect()
-                })
-            });
-            if let Some(a) = live {
-                break a;
-            }
-            assert!(std::time::Instant::now() < deadline, "no leases.json");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
+        let accessors: Vec<String> = wait_for_leases(env, |v| {
+            (v.len() == 2 && v.iter().all(|l| l["revoked"] == false)).then(|| {
+                v.iter()
+                    .filter_map(|l| l["accessor"].as_str().map(str::to_owned))
+                    .collect()
+            })
+        });
         let lookup = |a: &str| {
             bao.cli(&["token", "lookup", "-accessor", a])
                 .unwrap()
