@@ -133,23 +133,20 @@ bulk() { # path http-flag -> bytes/s
                  --cacert "$W/mitm/mitmproxy-ca-cert.pem" "$URL" ;;
   esac
 }
-rps() { # path -> requests/s
-  local args=(rps "localhost:$TLS" --path /small --conns "$CONNS" --secs "$SECS")
-  case $1 in
-    direct)    "$LOADGEN" "${args[@]}" --tls "$W/pub/ca.crt" ;;
-    tunnel)    in_cordon tunnel "$LOADGEN" "${args[@]}" --proxy 127.0.0.1:3128 --tls "$W/pub/ca.crt" ;;
-    inspected) in_cordon inspected sh -c "exec $LOADGEN ${args[*]} --proxy 127.0.0.1:3128 --tls \"\$SSL_CERT_FILE\"" ;;
-    mitmproxy) "$LOADGEN" "${args[@]}" --proxy "127.0.0.1:$MPORT" --tls "$W/mitm/mitmproxy-ca-cert.pem" ;;
+loadgen() { # path loadgen-args... -> loadgen run on that path, trusting what it needs
+  local p=$1; shift
+  case $p in
+    direct)    "$LOADGEN" "$@" --tls "$W/pub/ca.crt" ;;
+    tunnel)    in_cordon tunnel "$LOADGEN" "$@" --proxy 127.0.0.1:3128 --tls "$W/pub/ca.crt" ;;
+    inspected) in_cordon inspected sh -c "exec $LOADGEN $* --proxy 127.0.0.1:3128 --tls \"\$SSL_CERT_FILE\"" ;;
+    mitmproxy) "$LOADGEN" "$@" --proxy "127.0.0.1:$MPORT" --tls "$W/mitm/mitmproxy-ca-cert.pem" ;;
   esac
 }
+rps() { # path -> requests/s
+  loadgen "$1" rps "localhost:$TLS" --path /small --conns "$CONNS" --secs "$SECS"
+}
 ttfb() { # path -> "p50 p99" ms of a new connection (proxy handshake, TLS, one small request)
-  local args=(connect "localhost:$TLS" --path /small --n "$N")
-  case $1 in
-    direct)    "$LOADGEN" "${args[@]}" --tls "$W/pub/ca.crt" ;;
-    tunnel)    in_cordon tunnel "$LOADGEN" "${args[@]}" --proxy 127.0.0.1:3128 --tls "$W/pub/ca.crt" ;;
-    inspected) in_cordon inspected sh -c "exec $LOADGEN ${args[*]} --proxy 127.0.0.1:3128 --tls \"\$SSL_CERT_FILE\"" ;;
-    mitmproxy) "$LOADGEN" "${args[@]}" --proxy "127.0.0.1:$MPORT" --tls "$W/mitm/mitmproxy-ca-cert.pem" ;;
-  esac
+  loadgen "$1" connect "localhost:$TLS" --path /small --n "$N"
 }
 if [ "$ONLY" = rps ]; then
   echo "Small requests (loadgen rps, HTTP/1.1 over TLS, $CONNS connections, ${SECS}s), tunnel and inspected alternating:"

@@ -276,7 +276,7 @@ fn credentials(
             )?;
             broker.connect(v)?;
         }
-        if b.fetch == Fetch::FirstUse {
+        let credential = if b.fetch == Fetch::FirstUse {
             let shape = b
                 .shape
                 .clone()
@@ -287,72 +287,74 @@ fn credentials(
                     "fix its prefix and length".into(),
                 )
             })?;
-            shown.push((b.name.clone(), String::from_utf8_lossy(&ph).into_owned()));
             let fetch = first_use(b, Arc::clone(broker), store.clone(), session.to_string());
-            creds.push(Credential::on_first_use(
-                b.name.clone(),
-                ph,
-                fetch,
-                b.hosts.clone(),
-                b.body,
-            ));
-            continue;
-        }
-        let value = match &b.source {
-            SecretSource::Env(var) => {
-                use std::os::unix::ffi::OsStringExt;
-                let v = std::env::var_os(var).ok_or_else(|| {
-                    refused(
-                        format!(
-                            "the secret {} comes from the variable {var}, which is not set",
-                            b.name
-                        ),
-                        format!("set {var} in the environment cordon runs in"),
-                    )
-                })?;
-                Zeroizing::new(v.into_vec())
-            }
-            SecretSource::Store(name) => {
-                if opened.is_none() {
-                    opened = Some(open_store(store)?);
-                }
-                let Some(s) = &opened else {
-                    return Err(refused("the secrets store".into(), String::new()));
-                };
-                read_store(s, &b.name, name)?
-            }
-            SecretSource::VaultToken { .. } | SecretSource::Vault { .. } => {
-                from_vault(b, broker, session).map_err(|e| {
-                    refused(
-                        format!("the secret {} ({}): {e}", b.name, b.source.render()),
-                        match b.source {
-                            SecretSource::VaultToken { .. } => {
-                                "the Vault token must be allowed to create tokens with these \
-                                 policies"
-                            }
-                            _ => "check the path, the field and the token's policy",
-                        }
-                        .into(),
-                    )
-                })?
-            }
+            Credential::on_first_use(b.name.clone(), ph, fetch, b.hosts.clone(), b.body)
+        } else {
+            let value = read_now(b, store, &mut opened, broker, session)?;
+            let ph = placeholder(&value).map_err(|e| {
+                refused(
+                    format!("the secret {} cannot be stood in for: {e}", b.name),
+                    "only values of at least 16 printable characters can be injected".into(),
+                )
+            })?;
+            Credential::new(b.name.clone(), ph, value, b.hosts.clone(), b.body)
         };
-        let ph = placeholder(&value).map_err(|e| {
-            refused(
-                format!("the secret {} cannot be stood in for: {e}", b.name),
-                "only values of at least 16 printable characters can be injected".into(),
-            )
-        })?;
-        shown.push((b.name.clone(), String::from_utf8_lossy(&ph).into_owned()));
-        creds.push(Credential::new(
+        shown.push((
             b.name.clone(),
-            ph,
-            value,
-            b.hosts.clone(),
-            b.body,
+            String::from_utf8_lossy(&credential.placeholder).into_owned(),
         ));
+        creds.push(credential);
     }
     Ok((creds, shown))
+}
+
+/// The value of a secret read when the session starts.
+fn read_now(
+    b: &SecretBinding,
+    store: &StoreAccess,
+    opened: &mut Option<cordon_secrets::Store>,
+    broker: &Broker,
+    session: &str,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let refused = |message: String, hint: String| Error::Refused { message, hint };
+    let value = match &b.source {
+        SecretSource::Env(var) => {
+            use std::os::unix::ffi::OsStringExt;
+            let v = std::env::var_os(var).ok_or_else(|| {
+                refused(
+                    format!(
+                        "the secret {} comes from the variable {var}, which is not set",
+                        b.name
+                    ),
+                    format!("set {var} in the environment cordon runs in"),
+                )
+            })?;
+            Zeroizing::new(v.into_vec())
+        }
+        SecretSource::Store(name) => {
+            let s = match opened {
+                Some(s) => s,
+                None => opened.insert(open_store(store)?),
+            };
+            read_store(s, &b.name, name)?
+        }
+        SecretSource::VaultToken { .. } | SecretSource::Vault { .. } => {
+            from_vault(b, broker, session).map_err(|e| {
+                refused(
+                    format!("the secret {} ({}): {e}", b.name, b.source.render()),
+                    match b.source {
+                        SecretSource::VaultToken { .. } => {
+                            "the Vault token must be allowed to create tokens with these \
+                                 policies"
+                        }
+                        _ => "check the path, the field and the token's policy",
+                    }
+                    .into(),
+                )
+            })?
+        }
+    };
+    Ok(value)
 }
 
 /// The value of a `vault:` or `vault-token:` secret, from the server

@@ -1121,6 +1121,20 @@ impl Drop for Bao {
     }
 }
 
+/// The head of a profile for api.test (served by `srv`, its CA trusted)
+/// with `[vault]` at `bao`: its address, then `keys`.
+fn vault_head(env: &Env, srv: &H2Server, bao: &Bao, keys: &str) -> String {
+    upstream_ca(env);
+    format!(
+        "{}[vault]\naddr = \"{}\"\n{keys}",
+        api_test_network(srv.port),
+        bao.addr
+    )
+}
+
+/// `[vault]` keys for a login with the test's root token.
+const ROOT_TOKEN_ENV: &str = "token_env = \"CORDON_TEST_BAO_TOKEN\"\n";
+
 /// Waits (20 s at most) until one session's `leases.json` has what `pick`
 /// looks for, and returns it.
 fn wait_for_leases<T>(env: &Env, pick: impl Fn(&[serde_json::Value]) -> Option<T>) -> T {
@@ -1285,16 +1299,13 @@ both!(
             "default_ttl=10m",
         ]);
         let srv = H2Server::start();
-        upstream_ca(env);
         let p = srv.port;
-        let net = api_test_network(srv.port);
+        let head = vault_head(env, &srv, &bao, ROOT_TOKEN_ENV);
         env.profile(
             "db",
             &format!(
-                "{net}[vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
-                 [[secrets]]\nname = \"DB_PASSWORD\"\nsource = \"vault:database/creds/agent#password\"\n\
-                 hosts = [\"api.test\"]\n",
-                bao.addr
+                "{head}[[secrets]]\nname = \"DB_PASSWORD\"\n\
+                 source = \"vault:database/creds/agent#password\"\nhosts = [\"api.test\"]\n"
             ),
         );
         let script = |then: &str| {
@@ -1445,16 +1456,12 @@ both!(
             .unwrap();
         assert!(o.status.success(), "{o:?}");
         let srv = H2Server::start();
-        upstream_ca(env);
         let p = srv.port;
-        let net = api_test_network(srv.port);
+        let head = vault_head(env, &srv, &bao, ROOT_TOKEN_ENV);
         let profile = |source: &str, extra: &str| {
             format!(
-                "{net}[dlp]\nmax_body = \"1K\"\n[vault]\naddr = \"{}\"\n\
-                 token_env = \"CORDON_TEST_BAO_TOKEN\"\n\
-                 [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"{source}\"\n\
-                 hosts = [\"api.test\"]\nbody = true\n{extra}",
-                bao.addr
+                "{head}[[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"{source}\"\n\
+                 hosts = [\"api.test\"]\nbody = true\n{extra}[dlp]\nmax_body = \"1K\"\n"
             )
         };
         let source = "vault:secret/data/llm#anthropic";
@@ -1598,16 +1605,13 @@ both!(
             .unwrap();
         assert!(o.status.success(), "{o:?}");
         let srv = H2Server::start();
-        upstream_ca(env);
         let p = srv.port;
-        let net = api_test_network(srv.port);
+        let head = vault_head(env, &srv, &bao, ROOT_TOKEN_ENV);
         env.profile(
             "lease",
             &format!(
-                "{net}[vault]\naddr = \"{}\"\ntoken_env = \"CORDON_TEST_BAO_TOKEN\"\n\
-             [[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:read-llm\"\n\
-             hosts = [\"api.test\"]\n",
-                bao.addr
+                "{head}[[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:read-llm\"\n\
+                 hosts = [\"api.test\"]\n"
             ),
         );
         let lookup = |args: &[&str]| {
@@ -1750,18 +1754,15 @@ both!(
             "token_ttl=10m",
         ]);
         let srv = H2Server::start();
-        upstream_ca(env);
         let p = srv.port;
-        let net = api_test_network(srv.port);
+        let head = vault_head(env, &srv, &bao, "auth = \"jwt\"\nrole = \"cordon\"\n");
         env.profile(
         "jwt",
         &format!(
-            "{net}[vault]\naddr = \"{}\"\nauth = \"jwt\"\nrole = \"cordon\"\n\
-             [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"vault:secret/data/llm#anthropic\"\n\
+            "{head}[[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"vault:secret/data/llm#anthropic\"\n\
              hosts = [\"api.test\"]\n\
              [[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:agent\"\n\
              hosts = [\"api.test\"]\n",
-            bao.addr
         ),
     );
         // No token in cordon's environment: the JWT is the credential.
@@ -1912,18 +1913,15 @@ both!(
             "auth/approle/role/agent/secret-id",
         ]);
         let srv = H2Server::start();
-        upstream_ca(env);
         let p = srv.port;
-        let net = api_test_network(srv.port);
+        let head = vault_head(env, &srv, &bao, "auth = \"approle\"\n");
         env.profile(
-        "approle",
-        &format!(
-            "{net}[vault]\naddr = \"{}\"\nauth = \"approle\"\n\
-             [[secrets]]\nname = \"ANTHROPIC_API_KEY\"\nsource = \"vault:secret/data/llm#anthropic\"\n\
-             hosts = [\"api.test\"]\n",
-            bao.addr
-        ),
-    );
+            "approle",
+            &format!(
+                "{head}[[secrets]]\nname = \"ANTHROPIC_API_KEY\"\n\
+                 source = \"vault:secret/data/llm#anthropic\"\nhosts = [\"api.test\"]\n"
+            ),
+        );
         let o = env
         .cordon([
             "run",
