@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod secret;
+mod sessions;
 
 use clap::{Parser, Subcommand};
 use cordon_session::{overlay, run, Dirs, Error, Store};
@@ -129,6 +130,73 @@ enum Command {
     ///   cordon secret rm GITHUB_TOKEN
     #[command(subcommand, verbatim_doc_comment, after_help = secret::HELP)]
     Secret(secret::SecretCmd),
+    /// List sessions: the running ones, or all with --all.
+    ///
+    /// From the session registry (sessions.sqlite in the state directory).
+    /// A session whose supervisor died shows as crashed; a contained one as
+    /// contained.
+    Ps {
+        /// Every session, not only the running ones.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Machine-readable list.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session: status, profile and tier, project, pids, exit,
+    /// containment, evidence, findings and warnings.
+    Show {
+        /// Session id, a unique part of it, or `last`.
+        session: String,
+        /// Machine-readable record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a session's audit events (the same as `cordon audit show`).
+    Logs(LogArgs),
+    /// Contain a running session: freeze it, cut its network, revoke its
+    /// credentials, seal the evidence.
+    ///
+    /// Examples:
+    ///
+    ///   cordon contain last --reason "uploading the repo to a paste site"
+    ///   cordon contain 4f2a9c1e
+    #[command(verbatim_doc_comment, after_help = sessions::CONTAIN_HELP)]
+    Contain {
+        /// Session id, a unique part of it, or `last`.
+        session: String,
+        /// Why (recorded in the audit log and the evidence).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a contained session run again after review: processes thawed,
+    /// egress per its profile (revoked credentials stay revoked).
+    Resume {
+        /// Session id, a unique part of it, or `last`.
+        session: String,
+    },
+    /// Eradicate a running session: contain it first if it is not (so its
+    /// evidence is sealed), kill every process, drop its overlay.
+    Kill {
+        /// Session id, a unique part of it, or `last`.
+        session: String,
+        /// Why (recorded in the audit log and the evidence).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse a host in every session, running ones at once.
+    ///
+    /// HOST is a name or `*.domain` (every name below it), on every port;
+    /// no profile can allow it again. The list is blocked-hosts in the
+    /// state directory. Exit status 1 when a running session could not be
+    /// told.
+    Block {
+        /// The host pattern.
+        host: String,
+    },
+    /// Check, export and list evidence bundles sealed by `cordon contain`.
+    #[command(subcommand)]
+    Evidence(sessions::EvidenceCmd),
 }
 
 const VERIFY_EXIT: &str = "\
@@ -167,24 +235,9 @@ enum AuditCmd {
         /// Sessions (default: every ended session).
         sessions: Vec<String>,
     },
-    /// Print a session's events, one line each (or as JSON).
-    Show {
-        /// Session id, a unique part of it, or `last`.
-        session: String,
-        /// Keep printing events as they are written, until the session ends.
-        #[arg(long)]
-        follow: bool,
-        /// The records as written (one JSON object per line).
-        #[arg(long)]
-        json: bool,
-        /// Only these classes: process, file, network, http, dns, finding,
-        /// authorization, session (or OCSF class ids).
-        #[arg(long, value_delimiter = ',', value_name = "CLASS")]
-        class: Vec<String>,
-        /// Also the signed checkpoints.
-        #[arg(long)]
-        checkpoints: bool,
-    },
+    /// Print a session's events, one line each (or as JSON); the same as
+    /// `cordon logs`.
+    Show(LogArgs),
     /// List the detection rules a profile's sessions run with.
     ///
     /// The built-in rules, plus rules.toml in cordon's configuration
@@ -200,6 +253,25 @@ enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct LogArgs {
+    /// Session id, a unique part of it, or `last`.
+    session: String,
+    /// Keep printing events as they are written, until the session ends.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// The records as written (one JSON object per line).
+    #[arg(long)]
+    json: bool,
+    /// Only these classes: process, file, network, http, dns, finding,
+    /// authorization, session (or OCSF class ids).
+    #[arg(long, value_delimiter = ',', value_name = "CLASS")]
+    class: Vec<String>,
+    /// Also the signed checkpoints.
+    #[arg(long)]
+    checkpoints: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -368,13 +440,16 @@ fn main() -> ExitCode {
             cmd_audit_verify(&target, key.as_deref(), json)
         }
         Command::Audit(AuditCmd::Ship { sessions }) => cmd_audit_ship(&sessions),
-        Command::Audit(AuditCmd::Show {
-            session,
-            follow,
-            json,
-            class,
-            checkpoints,
-        }) => cmd_audit_show(&session, follow, json, &class, checkpoints),
+        Command::Audit(AuditCmd::Show(a)) | Command::Logs(a) => {
+            cmd_audit_show(&a.session, a.follow, a.json, &a.class, a.checkpoints)
+        }
+        Command::Ps { all, json } => sessions::cmd_ps(all, json),
+        Command::Show { session, json } => sessions::cmd_show(&session, json),
+        Command::Contain { session, reason } => sessions::cmd_contain(&session, reason),
+        Command::Resume { session } => sessions::cmd_resume(&session),
+        Command::Kill { session, reason } => sessions::cmd_kill(&session, reason),
+        Command::Block { host } => sessions::cmd_block(&host),
+        Command::Evidence(c) => sessions::cmd_evidence(c),
         Command::Audit(AuditCmd::Rules { profile, json }) => cmd_audit_rules(&profile, json),
         Command::Secret(c) => secret::cmd(c),
     };

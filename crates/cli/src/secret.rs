@@ -235,7 +235,7 @@ pub fn cmd(c: SecretCmd) -> Result<u8, Fail> {
     }
 }
 
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     let (y, mo, d, h, mi, s) = cordon_types::civil_from_unix(ms / 1000);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }

@@ -158,6 +158,8 @@ pub struct EventLog {
     file: Mutex<File>,
     pending: Mutex<Vec<u8>>,
     summary: Mutex<Summary>,
+    /// Flows allowed and not closed yet, by number.
+    open: Mutex<BTreeMap<u64, crate::control::OpenFlow>>,
 }
 
 impl EventLog {
@@ -176,6 +178,7 @@ impl EventLog {
             file: Mutex::new(file),
             pending: Mutex::new(Vec::with_capacity(FLUSH_AT)),
             summary: Mutex::new(Summary::default()),
+            open: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -222,6 +225,29 @@ impl EventLog {
         if let Some(f) = &self.forward {
             (f.0)(&ev);
         }
+        match ev.kind {
+            "flow.allowed" => {
+                if let Ok(mut open) = self.open.lock() {
+                    open.insert(
+                        ev.flow,
+                        crate::control::OpenFlow {
+                            flow: ev.flow,
+                            via: ev.via,
+                            host: ev.host.clone(),
+                            port: ev.port,
+                            addr: ev.addr,
+                            since_ms: ev.time_ms,
+                        },
+                    );
+                }
+            }
+            "flow.closed" => {
+                if let Ok(mut open) = self.open.lock() {
+                    open.remove(&ev.flow);
+                }
+            }
+            _ => {}
+        }
         if let Ok(mut s) = self.summary.lock() {
             if queued.is_none() {
                 s.lost_events += 1;
@@ -251,6 +277,14 @@ impl EventLog {
     /// The summary so far.
     pub fn summary(&self) -> Summary {
         self.summary.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The flows allowed and not closed yet, oldest first.
+    pub fn open_flows(&self) -> Vec<crate::control::OpenFlow> {
+        self.open
+            .lock()
+            .map(|o| o.values().cloned().collect())
+            .unwrap_or_default()
     }
 }
 

@@ -30,6 +30,7 @@
 //! address the policy did not allow, and never resolves a name the policy
 //! did not allow.
 
+pub mod control;
 pub mod credentials;
 pub mod dlp;
 pub mod dns;
@@ -76,6 +77,8 @@ pub struct Config {
     /// Where every event also goes as it is recorded (the session's audit
     /// log).
     pub forward: Option<events::Forward>,
+    /// Hosts refused whatever the policy allows (the block list).
+    pub blocked: Vec<cordon_policy::network::HostPattern>,
     /// TLS inspection of the hosts the policy marks `inspect` (none
     /// without it: those flows are refused, never passed uninspected).
     pub inspection: Option<inspect::Inspection>,
@@ -104,6 +107,11 @@ pub(crate) struct Shared {
     pub udp_dropped: std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
     pub dns_state: std::sync::Mutex<transparent::DnsState>,
     pub inspection: Option<inspect::Inspection>,
+    /// Set when the session is contained: every flow ends, nothing new
+    /// is allowed ([`control::Control::cut`]).
+    pub cut: tokio::sync::watch::Sender<bool>,
+    /// Hosts refused whatever the profile says (`cordon block`).
+    pub blocked: std::sync::RwLock<Vec<cordon_policy::network::HostPattern>>,
 }
 
 impl Shared {
@@ -176,6 +184,8 @@ impl Engine {
             udp_dropped: Default::default(),
             dns_state: Default::default(),
             inspection: config.inspection,
+            cut: tokio::sync::watch::channel(false).0,
+            blocked: std::sync::RwLock::new(config.blocked),
         });
         let flusher = Arc::clone(&shared);
         rt.spawn(async move {
@@ -210,7 +220,11 @@ impl Engine {
                 match listener.accept().await {
                     Ok((stream, _)) => {
                         let handling = shared.handling();
-                        tokio::spawn(proxy::serve(Arc::clone(&shared), stream, handling));
+                        let shared = Arc::clone(&shared);
+                        tokio::spawn(async move {
+                            let flow = proxy::serve(Arc::clone(&shared), stream, handling);
+                            control::until_cut(&shared, flow).await;
+                        });
                     }
                     // Out of descriptors or memory: back off instead of
                     // spinning; the client's connection waits in the backlog.
@@ -236,6 +250,12 @@ impl Engine {
     /// The summary so far.
     pub fn summary(&self) -> Summary {
         self.shared.log.summary()
+    }
+
+    /// Incident-response controls, usable from any thread while the
+    /// engine runs.
+    pub fn control(&self) -> control::Control {
+        control::Control(Arc::clone(&self.shared))
     }
 
     /// Stops the engine after the agent has exited: the TUN stack stops (its

@@ -85,6 +85,9 @@ pub(crate) fn refusal_response(r: &Refusal) -> Vec<u8> {
 
 /// The policy's decision on `t`: the allowing rule, or the refusal.
 pub(crate) fn decide(shared: &Shared, t: &Target) -> Result<String, Refusal> {
+    if let Some(v) = crate::control::gate(shared, &t.host()) {
+        return Refusal::check(v);
+    }
     Refusal::check(match &t.dest {
         Dest::Name(n) => shared.policy.check_name(n, t.port),
         Dest::Ip(ip) => shared.policy.check_ip(*ip, t.port),
@@ -325,6 +328,10 @@ impl Drop for FlowGuard<'_> {
     fn drop(&mut self) {
         let mut ev = std::mem::take(&mut self.ev);
         ev.kind = "flow.closed";
+        if *self.shared.cut.borrow() {
+            ev.code = Some(cordon_types::ReasonCode::NetSessionContained);
+            ev.message = Some("cut: the session was contained".into());
+        }
         ev.bytes_up = Some(self.up.load(Ordering::Relaxed));
         ev.bytes_down = Some(self.down.load(Ordering::Relaxed));
         ev.duration_ms = Some(self.start.elapsed().as_millis() as u64);

@@ -72,7 +72,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, tun: OwnedFd) -> io::Result<()> {
             let Captured::Tcp { stream, dst } = c;
             let handling = shared.handling();
             tokio::spawn(async move {
-                tcp_flow(&shared, stream, dst).await;
+                crate::control::until_cut(&shared, tcp_flow(&shared, stream, dst)).await;
                 drop(handling);
             });
         }
@@ -251,7 +251,9 @@ fn dns_decision(shared: &Shared, q: &dns::Query) -> DnsDecision {
             )),
         );
     }
-    match shared.policy.check_dns_name(&name) {
+    let verdict =
+        crate::control::gate(shared, &name).unwrap_or_else(|| shared.policy.check_dns_name(&name));
+    match verdict {
         cordon_policy::network::Verdict::Deny { code, message, .. } => {
             (dns::RCODE_NXDOMAIN, None, Some(code), Some(message))
         }

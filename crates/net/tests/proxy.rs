@@ -34,6 +34,7 @@ fn setup_with(policy: NetworkPolicy, response_timeout: Duration) -> Setup {
         response_timeout,
         forward: None,
         inspection: None,
+        blocked: Vec::new(),
     })
     .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -767,4 +768,62 @@ fn plain_http_requests_obey_the_hosts_http_rules() {
     assert!(ev
         .iter()
         .any(|e| e["kind"] == "flow.denied" && e["code"] == "net_http_denied"));
+}
+
+#[test]
+fn a_cut_closes_open_flows_and_refuses_new_ones_until_restored() {
+    let srv = server(b"HELLO\r\n");
+    let policy = with_resolve(
+        NetworkPolicy {
+            allow: allow(&["svc.example.test", "other.example.test"]),
+            ..Default::default()
+        },
+        "svc.example.test",
+        srv,
+    );
+    let policy = with_resolve(policy, "other.example.test", srv);
+    let s = setup_with(policy, Duration::from_secs(5));
+    let control = s.engine.control();
+    let mut open = request(
+        s.proxy,
+        b"CONNECT svc.example.test:9 HTTP/1.1\r\nHost: svc.example.test:9\r\n\r\n",
+    );
+    assert!(head(&mut open).starts_with("HTTP/1.1 200"));
+    let mut hello = [0u8; 7];
+    open.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"HELLO\r\n");
+    let flows = control.open_flows();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].host, "svc.example.test");
+    assert_eq!(control.cut(), 1);
+    // The open tunnel ends: the server never sends more, the proxy closes.
+    assert_eq!(read_all(&mut open), b"");
+    let mut refused = request(
+        s.proxy,
+        b"CONNECT svc.example.test:9 HTTP/1.1\r\nHost: svc.example.test:9\r\n\r\n",
+    );
+    let h = head(&mut refused);
+    assert!(h.starts_with("HTTP/1.1 403"), "{h}");
+    assert!(h.contains("x-cordon-reason: net_session_contained"), "{h}");
+    control.restore();
+    let mut again = request(
+        s.proxy,
+        b"CONNECT svc.example.test:9 HTTP/1.1\r\nHost: svc.example.test:9\r\n\r\n",
+    );
+    assert!(head(&mut again).starts_with("HTTP/1.1 200"));
+    control.block(HostPattern::parse("*.example.test").unwrap());
+    let mut blocked = request(
+        s.proxy,
+        b"CONNECT other.example.test:9 HTTP/1.1\r\nHost: other.example.test:9\r\n\r\n",
+    );
+    let h = head(&mut blocked);
+    assert!(h.contains("x-cordon-reason: net_host_blocked"), "{h}");
+    drop(again);
+    drop(s.engine.finish(Duration::from_millis(200)));
+    let ev = events(&s.log);
+    let cut = ev
+        .iter()
+        .find(|e| e["kind"] == "flow.closed" && e["code"] == "net_session_contained")
+        .expect("the cut flow's close is recorded");
+    assert_eq!(cut["host"], "svc.example.test");
 }

@@ -438,7 +438,7 @@ fn find_program(a: &InitArgs) -> Result<CString, (i32, String)> {
 #[repr(i32)]
 enum Step {
     None = 0,
-    Setsid,
+    Setpgid,
     Ctty,
     Dup,
     Chdir,
@@ -461,9 +461,9 @@ struct AgentStart {
     errno: i32,
 }
 
-/// The vfork child: new session, the pty as controlling terminal, working
-/// directory, default signal state, `execve`. Only system calls, no
-/// allocation: the memory is init's.
+/// The vfork child: its own process group in init's session, the pty's
+/// foreground group, working directory, default signal state, `execve`.
+/// Only system calls, no allocation: the memory is init's.
 extern "C" fn agent_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `AgentStart` that `spawn_agent` keeps alive and
     // does not touch until this child has exec'd or exited (CLONE_VFORK).
@@ -492,11 +492,17 @@ extern "C" fn agent_entry(arg: *mut libc::c_void) -> libc::c_int {
             0,
             0,
         );
-        if libc::setsid() < 0 {
-            fail(a, Step::Setsid);
+        if libc::setpgid(0, 0) < 0 {
+            fail(a, Step::Setpgid);
         }
         if a.slave >= 0 {
-            if libc::ioctl(a.slave, libc::TIOCSCTTY, 0) < 0 {
+            // A background group taking the terminal would get SIGTTOU;
+            // the mask is reset before execve.
+            let mut ttou: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut ttou);
+            libc::sigaddset(&mut ttou, libc::SIGTTOU);
+            libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+            if libc::tcsetpgrp(a.slave, libc::getpid()) < 0 {
                 fail(a, Step::Ctty);
             }
             for fd in 0..3 {
@@ -532,6 +538,28 @@ fn spawn_agent(
     let cwd = CString::new(a.spec.cwd.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let ttys = crate::pty::std_ttys();
+    // Init leads the sandbox's session (away from the user's terminal) and
+    // holds the pty as its controlling terminal; the agent gets a process
+    // group of its own in that session. A group whose parent is in the same
+    // session is not orphaned, so freezing it (`cordon contain`) never makes
+    // the kernel hang it up when one of its processes exits meanwhile.
+    // SAFETY: plain system calls on init's own state and the slave fd.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::other(format!(
+                "setsid: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        if let Some(s) = pty_slave {
+            if libc::ioctl(s.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::other(format!(
+                    "acquire the pty: {}",
+                    io::Error::last_os_error()
+                )));
+            }
+        }
+    }
     let mut start = AgentStart {
         program: program.as_ptr(),
         argv: argv.as_ptr(),
@@ -549,7 +577,7 @@ fn spawn_agent(
     if start.failed != Step::None {
         let err = io::Error::from_raw_os_error(start.errno);
         let message = match start.failed {
-            Step::Setsid => format!("setsid: {err}"),
+            Step::Setpgid => format!("setpgid: {err}"),
             Step::Ctty => format!("acquire the pty: {err}"),
             Step::Dup => format!("dup2 the pty: {err}"),
             Step::Chdir => format!(

@@ -42,6 +42,7 @@
 mod child;
 mod confine;
 mod exec_audit;
+pub mod freeze;
 mod mounts;
 pub mod probe;
 mod protocol;

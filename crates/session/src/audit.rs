@@ -95,6 +95,24 @@ pub fn started(r: &Record, sandbox_pid: Option<i32>) -> Event {
     e
 }
 
+/// An incident-response action on the session (Application Lifecycle:
+/// Other): `contain`, `resume`, `kill`, `block`, `evidence`; `by` is the
+/// uid that asked.
+pub fn response(action: &str, by: u32, message: String, detail: serde_json::Value) -> Event {
+    let severity = match action {
+        "contain" | "kill" => Severity::High,
+        _ => Severity::Informational,
+    };
+    lifecycle(99, "Other")
+        .success(true)
+        .severity(severity)
+        .message(message)
+        .field(
+            "unmapped",
+            json!({ "response": action, "by_uid": by, "detail": detail }),
+        )
+}
+
 /// Something the command line granted for this session beyond its
 /// profile.
 #[derive(Debug, Clone, PartialEq, Eq)]

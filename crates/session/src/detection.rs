@@ -280,6 +280,11 @@ impl Containment {
         true
     }
 
+    /// Kills the sandbox now (`cordon kill`), without a rule's reason.
+    pub fn kill_now(&self) {
+        kill(lock(&self.pidfd).as_ref());
+    }
+
     /// Why the session was contained, if it was.
     pub fn reason(&self) -> Option<String> {
         lock(&self.reason).clone()

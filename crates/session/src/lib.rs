@@ -18,17 +18,21 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod blocklist;
 pub mod broker;
+pub mod control;
 pub mod detection;
 pub mod dirs;
 pub mod doctor;
 pub mod etc;
+pub mod evidence;
 pub mod filewatch;
 pub mod inspect;
 pub mod layout;
 pub mod overlay;
 pub mod profiles;
 pub mod record;
+pub mod registry;
 pub mod run;
 pub mod scan;
 pub mod vault;

@@ -17,6 +17,20 @@ pub enum Status {
     Exited,
     /// The sandbox could not be set up; nothing ran.
     Failed,
+    /// The supervisor died while the session ran (found by a later start).
+    Crashed,
+}
+
+impl Status {
+    /// The name used in records and the registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Exited => "exited",
+            Status::Failed => "failed",
+            Status::Crashed => "crashed",
+        }
+    }
 }
 
 /// Everything cordon remembers about a session.
@@ -26,6 +40,9 @@ pub struct Record {
     pub id: SessionId,
     /// Profile name.
     pub profile: String,
+    /// The profile's risk tier, when it declares one.
+    #[serde(default)]
+    pub tier: Option<String>,
     /// Digest of the effective profile.
     pub profile_digest: String,
     /// Real path of the project.
@@ -101,6 +118,11 @@ impl Store {
         Store { root }
     }
 
+    /// The sessions directory.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// The directory of a session.
     pub fn dir(&self, id: &SessionId) -> PathBuf {
         self.root.join(id.as_str())
@@ -131,8 +153,14 @@ impl Store {
     /// while the session runs, `final.json` once it has ended (and for any
     /// later update). Two names, because ext4 writes a file's data out when
     /// it is renamed over an existing one (`auto_da_alloc`), which would put
-    /// a disk write on every session's exit path.
+    /// a disk write on every session's exit path. Then its row in the
+    /// registry.
     pub fn save(&self, rec: &Record) -> Result<(), Error> {
+        self.save_file(rec)?;
+        crate::registry::Registry::open(self)?.save(rec)
+    }
+
+    fn save_file(&self, rec: &Record) -> Result<(), Error> {
         let name = if rec.status == Status::Running {
             RUNNING
         } else {
@@ -265,13 +293,14 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(id: SessionId) -> Record {
+    pub(crate) fn record(id: SessionId) -> Record {
         Record {
             id,
             profile: "default".into(),
+            tier: None,
             profile_digest: "sha256:0".into(),
             project: "/p".into(),
             mode: ProjectMode::Ro,

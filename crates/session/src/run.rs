@@ -160,6 +160,10 @@ pub struct Prepared {
     /// end, and what renews them meanwhile.
     broker: Option<Arc<crate::broker::Broker>>,
     renewer: Option<crate::vault::Renewer>,
+    /// cordon's state directory (evidence bundles go there).
+    state_dir: PathBuf,
+    /// The fake home's path inside the sandbox (the real home's path).
+    home: PathBuf,
     /// Held until the run is recorded: marks the session live.
     _lock: std::os::fd::OwnedFd,
 }
@@ -314,6 +318,8 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let store = Store::new(dirs.sessions());
     // Tokens that sessions which died left unrevoked are revoked now.
     notices_early.extend(crate::vault::recover(&store, &dirs.state));
+    // Sessions whose supervisor died are marked so.
+    notices_early.extend(crate::registry::mark_dead(&store)?);
     let id = store.create()?;
     if !profile.secrets.is_empty() && egress == Egress::None {
         return Err(Error::Refused {
@@ -505,6 +511,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     let record = Record {
         id,
         profile: profile.name.clone(),
+        tier: profile.tier.map(|t| t.as_str().to_owned()),
         profile_digest: profile.digest(),
         project,
         mode,
@@ -549,6 +556,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         engine,
         Arc::clone(&containment),
     ));
+    let blocked = crate::blocklist::load(&dirs.state)?;
     let forward = {
         let audit = Arc::clone(&audit);
         cordon_net::Forward(Arc::new(move |ev: &cordon_net::NetEvent| {
@@ -562,6 +570,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         response_timeout: cordon_net::Config::RESPONSE_TIMEOUT,
         forward: Some(forward),
         inspection: inspection.map(|i| i.inspection),
+        blocked,
     });
     let shipper = if sinks.is_empty() {
         None
@@ -603,6 +612,8 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         store,
         broker,
         renewer,
+        state_dir: dirs.state.clone(),
+        home: dirs.home.clone(),
         _lock: lock,
     })
 }
@@ -629,9 +640,12 @@ pub fn execute(
         shipper,
         broker,
         renewer,
+        state_dir,
+        home,
         ..
     } = p;
     let mut started = None;
+    let mut control = None;
     let mut warnings = Vec::new();
     let mut exec_audit: Option<std::sync::mpsc::Receiver<std::io::Result<()>>> = None;
     // Tells the exec audit that the sandbox is empty (init lingers while it
@@ -676,12 +690,32 @@ pub fn execute(
         )),
         Ok(mut launch) => {
             store.save(&record)?;
+            // The control socket (`cordon contain`, `kill`, `resume`,
+            // `block`): incident response needs it, so no socket, no run.
+            let controls = crate::control::Controls::new(crate::control::Parts {
+                record: record.clone(),
+                dir: store.dir(&record.id),
+                state_dir: state_dir.clone(),
+                home: home.clone(),
+                profile: serde_json::to_value(&profile).unwrap_or_default(),
+                store: store.clone(),
+                net: engine.as_ref().map(cordon_net::Engine::control),
+                broker: broker.clone(),
+                audit: Arc::clone(&audit),
+                containment: Arc::clone(&containment),
+            })?;
+            let server =
+                crate::control::Server::start(&store.dir(&record.id), Arc::clone(&controls))?;
+            control = Some((controls, server));
             let hold = watch.as_ref().map(|w| w.hold()).unwrap_or_default();
             launch.go_holding(&hold).and_then(|()| {
                 launch.supervise(&mut |ev| match ev {
                     Event::Started { pid } => {
                         started = Some(pid);
                         containment.started(pid);
+                        if let Some((c, _)) = &control {
+                            c.started(pid);
+                        }
                         audit.append(&crate::audit::started(&record, Some(pid)));
                         for g in &grants {
                             audit.append(&crate::audit::granted(g));
@@ -768,6 +802,15 @@ pub fn execute(
         }
         Err(e) => Err(e),
     };
+    // Nothing is left to contain: the socket goes (after a request being
+    // served, evidence included, has finished).
+    let (by_hand, eradicate, bundle) = match control.take() {
+        Some((c, server)) => {
+            drop(server);
+            (c.contained(), c.eradicate(), c.bundle())
+        }
+        None => (None, false, None),
+    };
     // The agent and everything it started are gone: flows still open end
     // now (their client side is closed) or within the grace period.
     let egress = engine.map(|e| e.finish(std::time::Duration::from_millis(500)));
@@ -803,7 +846,7 @@ pub fn execute(
                 record.status = Status::Exited;
                 record.exit_code = Some(*code);
             }
-            record.contained = containment.reason();
+            record.contained = containment.reason().or_else(|| by_hand.clone());
             record.findings = audit.findings();
             audit.append(&crate::audit::ended(&record));
             record.audit_head = close_audit(audit.log(), &mut record.warnings);
@@ -825,6 +868,27 @@ pub fn execute(
         ));
     }
     match record.mode {
+        ProjectMode::Overlay if eradicate => {
+            // `cordon kill`: the agent's changes are not kept for apply
+            // (the evidence bundle has a copy).
+            let upper = store.dir(&record.id).join("upper");
+            let _ = std::fs::remove_dir_all(store.dir(&record.id).join("work"));
+            match std::fs::remove_dir_all(&upper) {
+                Ok(()) => notices.push(format!(
+                    "session {} was killed: its overlay is removed{}",
+                    record.id,
+                    bundle
+                        .as_ref()
+                        .map(|b| format!("; the evidence is in {}", b.display()))
+                        .unwrap_or_default()
+                )),
+                Err(e) => notices.push(format!(
+                    "session {} was killed, and its overlay {} could not be removed: {e}",
+                    record.id,
+                    upper.display()
+                )),
+            }
+        }
         ProjectMode::Overlay => {
             let upper = store.dir(&record.id).join("upper");
             match crate::overlay::changes(&upper, &record.project, &record.placeholders) {
@@ -908,7 +972,7 @@ pub fn execute(
     }
     // After the end-of-session records (overlay changes) went through the
     // rules too.
-    record.contained = containment.reason();
+    record.contained = containment.reason().or(by_hand);
     record.findings = audit.findings();
     if let Some(why) = &record.contained {
         notices.push(format!(

@@ -64,6 +64,11 @@ pub enum ReasonCode {
     /// A name (or a burst of lookups) that looks like data smuggled out
     /// through DNS.
     NetDnsTunnel,
+    /// The session was contained (`cordon contain`): all its egress is cut.
+    NetSessionContained,
+    /// The host is on cordon's block list (`cordon block`), which no
+    /// profile overrides.
+    NetHostBlocked,
 }
 
 impl ReasonCode {
@@ -92,6 +97,8 @@ impl ReasonCode {
             ReasonCode::NetUdpBlocked => "net_udp_blocked",
             ReasonCode::NetDnsRefused => "net_dns_refused",
             ReasonCode::NetDnsTunnel => "net_dns_tunnel",
+            ReasonCode::NetSessionContained => "net_session_contained",
+            ReasonCode::NetHostBlocked => "net_host_blocked",
         }
     }
 }
@@ -131,6 +138,8 @@ mod tests {
             ReasonCode::NetUdpBlocked,
             ReasonCode::NetDnsRefused,
             ReasonCode::NetDnsTunnel,
+            ReasonCode::NetSessionContained,
+            ReasonCode::NetHostBlocked,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

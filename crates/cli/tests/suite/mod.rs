@@ -10,5 +10,6 @@ mod inspect;
 mod lifecycle;
 mod overlay;
 mod persistence;
+mod response;
 mod secret;
 mod terminal;

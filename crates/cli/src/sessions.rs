@@ -1,0 +1,493 @@
+//! Sessions and incident response: `cordon ps`, `show`, `contain`,
+//! `resume`, `kill`, `block` and `evidence`. Running sessions are reached
+//! through their control socket; the registry and the session directories
+//! answer the rest.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use cordon_session::control::{self, Request};
+use cordon_session::registry::{self, Registry};
+use cordon_session::{evidence, Dirs, Error, Store};
+use serde_json::Value;
+
+use crate::{json, out, Fail};
+
+pub const CONTAIN_HELP: &str = "\
+What it does, in order (the first three are timed; docs/incident-runbook.md):
+  1. freezes every process of the sandbox (SIGSTOP to its whole pid
+     namespace, repeated until each one is seen stopped);
+  2. cuts its egress: open connections close, new ones, lookups and
+     requests are refused (net_session_contained);
+  3. revokes its Vault/OpenBao tokens and leases;
+  4. seals an evidence bundle in the state directory's evidence/: audit log
+     and chain head, egress log, process tree with executable digests, open
+     flows, the effective profile, the overlay's changes and the sandbox's
+     /tmp and home, with a manifest signed by this host's audit key.
+The session stays frozen until `cordon resume` (after review) or `cordon
+kill` (eradicate).";
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCmd {
+    /// Check a bundle: manifest signature, every file's digest, nothing
+    /// missing or added, and the custody log's chain.
+    ///
+    /// BUNDLE is a bundle's directory or a session (its newest bundle).
+    /// Each verification is appended to the bundle's custody log.
+    /// Exit status 0 intact, 1 tampered, 2 bad usage or not a bundle.
+    Verify {
+        /// A bundle directory, or a session id (unique part, `last`).
+        bundle: String,
+        /// The trusted public key: 64 hex digits, or a file holding them
+        /// (default: this host's audit key).
+        #[arg(long, value_name = "HEX|FILE")]
+        key: Option<String>,
+        /// Machine-readable result.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a verified bundle to a new directory (for the investigators),
+    /// recording the export in its custody log.
+    Export {
+        /// A bundle directory, or a session id.
+        bundle: String,
+        /// Where to copy it (must not exist).
+        dir: PathBuf,
+    },
+    /// List the bundles sealed on this host.
+    List {
+        /// Machine-readable list.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+fn store() -> Result<(Dirs, Store), Fail> {
+    let dirs = Dirs::from_env()?;
+    let store = Store::new(dirs.sessions());
+    Ok((dirs, store))
+}
+
+/// A session that must be running (its supervisor holds it).
+fn live(query: &str) -> Result<(Store, cordon_types::SessionId), Fail> {
+    let (_, store) = store()?;
+    let id = store.find(query)?;
+    if !store.is_live(&id) {
+        return Err(Error::Usage(format!(
+            "session {id} is not running (see `cordon show {id}`)"
+        ))
+        .into());
+    }
+    Ok((store, id))
+}
+
+fn ago(ms: u64) -> String {
+    let s = cordon_session::record::now_ms().saturating_sub(ms) / 1000;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// The status shown for an entry: a `running` row whose supervisor is gone
+/// is `crashed` (the next `cordon run` marks it so).
+fn shown_status(store: &Store, e: &registry::Entry) -> String {
+    if e.status == "running" {
+        let live =
+            e.id.parse()
+                .is_ok_and(|id: cordon_types::SessionId| store.is_live(&id));
+        if !live {
+            return "crashed".into();
+        }
+        if e.frozen {
+            return "contained".into();
+        }
+    }
+    e.status.clone()
+}
+
+pub fn cmd_ps(all: bool, as_json: bool) -> Result<u8, Fail> {
+    let (_, store) = store()?;
+    let reg = Registry::open(&store)?;
+    let mut rows = reg.list(!all)?;
+    for r in &mut rows {
+        r.status = shown_status(&store, r);
+    }
+    if !all {
+        rows.retain(|r| r.status == "running" || r.status == "contained");
+    }
+    if as_json {
+        return json(&rows).map(|()| 0);
+    }
+    if rows.is_empty() {
+        out(if all {
+            "no sessions yet\n"
+        } else {
+            "no running sessions (`cordon ps --all` lists every session)\n"
+        })?;
+        return Ok(0);
+    }
+    let mut s = format!(
+        "{:<26} {:<10} {:<12} {:<10} {:>8} {:<9} {:<30} {}\n",
+        "SESSION", "STATUS", "PROFILE", "TIER", "PID", "STARTED", "PROJECT", "COMMAND"
+    );
+    for r in &rows {
+        let status = match (r.status.as_str(), r.exit_code) {
+            ("exited", Some(c)) => format!("exit {c}"),
+            (st, _) => st.to_owned(),
+        };
+        s.push_str(&format!(
+            "{:<26} {:<10} {:<12} {:<10} {:>8} {:<9} {:<30} {}\n",
+            r.id,
+            status,
+            r.profile,
+            r.tier.as_deref().unwrap_or("-"),
+            r.supervisor_pid,
+            ago(r.started_ms),
+            r.project.display(),
+            r.command.join(" ")
+        ));
+    }
+    out(&s)?;
+    Ok(0)
+}
+
+pub fn cmd_show(query: &str, as_json: bool) -> Result<u8, Fail> {
+    let (dirs, store) = store()?;
+    let id = store.find(query)?;
+    let rec = store.load(&id)?;
+    let reg = Registry::open(&store)?;
+    let entry = reg.get(id.as_str())?;
+    let live = store.is_live(&id);
+    let mut state = None;
+    if live {
+        let _ = control::request(&store.dir(&id), &Request::Status, &mut |v| {
+            state = Some(v.clone());
+        });
+    }
+    let bundle = evidence::find(&dirs.state, &store, id.as_str()).ok();
+    if as_json {
+        let mut v = serde_json::to_value(&rec)?;
+        v["live"] = Value::Bool(live);
+        v["frozen"] = Value::Bool(entry.as_ref().is_some_and(|e| e.frozen));
+        v["control"] = state.unwrap_or(Value::Null);
+        v["evidence"] = serde_json::to_value(&bundle)?;
+        v["dir"] = serde_json::to_value(store.dir(&id))?;
+        return json(&v).map(|()| 0);
+    }
+    let status = match entry {
+        Some(e) => shown_status(&store, &e),
+        None => rec.status.as_str().to_owned(),
+    };
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
+    line("session", rec.id.to_string());
+    line("status", status);
+    line(
+        "profile",
+        format!(
+            "{}{} ({})",
+            rec.profile,
+            rec.tier
+                .as_deref()
+                .map(|t| format!(", tier {t}"))
+                .unwrap_or_default(),
+            rec.profile_digest
+        ),
+    );
+    line(
+        "project",
+        format!("{} ({})", rec.project.display(), rec.mode),
+    );
+    line("command", rec.command.join(" "));
+    line(
+        "started",
+        format!(
+            "{} ({})",
+            crate::secret::utc(rec.started_ms),
+            ago(rec.started_ms)
+        ),
+    );
+    if let Some(end) = rec.ended_ms {
+        line("ended", crate::secret::utc(end));
+    }
+    match (rec.exit_code, rec.signal) {
+        (Some(c), Some(sig)) => line("exit", format!("{c} (signal {sig})")),
+        (Some(c), None) => line("exit", c.to_string()),
+        _ => {}
+    }
+    line(
+        "pids",
+        format!(
+            "supervisor {}{}",
+            rec.supervisor_pid,
+            rec.sandbox_pid
+                .map(|p| format!(", sandbox init {p}"))
+                .unwrap_or_default()
+        ),
+    );
+    if let Some(st) = &state {
+        line(
+            "live",
+            format!(
+                "init {}, frozen {}, egress {}, {} open flow(s)",
+                st["init"],
+                st["frozen"],
+                if st["egress_cut"] == Value::Bool(true) {
+                    "cut"
+                } else {
+                    "per profile"
+                },
+                st["flows_open"].as_u64().unwrap_or(0)
+            ),
+        );
+    }
+    if let Some(why) = &rec.contained {
+        line("contained", why.clone());
+    } else if let Some(why) = state.as_ref().and_then(|v| v["contained"].as_str()) {
+        line("contained", why.to_owned());
+    }
+    if let Some(b) = &bundle {
+        line("evidence", b.display().to_string());
+    }
+    if let Some(e) = &rec.error {
+        line("error", e.clone());
+    }
+    for w in &rec.warnings {
+        line("warning", w.clone());
+    }
+    for f in &rec.findings {
+        line("finding", f.clone());
+    }
+    line("directory", store.dir(&id).display().to_string());
+    line(
+        "audit",
+        format!("cordon logs {id}  (verify: cordon audit verify {id})"),
+    );
+    out(&s)?;
+    Ok(0)
+}
+
+pub fn cmd_contain(query: &str, reason: Option<String>) -> Result<u8, Fail> {
+    let (store, id) = live(query)?;
+    let reason = reason.unwrap_or_else(|| format!("by uid {} from the command line", uid()));
+    let mut text = String::new();
+    control::request(&store.dir(&id), &Request::Contain { reason }, &mut |v| {
+        if v.get("contained").is_some() {
+            let t = &v["timings"];
+            text.push_str(&format!(
+                "session {id} contained in {} ms: {} process(es) frozen ({} ms), egress cut \
+                 ({} flow(s) closed, {} ms), {} credential(s) revoked ({} ms)\n",
+                t["contained_ms"],
+                v["processes_stopped"],
+                t["frozen_ms"],
+                v["flows_cut"].as_u64().unwrap_or(0),
+                t["egress_cut_ms"],
+                v["credentials_revoked"],
+                t["revoked_ms"],
+            ));
+            if let Some(p) = v["processes_pending"].as_array().filter(|p| !p.is_empty()) {
+                text.push_str(&format!(
+                    "warning: {} process(es) had not stopped yet (in the kernel); their stop is \
+                     pending\n",
+                    p.len()
+                ));
+            }
+            for w in v["revoke_warnings"].as_array().into_iter().flatten() {
+                text.push_str(&format!("warning: {}\n", w.as_str().unwrap_or_default()));
+            }
+        }
+        if let Some(b) = v.get("bundle").and_then(Value::as_str) {
+            text.push_str(&format!(
+                "evidence sealed: {b} ({} item(s)); check it with `cordon evidence verify {b}`\n",
+                v["items"]
+            ));
+        }
+    })?;
+    text.push_str(&format!(
+        "next: review (`cordon show {id}`, `cordon logs {id}`), then `cordon resume {id}` or \
+         `cordon kill {id}`\n"
+    ));
+    out(&text)?;
+    Ok(0)
+}
+
+pub fn cmd_resume(query: &str) -> Result<u8, Fail> {
+    let (store, id) = live(query)?;
+    let mut n = 0;
+    control::request(&store.dir(&id), &Request::Resume, &mut |v| {
+        n = v["processes"].as_u64().unwrap_or(0);
+    })?;
+    out(&format!(
+        "session {id} resumed: {n} process(es) running, egress per its profile again; \
+         credentials revoked at containment stay revoked\n"
+    ))?;
+    Ok(0)
+}
+
+pub fn cmd_kill(query: &str, reason: Option<String>) -> Result<u8, Fail> {
+    let (store, id) = live(query)?;
+    let reason = reason.unwrap_or_else(|| format!("killed by uid {}", uid()));
+    let mut bundle = None;
+    control::request(&store.dir(&id), &Request::Kill { reason }, &mut |v| {
+        if let Some(b) = v.get("bundle").and_then(Value::as_str) {
+            bundle = Some(b.to_owned());
+        }
+    })?;
+    out(&format!(
+        "session {id} killed: every process is gone and its overlay is dropped{}\n",
+        bundle
+            .map(|b| format!("; evidence sealed first: {b}"))
+            .unwrap_or_else(|| "; its evidence was sealed when it was contained".into())
+    ))?;
+    Ok(0)
+}
+
+pub fn cmd_block(host: &str) -> Result<u8, Fail> {
+    let (dirs, store) = store()?;
+    let p = cordon_session::blocklist::parse(host)?;
+    dirs.ensure_state()?;
+    let added = cordon_session::blocklist::add(&dirs.state, &p)?;
+    let mut text = if added {
+        format!("{p} is blocked for every new session\n")
+    } else {
+        format!("{p} was already on the block list\n")
+    };
+    let reg = Registry::open(&store)?;
+    let mut failed = false;
+    for e in reg.list(true)? {
+        let Ok(id) = e.id.parse::<cordon_types::SessionId>() else {
+            continue;
+        };
+        if !store.is_live(&id) {
+            continue;
+        }
+        let host = p.to_string();
+        match control::request(&store.dir(&id), &Request::Block { host }, &mut |_| {}) {
+            Ok(()) => text.push_str(&format!("  applied to running session {id}\n")),
+            Err(e) => {
+                failed = true;
+                text.push_str(&format!("  running session {id}: not applied: {e}\n"));
+            }
+        }
+    }
+    out(&text)?;
+    Ok(u8::from(failed))
+}
+
+fn trusted(dirs: &Dirs, key: Option<&str>) -> Result<String, Fail> {
+    match key {
+        None => Ok(cordon_session::audit::trusted_key(&dirs.state)?),
+        Some(k) => {
+            let text = if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                k.to_owned()
+            } else {
+                std::fs::read_to_string(k).map_err(|e| Error::Usage(format!("--key {k}: {e}")))?
+            };
+            Ok(cordon_audit::parse_public(&text).ok_or_else(|| {
+                Error::Usage(format!("--key {k}: not a public key (64 hex digits)"))
+            })?)
+        }
+    }
+}
+
+pub fn cmd_evidence(c: EvidenceCmd) -> Result<u8, Fail> {
+    let (dirs, store) = store()?;
+    match c {
+        EvidenceCmd::Verify {
+            bundle,
+            key,
+            json: as_json,
+        } => {
+            let path = evidence::find(&dirs.state, &store, &bundle)?;
+            let key = trusted(&dirs, key.as_deref())?;
+            let report = evidence::verify(&path, &key)?;
+            let detail = if report.ok() {
+                "intact".to_owned()
+            } else {
+                format!("{} problem(s)", report.problems.len())
+            };
+            // Recorded where the bundle can take it (a read-only copy
+            // cannot, and is still checked).
+            let noted = cordon_session::audit::host_key(&dirs.state)
+                .and_then(|k| evidence::custody(&path, &k, uid(), "verify", &detail));
+            if as_json {
+                json(&report)?;
+            } else {
+                let mut s = String::new();
+                if report.ok() {
+                    s.push_str(&format!(
+                        "{}: intact: signature good, {} file(s) and link(s) match the manifest, \
+                         custody log of {} entr(ies) unbroken\n",
+                        path.display(),
+                        report.checked,
+                        report.custody
+                    ));
+                } else {
+                    s.push_str(&format!("{}: TAMPERED\n", path.display()));
+                    for p in &report.problems {
+                        s.push_str(&format!("  {p}\n"));
+                    }
+                }
+                if let Err(e) = noted {
+                    s.push_str(&format!("(not recorded in its custody log: {e})\n"));
+                }
+                out(&s)?;
+            }
+            Ok(u8::from(!report.ok()))
+        }
+        EvidenceCmd::Export { bundle, dir } => {
+            let path = evidence::find(&dirs.state, &store, &bundle)?;
+            let key = cordon_session::audit::trusted_key(&dirs.state)?;
+            let report = evidence::verify(&path, &key)?;
+            if !report.ok() {
+                return Err(Error::Refused {
+                    message: format!(
+                        "{} does not verify ({}); not exported",
+                        path.display(),
+                        report.problems.join("; ")
+                    ),
+                    hint: "`cordon evidence verify` lists what is wrong".into(),
+                }
+                .into());
+            }
+            let host = cordon_session::audit::host_key(&dirs.state)?;
+            evidence::export(&path, &dir, &host, uid())?;
+            out(&format!(
+                "exported {} to {} (verified first; the export is in its custody log)\n",
+                path.display(),
+                dir.display()
+            ))?;
+            Ok(0)
+        }
+        EvidenceCmd::List { json: as_json } => {
+            let root = dirs.state.join(evidence::DIR);
+            let mut list: Vec<PathBuf> = match std::fs::read_dir(&root) {
+                Ok(rd) => rd
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.join(evidence::MANIFEST).is_file())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            list.sort();
+            if as_json {
+                json(&list)?;
+            } else if list.is_empty() {
+                out("no evidence bundles (`cordon contain SESSION` seals one)\n")?;
+            } else {
+                out(&list
+                    .iter()
+                    .map(|p| format!("{}\n", p.display()))
+                    .collect::<String>())?;
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Sessions and incident response against real sandboxes: the registry
+//! (`cordon ps`, `show`), the control socket, `contain` (freeze, cut,
+//! revoke, evidence), `resume`, `kill`, `block`, evidence verification and
+//! crash marking.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::both;
+use crate::suite::harness::{stderr, stdout, Env};
+
+/// A TCP server on loopback that greets each connection with `HELLO` and
+/// reports on the channel when the connection is closed by the other side.
+fn holding_server() -> (u16, mpsc::Receiver<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = s.write_all(b"HELLO\n");
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = tx.send(());
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// A profile `ir` (explicit proxy, `svc.test` mapped to `port`).
+fn profile(env: &Env, port: u16) {
+    env.profile(
+        "ir",
+        &format!(
+            "extends = \"default\"\n[project]\nmode = \"overlay\"\n[network]\nmode = \"proxy\"\n\
+             allow = [\"svc.test\"]\nresolve = {{ \"svc.test\" = \"127.0.0.1:{port}\" }}\n"
+        ),
+    );
+}
+
+/// The agent: changes a project file, counts in /tmp/counter in the
+/// background (replaced whole each time, so a frozen writer never leaves
+/// it empty), opens a tunnel to svc.test through the proxy, says `ready`
+/// and holds the tunnel; says `cut` when it ends.
+fn agent_script(port: u16) -> String {
+    format!(
+        "echo changed > README.md; \
+         (i=0; while :; do i=$((i+1)); echo $i > /tmp/c.new; mv -f /tmp/c.new /tmp/counter; done) & \
+         exec python3 -c '
+import socket, time
+s = socket.create_connection((\"127.0.0.1\", 3128))
+s.sendall(b\"CONNECT svc.test:{port} HTTP/1.1\\r\\nHost: svc.test:{port}\\r\\n\\r\\n\")
+buf = b\"\"
+while b\"HELLO\" not in buf:
+    buf += s.recv(100)
+s.sendall(b\"ping\\n\")
+print(\"ready\", flush=True)
+s.recv(100)
+print(\"cut\", flush=True)
+time.sleep(600)
+'"
+    )
+}
+
+struct Running {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Running {
+    fn start(env: &Env, args: &[&str], script: &str) -> Running {
+        let mut all = vec!["run", "--no-tty"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "sh", "-c", script]);
+        let mut child = env
+            .cordon(all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut r = Running { child, out };
+        r.expect("ready");
+        r
+    }
+
+    fn expect(&mut self, want: &str) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        if line.trim() != want {
+            let _ = self.child.kill();
+            let mut err = String::new();
+            let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("expected {want:?} from the agent, got {line:?}; stderr: {err}");
+        }
+    }
+
+    fn wait(mut self) -> (Option<i32>, String) {
+        let st = self.child.wait().unwrap();
+        let mut err = String::new();
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+        (st.code(), err)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_of(env: &Env, args: &[&str]) -> Value {
+    let o = env.cordon(args).output().unwrap();
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn counter(init: i64) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{init}/root/tmp/counter"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// The counter's value, once it has one.
+fn count_now(init: i64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(n) = counter(init) {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's counter never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn verify(env: &Env, bundle: &Path) -> (Option<i32>, String) {
+    let o = env
+        .cordon(["evidence", "verify", &bundle.display().to_string()])
+        .output()
+        .unwrap();
+    (o.status.code(), format!("{}{}", stdout(&o), stderr(&o)))
+}
+
+/// Exports the bundle to a fresh directory and returns it.
+fn export(env: &Env, n: usize) -> PathBuf {
+    let dest = env.state.join(format!("export-{n}"));
+    let o = env
+        .cordon(["evidence", "export", "last", &dest.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    dest
+}
+
+both!(contain_freezes_cuts_and_seals_verifiable_evidence, |env| {
+    let (port, closed) = holding_server();
+    profile(env, port);
+    let mut run = Running::start(env, &["-p", "ir"], &agent_script(port));
+
+    let ps = json_of(env, &["ps", "--json"]);
+    let rows = ps.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{ps}");
+    assert_eq!(rows[0]["status"], "running");
+    assert_eq!(rows[0]["profile"], "ir");
+
+    let o = env
+        .cordon(["contain", "last", "--reason", "e2e test"])
+        .output()
+        .unwrap();
+    let said = stdout(&o);
+    assert!(o.status.success(), "{said}{}", stderr(&o));
+    assert!(said.contains("contained in"), "{said}");
+    assert!(said.contains("1 flow(s) closed"), "{said}");
+    assert!(said.contains("evidence sealed"), "{said}");
+    eprintln!(
+        "cordon contain: {}",
+        said.lines().next().unwrap_or_default()
+    );
+
+    // The open connection was cut: the server sees it close.
+    closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the tunnel was not cut");
+    // The busy process tree is frozen: its counter stops.
+    let show = json_of(env, &["show", "last", "--json"]);
+    let init = show["control"]["init"].as_i64().unwrap();
+    assert_eq!(show["control"]["frozen"], true, "{show}");
+    assert_eq!(show["control"]["egress_cut"], true, "{show}");
+    let a = count_now(init);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(init), Some(a), "the counter moved while frozen");
+    let ps = json_of(env, &["ps", "--json"]);
+    assert_eq!(ps[0]["status"], "contained", "{ps}");
+    let text = stdout(&env.cordon(["show", "last"]).output().unwrap());
+    assert!(
+        text.contains("contained") && text.contains("e2e test"),
+        "{text}"
+    );
+
+    // The bundle verifies and holds what the runbook promises.
+    let bundle = PathBuf::from(show["evidence"].as_str().unwrap());
+    let (code, said) = verify(env, &bundle);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("intact"), "{said}");
+    let read = |p: &str| std::fs::read_to_string(bundle.join(p)).unwrap();
+    assert_eq!(read("upper/README.md"), "changed\n");
+    assert!(read("scratch/tmp/counter").trim().parse::<u64>().is_ok());
+    let flows: Value = serde_json::from_str(&read("flows.json")).unwrap();
+    assert_eq!(flows[0]["host"], "svc.test", "{flows}");
+    let procs: Value = serde_json::from_str(&read("processes.json")).unwrap();
+    let procs = procs.as_array().unwrap();
+    assert!(
+        procs
+            .iter()
+            .any(|p| p["argv"][0] == "python3" && p["exe_sha256"].is_string()),
+        "{procs:?}"
+    );
+    let manifest: Value = serde_json::from_str(&read("manifest.json")).unwrap();
+    assert!(manifest["agent"]["sha256"].is_string(), "{manifest}");
+    assert!(manifest["audit_head"]["seq"].as_u64().unwrap() > 0);
+    assert!(read("audit.jsonl").contains("contained (e2e test)"));
+    assert!(read("custody.log").contains("\"seal\""));
+
+    // Tampering with any part fails verification.
+    let edited = export(env, 1);
+    std::fs::write(edited.join("upper/README.md"), "innocent\n").unwrap();
+    let (code, said) = verify(env, &edited);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("upper/README.md: changed"), "{said}");
+    let added = export(env, 2);
+    std::fs::write(added.join("scratch/tmp/planted"), "x").unwrap();
+    let (code, said) = verify(env, &added);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("not in the manifest"), "{said}");
+    let removed = export(env, 3);
+    std::fs::remove_file(removed.join("audit.jsonl")).unwrap();
+    let (code, said) = verify(env, &removed);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("audit.jsonl: missing"), "{said}");
+    let custody = export(env, 4);
+    let log = std::fs::read_to_string(custody.join("custody.log")).unwrap();
+    let first = log.lines().next().unwrap().to_owned();
+    std::fs::write(custody.join("custody.log"), log.replacen(&first, "", 1)).unwrap();
+    let (code, said) = verify(env, &custody);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("custody.log"), "{said}");
+    let resigned = export(env, 5);
+    let m = std::fs::read_to_string(resigned.join("manifest.json")).unwrap();
+    std::fs::write(
+        resigned.join("manifest.json"),
+        m.replace("e2e test", "nothing happened"),
+    )
+    .unwrap();
+    let (code, said) = verify(env, &resigned);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("signature"), "{said}");
+    // Every access is in the original's custody log.
+    let custody_log = read("custody.log");
+    assert!(
+        custody_log.matches("\"export\"").count() >= 5,
+        "{custody_log}"
+    );
+    assert!(custody_log.contains("\"verify\""), "{custody_log}");
+
+    // Resume: the counter moves again, egress is the profile's again.
+    let o = env.cordon(["resume", "last"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    run.expect("cut");
+    let b = count_now(init);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        counter(init).unwrap() > b,
+        "the counter did not move after resume"
+    );
+
+    // Kill: everything ends, the overlay goes, the evidence stays.
+    let o = env
+        .cordon(["kill", "last", "--reason", "done"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("evidence sealed first"),
+        "{}",
+        stdout(&o)
+    );
+    let (code, err) = run.wait();
+    assert_eq!(code, Some(128 + 9), "{err}");
+    assert!(err.contains("overlay is removed"), "{err}");
+    assert!(!env.last_session().join("upper").exists());
+    let ps = json_of(env, &["ps", "--json"]);
+    assert_eq!(ps, Value::Array(vec![]), "{ps}");
+    let all = json_of(env, &["ps", "--all", "--json"]);
+    assert_eq!(all[0]["status"], "exited", "{all}");
+    let list = stdout(&env.cordon(["evidence", "list"]).output().unwrap());
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let audit = stdout(&env.cordon(["logs", "last"]).output().unwrap());
+    for action in [
+        "contained (e2e test)",
+        "resumed after review",
+        "killed (done)",
+    ] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+});
+
+both!(the_sandbox_cannot_reach_its_control_socket, |env| {
+    let (port, _closed) = holding_server();
+    profile(env, port);
+    // The agent tries its own session's socket by every path it could
+    // know: the session directory (not in its view) and the state
+    // directory granted read-only (refused or still unreachable).
+    let sessions = env.state.join("cordon/sessions");
+    let script = format!(
+        "echo ready; for d in {sessions}/*; do python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1] + \"/control.sock\")
+    s.sendall(b\"{{\\\"op\\\":\\\"resume\\\"}}\\n\")
+    print(\"REACHED\", s.recv(1000))
+except OSError as e:
+    print(\"refused:\", e)
+' \"$d\"; done; ls {sessions} 2>&1 | head -1; sleep 600",
+        sessions = sessions.display()
+    );
+    let mut run = Running::start(env, &["-p", "ir"], &script);
+    let mut seen = String::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        run.out.read_line(&mut line).unwrap();
+        seen.push_str(&line);
+    }
+    assert!(!seen.contains("REACHED"), "{seen}");
+    // The supervisor's socket works from the host.
+    let st = json_of(env, &["show", "last", "--json"]);
+    assert_eq!(st["control"]["frozen"], false, "{st}");
+    let o = env.cordon(["kill", "last"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(run);
+});
+
+both!(block_applies_to_running_and_new_sessions, |env| {
+    let (port, _closed) = holding_server();
+    profile(env, port);
+    let script = format!(
+        "echo ready; while :; do python3 -c '
+import socket
+s = socket.create_connection((\"127.0.0.1\", 3128))
+s.sendall(b\"CONNECT svc.test:{port} HTTP/1.1\\r\\nHost: svc.test:{port}\\r\\n\\r\\n\")
+print(s.recv(200).split(b\"\\r\\n\")[0].decode(), flush=True)
+'; sleep 0.1; done"
+    );
+    let mut run = Running::start(env, &["-p", "ir"], &script);
+    run.expect("HTTP/1.1 200 Connection established");
+    let o = env.cordon(["block", "svc.test"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("applied to running session"),
+        "{}",
+        stdout(&o)
+    );
+    // Within a few attempts the running session refuses it.
+    let mut line = String::new();
+    for _ in 0..50 {
+        line.clear();
+        run.out.read_line(&mut line).unwrap();
+        if line.starts_with("HTTP/1.1 403") {
+            break;
+        }
+    }
+    assert!(line.starts_with("HTTP/1.1 403"), "{line}");
+    let o = env.cordon(["kill", "last"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(run);
+    // A new session starts with it blocked, whatever its profile allows.
+    let o = env.sh(
+        &["-p", "ir"],
+        &format!(
+            "python3 -c '
+import socket
+s = socket.create_connection((\"127.0.0.1\", 3128))
+s.sendall(b\"CONNECT svc.test:{port} HTTP/1.1\\r\\nHost: svc.test:{port}\\r\\n\\r\\n\")
+print(s.recv(400).decode())
+'"
+        ),
+    );
+    let out = stdout(&o);
+    assert!(out.contains("net_host_blocked"), "{out}{}", stderr(&o));
+    assert!(env.state.join("cordon/blocked-hosts").is_file());
+    let bad = env.cordon(["block", "svc.test:443"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+});
+
+both!(a_dead_supervisor_is_noticed_and_marked, |env| {
+    let (port, _closed) = holding_server();
+    profile(env, port);
+    let run = Running::start(env, &["-p", "ir"], "echo ready; sleep 600");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&run.child),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let (code, _) = run.wait();
+    assert_eq!(code, None);
+    let ps = json_of(env, &["ps", "--all", "--json"]);
+    assert_eq!(ps[0]["status"], "crashed", "{ps}");
+    let o = env.sh(&[], "true");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("crashed"), "{}", stderr(&o));
+    let all = json_of(env, &["ps", "--all", "--json"]);
+    assert_eq!(all[0]["status"], "crashed", "{all}");
+    assert_eq!(all[1]["status"], "exited", "{all}");
+    let show = stdout(
+        &env.cordon(["show", all[0]["id"].as_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(show.contains("supervisor died"), "{show}");
+});

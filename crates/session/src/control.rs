@@ -1,0 +1,576 @@
+//! The control socket of a running session (`control.sock` in its
+//! directory) and the incident-response actions behind it: `cordon
+//! contain`, `resume`, `kill`, `block` and `ps` talk to the supervisor
+//! through it.
+//!
+//! Protocol: the client sends one JSON request on a line; the supervisor
+//! answers with JSON lines, the last one holding `"done": true` (and
+//! `"error"` when the request failed).
+//!
+//! Threat notes: the socket is in the session's directory (0700, outside
+//! every sandbox's view) and is 0600. A peer must have the supervisor's uid
+//! (or be root), and a peer inside the sandbox's pid namespace is refused
+//! even so: the sandbox can never contain, resume or kill itself, nor
+//! unblock anything.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::record::Record;
+use crate::Error;
+
+/// The socket's name in the session's directory.
+pub const SOCKET: &str = "control.sock";
+
+/// How long a freeze may take to see every process stopped.
+const FREEZE_WITHIN: Duration = Duration::from_millis(300);
+
+/// A request to a session's supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The session's live state.
+    Status,
+    /// Freeze, cut egress, revoke credentials, seal evidence.
+    Contain {
+        /// Why (recorded in the audit log and the bundle).
+        reason: String,
+    },
+    /// Thaw and let the profile decide egress again.
+    Resume,
+    /// Contain (if not yet), kill every process, drop the overlay.
+    Kill {
+        /// Why.
+        reason: String,
+    },
+    /// Refuse a host from now on.
+    Block {
+        /// A host pattern (`host`, `*.domain`).
+        host: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    init: Option<i32>,
+    frozen: bool,
+    contained: Option<String>,
+    bundle: Option<PathBuf>,
+    eradicate: bool,
+}
+
+/// What the control socket acts on: the parts of a running session.
+#[derive(Debug)]
+pub struct Controls {
+    record: Record,
+    dir: PathBuf,
+    state_dir: PathBuf,
+    home: PathBuf,
+    profile: Value,
+    store: crate::Store,
+    key: cordon_audit::HostKey,
+    net: Option<cordon_net::control::Control>,
+    broker: Option<Arc<crate::broker::Broker>>,
+    audit: Arc<crate::detection::Recorder>,
+    containment: Arc<crate::detection::Containment>,
+    state: Mutex<State>,
+}
+
+/// The parts [`Controls::new`] takes.
+#[derive(Debug)]
+pub struct Parts {
+    /// The session's record as launched.
+    pub record: Record,
+    /// The session's directory.
+    pub dir: PathBuf,
+    /// cordon's state directory.
+    pub state_dir: PathBuf,
+    /// The fake home's path inside the sandbox.
+    pub home: PathBuf,
+    /// The effective profile (for the evidence).
+    pub profile: Value,
+    /// The sessions.
+    pub store: crate::Store,
+    /// The egress engine's controls.
+    pub net: Option<cordon_net::control::Control>,
+    /// The session's credentials.
+    pub broker: Option<Arc<crate::broker::Broker>>,
+    /// The audit log.
+    pub audit: Arc<crate::detection::Recorder>,
+    /// Kills the sandbox.
+    pub containment: Arc<crate::detection::Containment>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+impl Controls {
+    /// Controls for a session; the host key is read now so that sealing
+    /// evidence cannot fail on it later.
+    pub fn new(p: Parts) -> Result<Arc<Controls>, Error> {
+        let key = crate::audit::host_key(&p.state_dir)?;
+        Ok(Arc::new(Controls {
+            record: p.record,
+            dir: p.dir,
+            state_dir: p.state_dir,
+            home: p.home,
+            profile: p.profile,
+            store: p.store,
+            key,
+            net: p.net,
+            broker: p.broker,
+            audit: p.audit,
+            containment: p.containment,
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    /// The sandbox's init runs (host pid).
+    pub fn started(&self, init: i32) {
+        lock(&self.state).init = Some(init);
+    }
+
+    /// Why the session was contained through the socket, if it was.
+    pub fn contained(&self) -> Option<String> {
+        lock(&self.state)
+            .contained
+            .as_ref()
+            .map(|why| format!("`cordon contain` ({why})"))
+    }
+
+    /// Whether `cordon kill` asked for the session's ephemeral state to go.
+    pub fn eradicate(&self) -> bool {
+        lock(&self.state).eradicate
+    }
+
+    /// The evidence bundle sealed, if one was.
+    pub fn bundle(&self) -> Option<PathBuf> {
+        lock(&self.state).bundle.clone()
+    }
+
+    fn status(&self) -> Value {
+        let st = lock(&self.state);
+        json!({
+            "session": self.record.id.as_str(),
+            "init": st.init,
+            "frozen": st.frozen,
+            "contained": st.contained,
+            "bundle": st.bundle,
+            "egress_cut": self.net.as_ref().map(cordon_net::control::Control::is_cut),
+            "flows_open": self.net.as_ref().map(|n| n.open_flows().len()),
+        })
+    }
+
+    /// Freezes every process, cuts egress, revokes every credential, then
+    /// seals the evidence. `reply` gets a line once the session is
+    /// contained (with the timings) and one for the bundle.
+    pub fn contain(
+        &self,
+        reason: &str,
+        by: u32,
+        reply: &mut dyn FnMut(Value),
+    ) -> Result<(), Error> {
+        let t0 = Instant::now();
+        let mut st = lock(&self.state);
+        if let Some(why) = &st.contained {
+            return Err(Error::Usage(format!(
+                "session {} is already contained ({why}); `cordon resume` or `cordon kill` it",
+                self.record.id
+            )));
+        }
+        let init = st.init.ok_or_else(|| {
+            Error::Usage(format!(
+                "session {}'s agent has not started yet; try again",
+                self.record.id
+            ))
+        })?;
+        let frozen = cordon_sandbox::freeze::freeze(init, FREEZE_WITHIN)
+            .map_err(|e| Error::io("freeze the sandbox's processes", e))?;
+        let t_frozen = t0.elapsed();
+        let flows = self
+            .net
+            .as_ref()
+            .map(cordon_net::control::Control::open_flows)
+            .unwrap_or_default();
+        let cut = self.net.as_ref().map(cordon_net::control::Control::cut);
+        let t_cut = t0.elapsed();
+        let revoke_warnings = self
+            .broker
+            .as_ref()
+            .map(|b| b.revoke_all())
+            .unwrap_or_default();
+        let revoked = self
+            .broker
+            .as_ref()
+            .map_or(0, |b| b.leases().iter().filter(|l| l.revoked).count());
+        let t_revoked = t0.elapsed();
+        st.frozen = true;
+        st.contained = Some(reason.to_owned());
+        let timings = json!({
+            "frozen_ms": ms(t_frozen),
+            "egress_cut_ms": ms(t_cut),
+            "revoked_ms": ms(t_revoked),
+            "contained_ms": ms(t_revoked),
+        });
+        let summary = json!({
+            "reason": reason,
+            "processes_stopped": frozen.stopped,
+            "processes_pending": frozen.pending,
+            "flows_cut": cut,
+            "credentials_revoked": revoked,
+            "revoke_warnings": revoke_warnings,
+            "timings": timings,
+        });
+        self.audit.append(&crate::audit::response(
+            "contain",
+            by,
+            format!(
+                "session {} contained ({reason}): {} process(es) frozen, egress cut, {revoked} \
+                 credential(s) revoked, in {:.1} ms",
+                self.record.id,
+                frozen.stopped,
+                ms(t_revoked)
+            ),
+            summary.clone(),
+        ));
+        let registry = crate::registry::Registry::open(&self.store)
+            .and_then(|r| r.set_frozen(self.record.id.as_str(), true));
+        let mut line = summary.clone();
+        line["contained"] = json!(true);
+        if let Err(e) = registry {
+            line["warning"] = json!(format!("the registry was not updated: {e}"));
+        }
+        reply(line);
+        // The evidence: the log as far as it goes now, then everything else.
+        self.audit.log().tick();
+        let head = self.audit.log().head();
+        let sealed = crate::evidence::seal(
+            &self.state_dir,
+            &self.key,
+            crate::evidence::Sources {
+                record: &self.record,
+                dir: &self.dir,
+                profile: self.profile.clone(),
+                init: Some(init),
+                home: Some(self.home.clone()),
+                flows,
+                containment: summary,
+                audit_head: crate::audit::Head {
+                    seq: head.seq,
+                    hash: head.hash,
+                },
+                reason,
+                by_uid: by,
+            },
+        );
+        match sealed {
+            Ok((bundle, manifest)) => {
+                self.audit.append(&crate::audit::response(
+                    "evidence",
+                    by,
+                    format!(
+                        "evidence sealed in {} ({} item(s))",
+                        bundle.display(),
+                        manifest.items.len()
+                    ),
+                    json!({ "bundle": bundle, "items": manifest.items.len(),
+                            "skipped": manifest.skipped }),
+                ));
+                reply(json!({ "bundle": bundle, "items": manifest.items.len(),
+                              "skipped": manifest.skipped }));
+                st.bundle = Some(bundle);
+                Ok(())
+            }
+            Err(e) => Err(Error::io(
+                "seal the evidence (the session is contained)",
+                std::io::Error::other(e.to_string()),
+            )),
+        }
+    }
+
+    fn resume(&self, by: u32) -> Result<Value, Error> {
+        let mut st = lock(&self.state);
+        let (Some(init), Some(why)) = (st.init, st.contained.clone()) else {
+            return Err(Error::Usage(format!(
+                "session {} is not contained; nothing to resume",
+                self.record.id
+            )));
+        };
+        let n = cordon_sandbox::freeze::thaw(init).map_err(|e| Error::io("thaw the sandbox", e))?;
+        if let Some(net) = &self.net {
+            net.restore();
+        }
+        st.frozen = false;
+        st.contained = None;
+        self.audit.append(&crate::audit::response(
+            "resume",
+            by,
+            format!(
+                "session {} resumed after review (contained for: {why}); revoked credentials \
+                 stay revoked",
+                self.record.id
+            ),
+            json!({ "processes": n }),
+        ));
+        let _ = crate::registry::Registry::open(&self.store)
+            .and_then(|r| r.set_frozen(self.record.id.as_str(), false));
+        Ok(json!({ "resumed": true, "processes": n }))
+    }
+
+    fn kill(&self, reason: &str, by: u32, reply: &mut dyn FnMut(Value)) -> Result<(), Error> {
+        let contained = lock(&self.state).contained.is_some();
+        if !contained {
+            self.contain(reason, by, reply)?;
+        }
+        lock(&self.state).eradicate = true;
+        self.audit.append(&crate::audit::response(
+            "kill",
+            by,
+            format!(
+                "session {} killed ({reason}): every process, then its overlay; the evidence is \
+                 kept",
+                self.record.id
+            ),
+            json!({ "reason": reason }),
+        ));
+        self.containment.kill_now();
+        reply(json!({ "killed": true }));
+        Ok(())
+    }
+
+    fn block(&self, host: &str, by: u32) -> Result<Value, Error> {
+        let p = crate::blocklist::parse(host)?;
+        if let Some(net) = &self.net {
+            net.block(p.clone());
+        }
+        self.audit.append(&crate::audit::response(
+            "block",
+            by,
+            format!("{p} blocked for this session (cordon block)"),
+            json!({ "host": p.to_string() }),
+        ));
+        Ok(json!({ "blocked": p.to_string(), "egress": self.net.is_some() }))
+    }
+
+    fn handle(&self, req: Request, by: u32, reply: &mut dyn FnMut(Value)) -> Result<(), Error> {
+        match req {
+            Request::Status => reply(self.status()),
+            Request::Contain { reason } => self.contain(&reason, by, reply)?,
+            Request::Resume => reply(self.resume(by)?),
+            Request::Kill { reason } => self.kill(&reason, by, reply)?,
+            Request::Block { host } => reply(self.block(&host, by)?),
+        }
+        Ok(())
+    }
+
+    /// Whether `peer` may use the socket: the supervisor's uid or root, and
+    /// not a process of the sandbox.
+    fn admit(&self, stream: &UnixStream) -> Result<u32, String> {
+        let cred = rustix::net::sockopt::socket_peercred(stream)
+            .map_err(|e| format!("cannot identify the peer: {e}"))?;
+        let uid = cred.uid.as_raw();
+        let own = rustix::process::geteuid().as_raw();
+        if uid != own && uid != 0 {
+            return Err(format!("uid {uid} may not control a session of uid {own}"));
+        }
+        let init = lock(&self.state).init;
+        if let Some(init) = init {
+            let peer =
+                std::fs::read_link(format!("/proc/{}/ns/pid", cred.pid.as_raw_nonzero().get()))
+                    .ok();
+            let sandbox = cordon_sandbox::freeze::pid_namespace(init).ok();
+            if peer.is_none() || (sandbox.is_some() && peer == sandbox) {
+                return Err("the session's own processes may not control it".into());
+            }
+        }
+        Ok(uid)
+    }
+}
+
+/// The control socket's thread; stopped when dropped (the socket file is
+/// removed).
+#[derive(Debug)]
+pub struct Server {
+    stop: Arc<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+/// `dir/name` as a path short enough for a socket address whatever `dir`
+/// is: through the directory's descriptor in `/proc/self/fd`.
+fn short_path(dir: &OwnedFd, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+fn open_dir(dir: &Path) -> Result<OwnedFd, Error> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("open {}", dir.display()), e.into()))
+}
+
+impl Server {
+    /// Listens on `control.sock` in `dir` and serves `controls`.
+    pub fn start(dir: &Path, controls: Arc<Controls>) -> Result<Server, Error> {
+        let path = dir.join(SOCKET);
+        let dfd = open_dir(dir)?;
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(short_path(&dfd, SOCKET))
+            .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("control socket", e))?;
+        let stop = Arc::new(
+            rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .map_err(|e| Error::io("control socket stop signal", e.into()))?,
+        );
+        let stop2 = Arc::clone(&stop);
+        let spawned = cordon_sandbox::with_relayed_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("cordon-control".into())
+                .spawn(move || serve(&listener, &stop2, &controls))
+        });
+        let thread = match spawned {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) | Err(e) => return Err(Error::io("start the control socket's thread", e)),
+        };
+        Ok(Server {
+            stop,
+            thread: Some(thread),
+            path,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(listener: &UnixListener, stop: &OwnedFd, controls: &Controls) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    loop {
+        let mut fds = [
+            PollFd::new(listener, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        if poll(&mut fds, None).is_err() {
+            continue;
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        while let Ok((stream, _)) = listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            one(stream, controls);
+        }
+    }
+}
+
+fn one(stream: UnixStream, controls: &Controls) {
+    let mut out = match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let mut send = |v: Value| {
+        let _ = out.write_all(format!("{v}\n").as_bytes());
+    };
+    let by = match controls.admit(&stream) {
+        Ok(uid) => uid,
+        Err(e) => {
+            send(json!({ "done": true, "error": e }));
+            return;
+        }
+    };
+    let mut line = String::new();
+    let read = {
+        use std::io::Read;
+        BufReader::new(&stream)
+            .take(64 << 10)
+            .read_line(&mut line)
+            .map(drop)
+    };
+    let req = match read.map(|()| serde_json::from_str::<Request>(&line)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            send(json!({ "done": true, "error": format!("bad request: {e}") }));
+            return;
+        }
+        Err(e) => {
+            send(json!({ "done": true, "error": format!("no request: {e}") }));
+            return;
+        }
+    };
+    match controls.handle(req, by, &mut send) {
+        Ok(()) => send(json!({ "done": true })),
+        Err(e) => send(json!({ "done": true, "error": e.to_string() })),
+    }
+}
+
+/// Sends `req` to the session whose directory is `dir`, passing each
+/// answer line to `on_line`; an answer with an error becomes the error.
+pub fn request(dir: &Path, req: &Request, on_line: &mut dyn FnMut(&Value)) -> Result<(), Error> {
+    let path = dir.join(SOCKET);
+    let dfd = open_dir(dir)?;
+    let mut s = UnixStream::connect(short_path(&dfd, SOCKET)).map_err(|e| {
+        Error::io(
+            format!(
+                "connect to {} (is the session still running?)",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    let text = serde_json::to_string(req)
+        .map_err(|e| Error::io("encode the request", std::io::Error::other(e)))?;
+    s.write_all(format!("{text}\n").as_bytes())
+        .map_err(|e| Error::io(format!("write to {}", path.display()), e))?;
+    for line in BufReader::new(s).lines() {
+        let line = line.map_err(|e| Error::io(format!("read from {}", path.display()), e))?;
+        let v: Value = serde_json::from_str(&line).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            return Err(Error::Refused {
+                message: e.to_owned(),
+                hint: "see `cordon show SESSION`".into(),
+            });
+        }
+        if v.get("done").and_then(Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+        on_line(&v);
+    }
+    Err(Error::io(
+        format!("read from {}", path.display()),
+        std::io::Error::other("the supervisor hung up without finishing"),
+    ))
+}
