@@ -90,11 +90,23 @@ pub(crate) fn gate(shared: &Shared, host: &str) -> Option<Verdict> {
 }
 
 /// Runs `flow` until it ends or egress is cut, whichever comes first
-/// (dropping it closes its sockets).
+/// (dropping it closes its sockets). A connection accepted while egress is
+/// cut runs, to be refused with the reason.
 pub(crate) async fn until_cut<F: std::future::Future<Output = ()>>(shared: &Shared, flow: F) {
     let mut cut = shared.cut.subscribe();
+    cut.borrow_and_update();
+    let cut_now = async {
+        loop {
+            if cut.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            if *cut.borrow_and_update() {
+                return;
+            }
+        }
+    };
     tokio::select! {
         () = flow => {}
-        _ = cut.wait_for(|c| *c) => {}
+        () = cut_now => {}
     }
 }

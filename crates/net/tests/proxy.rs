@@ -792,7 +792,16 @@ fn a_cut_closes_open_flows_and_refuses_new_ones_until_restored() {
     let mut hello = [0u8; 7];
     open.read_exact(&mut hello).unwrap();
     assert_eq!(&hello, b"HELLO\r\n");
-    let flows = control.open_flows();
+    // A flow is recorded once the client's first bytes are checked.
+    open.write_all(b"ping\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let flows = loop {
+        let flows = control.open_flows();
+        if !flows.is_empty() || std::time::Instant::now() > deadline {
+            break flows;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(flows.len(), 1, "{flows:?}");
     assert_eq!(flows[0].host, "svc.example.test");
     assert_eq!(control.cut(), 1);

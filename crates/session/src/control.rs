@@ -81,6 +81,9 @@ pub struct Controls {
     audit: Arc<crate::detection::Recorder>,
     containment: Arc<crate::detection::Containment>,
     state: Mutex<State>,
+    /// Set while a containment runs: a rule that fires on its own records
+    /// (on the same thread) must not wait for it.
+    containing: std::sync::atomic::AtomicBool,
 }
 
 /// The parts [`Controls::new`] takes.
@@ -134,6 +137,7 @@ impl Controls {
             audit: p.audit,
             containment: p.containment,
             state: Mutex::new(State::default()),
+            containing: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -177,6 +181,24 @@ impl Controls {
     /// seals the evidence. `reply` gets a line once the session is
     /// contained (with the timings) and one for the bundle.
     pub fn contain(
+        &self,
+        reason: &str,
+        by: u32,
+        reply: &mut dyn FnMut(Value),
+    ) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.containing.swap(true, Ordering::SeqCst) {
+            return Err(Error::Usage(format!(
+                "session {} is being contained already",
+                self.record.id
+            )));
+        }
+        let r = self.contain_now(reason, by, reply);
+        self.containing.store(false, Ordering::SeqCst);
+        r
+    }
+
+    fn contain_now(
         &self,
         reason: &str,
         by: u32,

@@ -240,14 +240,29 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .map_err(|e| Error::io(format!("write decoy {}", path.display()), e))
 }
 
+/// What a rule's containment runs before the kill: the incident response
+/// of `cordon contain` (freeze, cut egress, revoke, seal evidence); returns
+/// what to tell the user.
+pub type Responder = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// What containment has done so far.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Containment {
     /// A pidfd for the sandbox's init once it runs, or its pid where
     /// pidfds are not available.
     pidfd: Mutex<Option<Result<OwnedFd, i32>>>,
     /// Why the session was contained (the first rule that did it).
     reason: Mutex<Option<String>>,
+    /// The incident response run before the kill, once the session has one.
+    responder: std::sync::OnceLock<Responder>,
+}
+
+impl std::fmt::Debug for Containment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Containment")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Containment {
@@ -266,16 +281,28 @@ impl Containment {
         }
     }
 
-    /// Kills the sandbox (init's death takes its whole pid namespace with
-    /// it) and records why; returns whether this call contained it.
+    /// Sets the incident response that runs before a rule's kill.
+    pub fn respond_with(&self, r: Responder) {
+        let _ = self.responder.set(r);
+    }
+
+    /// Runs the incident response (freeze, cut, revoke, evidence) when
+    /// there is one, then kills the sandbox (init's death takes its whole
+    /// pid namespace with it), and records why; returns whether this call
+    /// contained it.
     fn contain(&self, why: String) -> bool {
-        let mut reason = lock(&self.reason);
-        if reason.is_some() {
-            return false;
+        {
+            let mut reason = lock(&self.reason);
+            if reason.is_some() {
+                return false;
+            }
+            // Set before the kill: a sandbox not known yet is killed by
+            // `started` once it is.
+            *reason = Some(why.clone());
         }
-        // Set before the kill: a sandbox not known yet is killed by
-        // `started` once it is.
-        *reason = Some(why);
+        if let Some(note) = self.responder.get().and_then(|r| r(&why)) {
+            eprintln!("cordon: {note}");
+        }
         kill(lock(&self.pidfd).as_ref());
         true
     }

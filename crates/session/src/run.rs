@@ -706,6 +706,28 @@ pub fn execute(
             })?;
             let server =
                 crate::control::Server::start(&store.dir(&record.id), Arc::clone(&controls))?;
+            // A rule that contains runs the same response before its kill.
+            let responder = Arc::downgrade(&controls);
+            containment.respond_with(Box::new(move |why| {
+                let controls = responder.upgrade()?;
+                let own = rustix::process::geteuid().as_raw();
+                let mut bundle = None;
+                let done = controls.contain(why, own, &mut |v| {
+                    if let Some(b) = v.get("bundle").and_then(serde_json::Value::as_str) {
+                        bundle = Some(b.to_owned());
+                    }
+                });
+                Some(match done {
+                    Ok(()) => format!(
+                        "{why}: egress cut, credentials revoked, evidence sealed in {}",
+                        bundle.unwrap_or_default()
+                    ),
+                    Err(e) => format!(
+                        "{why}: the incident response failed ({e}); the sandbox is killed all \
+                         the same"
+                    ),
+                })
+            }));
             control = Some((controls, server));
             let hold = watch.as_ref().map(|w| w.hold()).unwrap_or_default();
             launch.go_holding(&hold).and_then(|()| {

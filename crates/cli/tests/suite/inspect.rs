@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::both;
 use crate::suite::egress::{net_events, pki, tun_or_skip};
-use crate::suite::harness::{ok, stderr, Env};
+use crate::suite::harness::{ok, stderr, stdout, Env};
 
 /// The node server; killed on drop. `log` receives one JSON line per
 /// request it got.
@@ -1968,3 +1968,70 @@ both!(
         assert!(stderr(&o).contains("login at"), "{}", stderr(&o));
     }
 );
+
+both!(contain_revokes_the_session_token_at_openbao, |env| {
+    let Some(bao) = Bao::start() else { return };
+    let srv = H2Server::start();
+    let p = srv.port;
+    let head = vault_head(env, &srv, &bao, ROOT_TOKEN_ENV);
+    env.profile(
+        "lease",
+        &format!(
+            "{head}[[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:default\"\n\
+             hosts = [\"api.test\"]\n"
+        ),
+    );
+    let mut child = env
+        .cordon([
+            "run",
+            "--no-tty",
+            "--profile",
+            "lease",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "curl -sS -o /dev/null -H \"authorization: Bearer $SESSION_TOKEN\" \
+                 https://api.test:{p}/hello && echo ready; sleep 600"
+            ),
+        ])
+        .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let token = srv
+        .requests()
+        .iter()
+        .find_map(|r| {
+            r["authorization"]
+                .as_str()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .map(str::to_owned)
+        })
+        .expect("the server got a token");
+    let alive = |t: &str| bao.cli(&["token", "lookup", t]).unwrap().status.success();
+    assert!(alive(&token));
+    let o = env.cordon(["contain", "last"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("1 credential(s) revoked"),
+        "{}",
+        stdout(&o)
+    );
+    // Revoked at OpenBao while the session is still there, frozen.
+    assert!(!alive(&token), "the token outlived containment");
+    let leases: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(env.last_session().join("leases.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(leases.iter().all(|l| l["revoked"] == true), "{leases:?}");
+    let o = env.cordon(["kill", "last"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = child.wait();
+});
