@@ -277,8 +277,11 @@ pub fn cmd_show(query: &str, as_json: bool) -> Result<u8, Fail> {
 pub fn cmd_contain(query: &str, reason: Option<String>) -> Result<u8, Fail> {
     let (store, id) = live(query)?;
     let reason = reason.unwrap_or_else(|| format!("by uid {} from the command line", uid()));
-    let mut text = String::new();
+    // Each answer is printed as it comes: the containment first, the
+    // evidence (which takes longer) after it.
+    let mut failed = None;
     control::request(&store.dir(&id), &Request::Contain { reason }, &mut |v| {
+        let mut text = String::new();
         if v.get("contained").is_some() {
             let t = &v["timings"];
             text.push_str(&format!(
@@ -309,12 +312,17 @@ pub fn cmd_contain(query: &str, reason: Option<String>) -> Result<u8, Fail> {
                 v["items"]
             ));
         }
+        if let Err(e) = out(&text) {
+            failed.get_or_insert(e);
+        }
     })?;
-    text.push_str(&format!(
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    out(&format!(
         "next: review (`cordon show {id}`, `cordon logs {id}`), then `cordon resume {id}` or \
          `cordon kill {id}`\n"
-    ));
-    out(&text)?;
+    ))?;
     Ok(0)
 }
 
