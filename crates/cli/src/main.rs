@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod secret;
 mod sessions;
+mod trust;
 
 use clap::{Parser, Subcommand};
 use cordon_session::{overlay, run, Dirs, Error, Store};
@@ -197,6 +198,18 @@ enum Command {
     /// Check, export and list evidence bundles sealed by `cordon contain`.
     #[command(subcommand)]
     Evidence(sessions::EvidenceCmd),
+    /// Pin agents' executables: a run whose agent changed is refused.
+    ///
+    /// A profile can also pin one itself: `[agent] sha256 = "..."` or
+    /// `minisign_key = "..."` (the executable's FILE.minisig must verify).
+    /// Every session records its agent's digests in its audit log.
+    /// Examples:
+    ///
+    ///   cordon trust pin claude
+    ///   cordon trust list
+    ///   cordon trust rm claude
+    #[command(subcommand, verbatim_doc_comment)]
+    Trust(trust::TrustCmd),
 }
 
 const VERIFY_EXIT: &str = "\
@@ -450,6 +463,7 @@ fn main() -> ExitCode {
         Command::Kill { session, reason } => sessions::cmd_kill(&session, reason),
         Command::Block { host } => sessions::cmd_block(&host),
         Command::Evidence(c) => sessions::cmd_evidence(c),
+        Command::Trust(c) => trust::cmd(c),
         Command::Audit(AuditCmd::Rules { profile, json }) => cmd_audit_rules(&profile, json),
         Command::Secret(c) => secret::cmd(c),
     };

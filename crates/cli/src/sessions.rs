@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use cordon_session::control::{self, Request};
-use cordon_session::registry::{self, Registry};
+use cordon_session::registry;
 use cordon_session::{evidence, Dirs, Error, Store};
 use serde_json::Value;
 
@@ -114,7 +114,7 @@ fn shown_status(store: &Store, e: &registry::Entry) -> String {
 
 pub fn cmd_ps(all: bool, as_json: bool) -> Result<u8, Fail> {
     let (_, store) = store()?;
-    let reg = Registry::open(&store)?;
+    let reg = registry::Registry::open(&store)?;
     let mut rows = reg.list(!all)?;
     for r in &mut rows {
         r.status = shown_status(&store, r);
@@ -162,7 +162,7 @@ pub fn cmd_show(query: &str, as_json: bool) -> Result<u8, Fail> {
     let (dirs, store) = store()?;
     let id = store.find(query)?;
     let rec = store.load(&id)?;
-    let reg = Registry::open(&store)?;
+    let reg = registry::Registry::open(&store)?;
     let entry = reg.get(id.as_str())?;
     let live = store.is_live(&id);
     let mut state = None;
@@ -367,7 +367,7 @@ pub fn cmd_block(host: &str) -> Result<u8, Fail> {
     } else {
         format!("{p} was already on the block list\n")
     };
-    let reg = Registry::open(&store)?;
+    let reg = registry::Registry::open(&store)?;
     let mut failed = false;
     for e in reg.list(true)? {
         let Ok(id) = e.id.parse::<cordon_types::SessionId>() else {

@@ -210,6 +210,26 @@ struct ProfileFile {
     dlp: DlpFile,
     #[serde(default)]
     vault: VaultFile,
+    #[serde(default)]
+    agent: AgentFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    sha256: Option<String>,
+    minisign_key: Option<String>,
+}
+
+/// Which agent executables a profile accepts (`[agent]`): the command's
+/// executable (for a script: the script) must have this SHA-256, or carry
+/// a minisign signature (`FILE.minisig`) by this key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AgentPolicy {
+    /// Lower-case hex SHA-256 of the executable.
+    pub sha256: Option<String>,
+    /// A minisign public key (base64, as in `minisign.pub`).
+    pub minisign_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -536,6 +556,8 @@ pub struct Profile {
     pub dlp: DlpPolicy,
     /// The Vault or OpenBao server of `vault:` secrets.
     pub vault: VaultPolicy,
+    /// The agent executables accepted.
+    pub agent: AgentPolicy,
     /// The compiled hide matcher, built once on first use.
     #[serde(skip)]
     matcher: CompiledHide,
@@ -677,6 +699,7 @@ impl Profile {
                 approle_mount: "approle".into(),
                 ca_file: None,
             },
+            agent: AgentPolicy::default(),
             matcher: CompiledHide::default(),
         }
     }
@@ -818,6 +841,35 @@ impl Profile {
         }
         if let Some(r) = d.rehydrate {
             self.dlp.rehydrate = r;
+        }
+        if let Some(h) = f.agent.sha256 {
+            let h = h.to_ascii_lowercase();
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ProfileError::Invalid {
+                    origin: origin.to_owned(),
+                    message: format!(
+                        "[agent] sha256 {h:?}: expected 64 hex digits (`cordon trust pin CMD` \
+                         prints them)"
+                    ),
+                });
+            }
+            self.agent.sha256 = Some(h);
+        }
+        if let Some(k) = f.agent.minisign_key {
+            let k = k.trim().to_owned();
+            let b64 = k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+            if k.len() != 56 || !b64 {
+                return Err(ProfileError::Invalid {
+                    origin: origin.to_owned(),
+                    message: format!(
+                        "[agent] minisign_key {k:?}: expected a minisign public key (56 base64 \
+                         characters, the second line of minisign.pub)"
+                    ),
+                });
+            }
+            self.agent.minisign_key = Some(k);
         }
         let v = f.vault;
         if let Some(a) = v.addr {

@@ -83,6 +83,7 @@ pub fn started(r: &Record, sandbox_pid: Option<i32>) -> Event {
                 "command": r.command,
                 "env_withheld": r.env_withheld,
                 "supervisor_pid": r.supervisor_pid,
+                "agent": r.agent,
             }),
         );
     if let Some(pid) = sandbox_pid.and_then(|p| u32::try_from(p).ok()) {

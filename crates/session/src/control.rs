@@ -73,9 +73,8 @@ pub struct Controls {
     dir: PathBuf,
     state_dir: PathBuf,
     home: PathBuf,
-    profile: Value,
+    profile: cordon_policy::Profile,
     store: crate::Store,
-    key: cordon_audit::HostKey,
     net: Option<cordon_net::control::Control>,
     broker: Option<Arc<crate::broker::Broker>>,
     audit: Arc<crate::detection::Recorder>,
@@ -98,7 +97,7 @@ pub struct Parts {
     /// The fake home's path inside the sandbox.
     pub home: PathBuf,
     /// The effective profile (for the evidence).
-    pub profile: Value,
+    pub profile: cordon_policy::Profile,
     /// The sessions.
     pub store: crate::Store,
     /// The egress engine's controls.
@@ -120,25 +119,22 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Controls {
-    /// Controls for a session; the host key is read now so that sealing
-    /// evidence cannot fail on it later.
-    pub fn new(p: Parts) -> Result<Arc<Controls>, Error> {
-        let key = crate::audit::host_key(&p.state_dir)?;
-        Ok(Arc::new(Controls {
+    /// Controls for a session.
+    pub fn new(p: Parts) -> Arc<Controls> {
+        Arc::new(Controls {
             record: p.record,
             dir: p.dir,
             state_dir: p.state_dir,
             home: p.home,
             profile: p.profile,
             store: p.store,
-            key,
             net: p.net,
             broker: p.broker,
             audit: p.audit,
             containment: p.containment,
             state: Mutex::new(State::default()),
             containing: std::sync::atomic::AtomicBool::new(false),
-        }))
+        })
     }
 
     /// The sandbox's init runs (host pid).
@@ -267,8 +263,9 @@ impl Controls {
             ),
             summary.clone(),
         ));
-        let registry = crate::registry::Registry::open(&self.store)
-            .and_then(|r| r.set_frozen(self.record.id.as_str(), true));
+        let registry = self
+            .store
+            .with_registry(|r| r.set_frozen(self.record.id.as_str(), true));
         let mut line = summary.clone();
         line["contained"] = json!(true);
         if let Err(e) = registry {
@@ -278,25 +275,28 @@ impl Controls {
         // The evidence: the log as far as it goes now, then everything else.
         self.audit.log().tick();
         let head = self.audit.log().head();
-        let sealed = crate::evidence::seal(
-            &self.state_dir,
-            &self.key,
-            crate::evidence::Sources {
-                record: &self.record,
-                dir: &self.dir,
-                profile: self.profile.clone(),
-                init: Some(init),
-                home: Some(self.home.clone()),
-                flows,
-                containment: summary,
-                audit_head: crate::audit::Head {
-                    seq: head.seq,
-                    hash: head.hash,
+        // The host key signed this session's audit log already: it is there.
+        let sealed = crate::audit::host_key(&self.state_dir).and_then(|key| {
+            crate::evidence::seal(
+                &self.state_dir,
+                &key,
+                crate::evidence::Sources {
+                    record: &self.record,
+                    dir: &self.dir,
+                    profile: serde_json::to_value(&self.profile).unwrap_or_default(),
+                    init: Some(init),
+                    home: Some(self.home.clone()),
+                    flows,
+                    containment: summary,
+                    audit_head: crate::audit::Head {
+                        seq: head.seq,
+                        hash: head.hash,
+                    },
+                    reason,
+                    by_uid: by,
                 },
-                reason,
-                by_uid: by,
-            },
-        );
+            )
+        });
         match sealed {
             Ok((bundle, manifest)) => {
                 self.audit.append(&crate::audit::response(
@@ -346,8 +346,9 @@ impl Controls {
             ),
             json!({ "processes": n }),
         ));
-        let _ = crate::registry::Registry::open(&self.store)
-            .and_then(|r| r.set_frozen(self.record.id.as_str(), false));
+        let _ = self
+            .store
+            .with_registry(|r| r.set_frozen(self.record.id.as_str(), false));
         Ok(json!({ "resumed": true, "processes": n }))
     }
 

@@ -35,6 +35,7 @@ pub mod record;
 pub mod registry;
 pub mod run;
 pub mod scan;
+pub mod trust;
 pub mod vault;
 
 use std::path::PathBuf;

@@ -43,6 +43,9 @@ pub struct Record {
     /// The profile's risk tier, when it declares one.
     #[serde(default)]
     pub tier: Option<String>,
+    /// The agent's executable and digests (none when it was not found).
+    #[serde(default)]
+    pub agent: Option<crate::trust::Identity>,
     /// Digest of the effective profile.
     pub profile_digest: String,
     /// Real path of the project.
@@ -93,10 +96,12 @@ pub struct Record {
     pub findings: Vec<String>,
 }
 
-/// The sessions directory.
+/// The sessions directory, and its registry (opened on first use, then
+/// kept: one connection per process).
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    registry: std::sync::Arc<std::sync::Mutex<Option<crate::registry::Registry>>>,
 }
 
 /// Milliseconds since the epoch.
@@ -115,7 +120,28 @@ const FINAL: &str = "final.json";
 impl Store {
     /// A store rooted at `root` (normally `Dirs::sessions()`).
     pub fn new(root: PathBuf) -> Store {
-        Store { root }
+        Store {
+            root,
+            registry: Default::default(),
+        }
+    }
+
+    /// Runs `f` on the registry, opening it the first time.
+    pub fn with_registry<T>(
+        &self,
+        f: impl FnOnce(&crate::registry::Registry) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut g = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reg = match g.take() {
+            Some(r) => r,
+            None => crate::registry::Registry::open(self)?,
+        };
+        let r = f(&reg);
+        *g = Some(reg);
+        r
     }
 
     /// The sessions directory.
@@ -157,7 +183,7 @@ impl Store {
     /// registry.
     pub fn save(&self, rec: &Record) -> Result<(), Error> {
         self.save_file(rec)?;
-        crate::registry::Registry::open(self)?.save(rec)
+        self.with_registry(|r| r.save(rec))
     }
 
     fn save_file(&self, rec: &Record) -> Result<(), Error> {
@@ -301,6 +327,7 @@ pub(crate) mod tests {
             id,
             profile: "default".into(),
             tier: None,
+            agent: None,
             profile_digest: "sha256:0".into(),
             project: "/p".into(),
             mode: ProjectMode::Ro,

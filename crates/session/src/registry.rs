@@ -5,7 +5,10 @@
 //! The session's directory stays the full record (`session.json`,
 //! `final.json`, its logs); every [`crate::Store::save`] writes the row as
 //! well. A database made by this version imports the sessions recorded
-//! before it existed.
+//! before it existed, and one found damaged is moved aside and rebuilt the
+//! same way: the registry is an index, never the only copy. That is why it
+//! is written without `fsync` (`synchronous = OFF`): a session's start
+//! would otherwise wait for the disk several times.
 //!
 //! Threat notes: the database lives in the state directory (0700) and is
 //! created 0600; the sandbox never sees either.
@@ -102,9 +105,34 @@ impl Registry {
     }
 
     /// Opens (creating, 0600) the registry of `store`; a new one imports the
-    /// sessions already recorded.
+    /// sessions already recorded, and a damaged one is moved aside (to
+    /// `sessions.sqlite.damaged-MS`) and rebuilt. (`Store::with_registry`
+    /// keeps one open.)
     pub fn open(store: &crate::Store) -> Result<Registry, Error> {
         let path = Self::path_for(store.root());
+        match Self::open_at(store, &path) {
+            Err((true, _)) => {
+                let aside = format!("{}.damaged-{}", path.display(), crate::record::now_ms());
+                for ext in ["", "-wal", "-shm"] {
+                    let from = format!("{}{ext}", path.display());
+                    let _ = std::fs::rename(from, format!("{aside}{ext}"));
+                }
+                Self::open_at(store, &path).map_err(|(_, e)| e)
+            }
+            other => other.map_err(|(_, e)| e),
+        }
+    }
+
+    /// Opens the registry at `path`; an error says whether the file is
+    /// damaged (`true`: not a database, or corrupt).
+    fn open_at(store: &crate::Store, path: &Path) -> Result<Registry, (bool, Error)> {
+        let sql = |e: rusqlite::Error| {
+            let damaged = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            );
+            (damaged, db_err(path, e))
+        };
         {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
@@ -112,16 +140,18 @@ impl Registry {
                 .append(true)
                 .mode(0o600)
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)
-                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+                .open(path)
+                .map_err(|e| (false, Error::io(format!("open {}", path.display()), e)))?;
         }
-        let conn = Connection::open(&path).map_err(|e| db_err(&path, e))?;
+        let conn = Connection::open(path).map_err(sql)?;
         let setup = || -> rusqlite::Result<bool> {
             conn.busy_timeout(Duration::from_secs(5))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "journal_mode", "MEMORY")?;
+            conn.pragma_update(None, "synchronous", "OFF")?;
             let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if version >= VERSION {
+                // Reads the table: a damaged file says so here.
+                conn.query_row("SELECT count(*) FROM sessions", [], |_| Ok(()))?;
                 return Ok(false);
             }
             // Two cordons may create it at once: one makes the table, the
@@ -136,19 +166,19 @@ impl Registry {
             conn.pragma_update(None, "user_version", VERSION)?;
             Ok(true)
         };
-        let created = setup().map_err(|e| db_err(&path, e))?;
+        let created = setup().map_err(sql)?;
         let reg = Registry { conn };
         if created {
             let imported = store
                 .records()
-                .and_then(|recs| recs.iter().try_for_each(|r| reg.put(r, &path)));
+                .and_then(|recs| recs.iter().try_for_each(|r| reg.put(r, path)));
             let end = if imported.is_ok() {
                 "COMMIT"
             } else {
                 "ROLLBACK"
             };
-            reg.conn.execute_batch(end).map_err(|e| db_err(&path, e))?;
-            imported?;
+            reg.conn.execute_batch(end).map_err(sql)?;
+            imported.map_err(|e| (false, e))?;
         }
         Ok(reg)
     }
@@ -259,9 +289,8 @@ fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 /// Marks the sessions whose supervisor died while they ran (`crashed`),
 /// in their record and the registry. Returns a notice per session marked.
 pub fn mark_dead(store: &crate::Store) -> Result<Vec<String>, Error> {
-    let reg = Registry::open(store)?;
     let mut notices = Vec::new();
-    for e in reg.list(true)? {
+    for e in store.with_registry(|r| r.list(true))? {
         let Ok(id) = e.id.parse::<cordon_types::SessionId>() else {
             continue;
         };
@@ -272,7 +301,7 @@ pub fn mark_dead(store: &crate::Store) -> Result<Vec<String>, Error> {
             continue;
         };
         if rec.status != Status::Running {
-            reg.save(&rec)?;
+            store.with_registry(|r| r.save(&rec))?;
             continue;
         }
         rec.status = Status::Crashed;
@@ -344,5 +373,27 @@ mod tests {
         let _lock = store.lock(&live).unwrap();
         assert!(mark_dead(&store).unwrap().is_empty());
         assert_eq!(reg.get(live.as_str()).unwrap().unwrap().status, "running");
+    }
+
+    #[test]
+    fn a_damaged_registry_is_moved_aside_and_rebuilt() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path().join("sessions"));
+        let id = store.create().unwrap();
+        store
+            .save(&crate::record::tests::record(id.clone()))
+            .unwrap();
+        let path = Registry::path_for(store.root());
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+        let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+        let reg = Registry::open(&store).unwrap();
+        assert_eq!(reg.list(false).unwrap()[0].id, id.as_str());
+        let aside = std::fs::read_dir(t.path()).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("sessions.sqlite.damaged-")
+        });
+        assert!(aside, "the damaged file is kept aside");
     }
 }

@@ -311,6 +311,27 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         }
     }
     dirs.ensure_state()?;
+    // The agent's executable: checked against the profile's [agent] and
+    // the pins (`cordon trust pin`), and recorded. A program that cannot
+    // be found runs into the sandbox's own 127, unless something pins it.
+    let agent = match crate::trust::identify(
+        &req.command[0],
+        std::env::var_os("PATH").as_deref(),
+        &cwd,
+        Some(&dirs.state),
+    ) {
+        Ok(id) => {
+            crate::trust::check(&id, &profile.agent, &crate::trust::pins(&dirs.config)?)?;
+            Some(id)
+        }
+        Err(e) if profile.agent.sha256.is_some() || profile.agent.minisign_key.is_some() => {
+            return Err(Error::Refused {
+                message: format!("the profile pins its agent, and {e}"),
+                hint: "run the pinned agent".into(),
+            })
+        }
+        Err(_) => None,
+    };
     // The audit record is a required layer: no usable key, no session.
     let audit_key = crate::audit::host_key(&dirs.state)?;
     let sinks = crate::audit::sinks(&dirs.config)?;
@@ -512,6 +533,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         id,
         profile: profile.name.clone(),
         tier: profile.tier.map(|t| t.as_str().to_owned()),
+        agent,
         profile_digest: profile.digest(),
         project,
         mode,
@@ -697,13 +719,13 @@ pub fn execute(
                 dir: store.dir(&record.id),
                 state_dir: state_dir.clone(),
                 home: home.clone(),
-                profile: serde_json::to_value(&profile).unwrap_or_default(),
+                profile: profile.clone(),
                 store: store.clone(),
                 net: engine.as_ref().map(cordon_net::Engine::control),
                 broker: broker.clone(),
                 audit: Arc::clone(&audit),
                 containment: Arc::clone(&containment),
-            })?;
+            });
             let server =
                 crate::control::Server::start(&store.dir(&record.id), Arc::clone(&controls))?;
             // A rule that contains runs the same response before its kill.

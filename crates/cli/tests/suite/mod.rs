@@ -6,6 +6,7 @@ mod detection;
 mod egress;
 mod escape;
 mod filesystem;
+mod governance;
 mod inspect;
 mod lifecycle;
 mod overlay;

@@ -1,0 +1,156 @@
+//! Governance against real sandboxes: agent binary pins (`cordon trust`,
+//! the profile's `[agent]`), with minisign signatures made by the real
+//! minisign CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::both;
+use crate::suite::harness::{stderr, stdout, Env};
+
+/// An agent script in the project's `bin/`, on PATH for the runs.
+fn agent(env: &Env, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = env.project.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("agent");
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.own(&dir);
+    p
+}
+
+fn path(env: &Env) -> String {
+    format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        env.project.join("bin").display()
+    )
+}
+
+fn run_agent(env: &Env, profile: &str) -> Output {
+    env.cordon(["run", "--no-tty", "-p", profile, "--", "agent"])
+        .env("PATH", path(env))
+        .output()
+        .unwrap()
+}
+
+fn trust(env: &Env, args: &[&str]) -> Output {
+    let mut all = vec!["trust"];
+    all.extend_from_slice(args);
+    env.cordon(all).env("PATH", path(env)).output().unwrap()
+}
+
+fn sha256(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    stdout(&o).split_whitespace().next().unwrap().to_owned()
+}
+
+both!(a_pinned_agent_that_changed_is_refused, |env| {
+    env.profile("plain", "extends = \"default\"\n");
+    let exe = agent(env, "echo agent-ran");
+    let o = trust(env, &["pin", "agent"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&sha256(&exe)), "{}", stdout(&o));
+    let o = run_agent(env, "plain");
+    assert!(stdout(&o).contains("agent-ran"), "{}", stderr(&o));
+    // The digest is in the session's audit record.
+    let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+    assert!(audit.contains(&sha256(&exe)), "{audit}");
+    // A changed agent is refused, naming both digests and the way out.
+    agent(env, "echo tampered");
+    let o = run_agent(env, "plain");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("does not match its pin"), "{err}");
+    assert!(err.contains(&sha256(&exe)), "{err}");
+    assert!(err.contains("cordon trust pin agent"), "{err}");
+    assert!(!stdout(&o).contains("tampered"));
+    // Pinned again (after review), it runs.
+    assert!(trust(env, &["pin", "agent"]).status.success());
+    assert!(stdout(&run_agent(env, "plain")).contains("tampered"));
+    let list = stdout(&trust(env, &["list"]));
+    assert!(list.contains("agent"), "{list}");
+    assert!(trust(env, &["rm", "agent"]).status.success());
+    assert_eq!(trust(env, &["rm", "agent"]).status.code(), Some(2));
+});
+
+both!(a_profile_pins_its_agent_by_digest, |env| {
+    let exe = agent(env, "echo agent-ran");
+    env.profile(
+        "wrong",
+        &format!(
+            "extends = \"default\"\n[agent]\nsha256 = \"{}\"\n",
+            "0".repeat(64)
+        ),
+    );
+    let o = run_agent(env, "wrong");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("[agent] sha256"), "{}", stderr(&o));
+    env.profile(
+        "right",
+        &format!(
+            "extends = \"default\"\n[agent]\nsha256 = \"{}\"\n",
+            sha256(&exe)
+        ),
+    );
+    let o = run_agent(env, "right");
+    assert!(stdout(&o).contains("agent-ran"), "{}", stderr(&o));
+    env.profile("bad", "extends = \"default\"\n[agent]\nsha256 = \"xyz\"\n");
+    let o = run_agent(env, "bad");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("64 hex digits"), "{}", stderr(&o));
+});
+
+both!(a_profile_pins_its_agent_by_minisign_key, |env| {
+    if Command::new("minisign").arg("-v").output().is_err() {
+        crate::suite::harness::skip(
+            module_path!(),
+            "no minisign CLI (apt-get install minisign): signatures are not tested",
+        );
+        return;
+    }
+    let exe = agent(env, "echo signed-agent");
+    let keys = tempfile::tempdir().unwrap();
+    let (pubkey, seckey) = (keys.path().join("k.pub"), keys.path().join("k.sec"));
+    let o = Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&pubkey)
+        .arg("-s")
+        .arg(&seckey)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let sign = || {
+        let o = Command::new("minisign")
+            .arg("-S")
+            .arg("-s")
+            .arg(&seckey)
+            .arg("-m")
+            .arg(&exe)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        env.own(&env.project.join("bin"));
+    };
+    sign();
+    let key = std::fs::read_to_string(&pubkey).unwrap();
+    let key = key.lines().nth(1).unwrap();
+    env.profile(
+        "signed",
+        &format!("extends = \"default\"\n[agent]\nminisign_key = \"{key}\"\n"),
+    );
+    let o = run_agent(env, "signed");
+    assert!(stdout(&o).contains("signed-agent"), "{}", stderr(&o));
+    // Changed after signing: refused.
+    agent(env, "echo unsigned-change");
+    let o = run_agent(env, "signed");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not verify"), "{}", stderr(&o));
+    // No signature at all: refused, naming the file it looked for.
+    std::fs::remove_file(env.project.join("bin/agent.minisig")).unwrap();
+    let o = run_agent(env, "signed");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("agent.minisig"), "{}", stderr(&o));
+    sign();
+    assert!(stdout(&run_agent(env, "signed")).contains("unsigned-change"));
+});
