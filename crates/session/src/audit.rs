@@ -269,7 +269,7 @@ pub fn file_change(c: &Change, upper: &Path) -> Event {
 }
 
 /// The size and SHA-256 (hex) of a file's content.
-fn digest(path: &Path) -> std::io::Result<(u64, String)> {
+pub(crate) fn digest(path: &Path) -> std::io::Result<(u64, String)> {
     digest_reader(std::fs::File::open(path)?)
 }
 

@@ -15,7 +15,7 @@
 //! and listed. A bundle is built in a temporary directory and renamed into
 //! place, so there is never a half-written one.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -119,19 +119,7 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), Error> {
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut n = 0u64;
-    loop {
-        let got = f.read(&mut buf)?;
-        if got == 0 {
-            break;
-        }
-        n += got as u64;
-        h.update(&buf[..got]);
-    }
-    Ok((hex(&h.finalize()), n))
+    crate::audit::digest(path).map(|(size, sha)| (sha, size))
 }
 
 /// Copies `src` into `dest` without following links, up to `budget` bytes

@@ -22,7 +22,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::Error;
 
@@ -63,10 +62,6 @@ pub struct Pin {
     pub identity: Identity,
     /// When, ms since the epoch.
     pub pinned_ms: u64,
-}
-
-fn hex(d: &[u8]) -> String {
-    cordon_audit::hex(d)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -143,20 +138,9 @@ impl Hasher {
 }
 
 fn sha256_file(path: &Path) -> Result<String, Error> {
-    let mut f =
-        std::fs::File::open(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    crate::audit::digest(path)
+        .map(|(_, sha)| sha)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))
 }
 
 /// Finds `program` as `execvp` would: a path when it has a `/` (relative
