@@ -69,12 +69,19 @@ enum Command {
         json: bool,
     },
     /// Write an overlay session's changes into the real project.
+    ///
+    /// With --branch, commit them instead to a new git branch on top of
+    /// the project's HEAD (working tree and index untouched), after
+    /// checking the session's attestation; the commit message names it.
     Apply {
         /// Session id, a unique part of it, or `last`.
         session: String,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Commit to this new branch instead of writing the files.
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
     },
     /// Find credentials (and, with --pii, personal data) in files.
     ///
@@ -210,6 +217,10 @@ enum Command {
     ///   cordon trust rm claude
     #[command(subcommand, verbatim_doc_comment)]
     Trust(trust::TrustCmd),
+    /// Check sessions' signed provenance (in-toto statements in DSSE
+    /// envelopes, attestation.dsse.json in each session's directory).
+    #[command(subcommand)]
+    Attest(sessions::AttestCmd),
 }
 
 const VERIFY_EXIT: &str = "\
@@ -446,7 +457,16 @@ fn main() -> ExitCode {
             stat,
             json,
         } => cmd_diff(&session, stat, json),
-        Command::Apply { session, yes } => cmd_apply(&session, yes),
+        Command::Apply {
+            session,
+            yes: _,
+            branch: Some(branch),
+        } => sessions::cmd_apply_branch(&session, &branch),
+        Command::Apply {
+            session,
+            yes,
+            branch: None,
+        } => cmd_apply(&session, yes),
         Command::Scan(args) => cmd_scan(args),
         Command::Redact(args) => cmd_redact(args),
         Command::Audit(AuditCmd::Verify { target, key, json }) => {
@@ -464,6 +484,7 @@ fn main() -> ExitCode {
         Command::Block { host } => sessions::cmd_block(&host),
         Command::Evidence(c) => sessions::cmd_evidence(c),
         Command::Trust(c) => trust::cmd(c),
+        Command::Attest(c) => sessions::cmd_attest(c),
         Command::Audit(AuditCmd::Rules { profile, json }) => cmd_audit_rules(&profile, json),
         Command::Secret(c) => secret::cmd(c),
     };
@@ -669,7 +690,19 @@ fn short_origin(o: &str) -> &str {
     }
 }
 
-fn overlay_session(query: &str) -> Result<(Store, cordon_session::Record), Fail> {
+/// The paths `apply` refuses for a session: what its run protected, plus
+/// the built-in list in case the record predates it.
+pub(crate) fn protected_of(rec: &cordon_session::Record) -> Vec<PathBuf> {
+    let mut protected = rec.protected.clone();
+    for p in cordon_policy::profile::ALWAYS_PROTECTED {
+        if !protected.iter().any(|x| x == std::path::Path::new(p)) {
+            protected.push(PathBuf::from(p));
+        }
+    }
+    protected
+}
+
+pub(crate) fn overlay_session(query: &str) -> Result<(Store, cordon_session::Record), Fail> {
     let dirs = Dirs::from_env()?;
     let store = Store::new(dirs.sessions());
     let rec = if query == "last" {
@@ -1011,14 +1044,7 @@ fn cmd_apply(query: &str, yes: bool) -> Result<u8, Fail> {
     }
     let upper = store.dir(&rec.id).join("upper");
     let changes = overlay::changes(&upper, &rec.project, &rec.placeholders)?;
-    // What the run protected, plus the built-in list in case the record
-    // predates it.
-    let mut protected = rec.protected.clone();
-    for p in cordon_policy::profile::ALWAYS_PROTECTED {
-        if !protected.iter().any(|x| x == std::path::Path::new(p)) {
-            protected.push(PathBuf::from(p));
-        }
-    }
+    let protected = protected_of(&rec);
     if changes.is_empty() {
         notice(&format!("session {} changed nothing", rec.id));
         return Ok(0);

@@ -499,3 +499,127 @@ pub fn cmd_evidence(c: EvidenceCmd) -> Result<u8, Fail> {
         }
     }
 }
+
+#[derive(Debug, Subcommand)]
+pub enum AttestCmd {
+    /// Check a session's attestation: the host key's signature, and every
+    /// subject's SHA-256 in the output directory.
+    ///
+    /// TARGET is an attestation file or a session (id, unique part,
+    /// `last`). The output directory is the session's overlay (its upper
+    /// layer) unless --dir names another, such as the project after
+    /// `cordon apply`. Exit status 0 verified, 1 not, 2 bad usage.
+    Verify {
+        /// An attestation file or a session.
+        target: String,
+        /// Where the subjects are.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The trusted public key: 64 hex digits, or a file holding them
+        /// (default: this host's audit key).
+        #[arg(long, value_name = "HEX|FILE")]
+        key: Option<String>,
+        /// The statement and the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn cmd_attest(c: AttestCmd) -> Result<u8, Fail> {
+    let AttestCmd::Verify {
+        target,
+        dir,
+        key,
+        json: as_json,
+    } = c;
+    let (dirs, store) = store()?;
+    let file = if std::path::Path::new(&target).is_file() {
+        PathBuf::from(&target)
+    } else {
+        cordon_session::provenance::path(&store.dir(&store.find(&target)?))
+    };
+    let bytes =
+        std::fs::read(&file).map_err(|e| Error::NotFound(format!("{}: {e}", file.display())))?;
+    let out_dir = dir.or_else(|| {
+        let upper = file.parent()?.join("upper");
+        upper.is_dir().then_some(upper)
+    });
+    let key = trusted(&dirs, key.as_deref())?;
+    let v = cordon_session::provenance::verify(&bytes, &key, out_dir.as_deref())?;
+    if as_json {
+        json(&v)?;
+    } else if v.problems.is_empty() {
+        out(&format!(
+            "{}: verified: signed by the trusted key{}\n",
+            file.display(),
+            match &out_dir {
+                Some(d) => format!(", {} subject(s) match in {}", v.checked, d.display()),
+                None => " (no output directory to check subjects against)".into(),
+            }
+        ))?;
+    } else {
+        let mut s = format!("{}: NOT VERIFIED\n", file.display());
+        for p in &v.problems {
+            s.push_str(&format!("  {p}\n"));
+        }
+        out(&s)?;
+    }
+    Ok(u8::from(!v.problems.is_empty()))
+}
+
+pub fn cmd_apply_branch(query: &str, branch: &str) -> Result<u8, Fail> {
+    let (store, rec) = crate::overlay_session(query)?;
+    let dirs = Dirs::from_env()?;
+    if store.is_live(&rec.id) {
+        return Err(Error::Usage(format!(
+            "session {} is still running; apply after it exits",
+            rec.id
+        ))
+        .into());
+    }
+    let dir = store.dir(&rec.id);
+    let upper = dir.join("upper");
+    let att = cordon_session::provenance::path(&dir);
+    let bytes = std::fs::read(&att).map_err(|e| {
+        Error::NotFound(format!(
+            "{}: {e} (sessions without an attestation cannot be committed with --branch)",
+            att.display()
+        ))
+    })?;
+    let key = cordon_session::audit::trusted_key(&dirs.state)?;
+    let v = cordon_session::provenance::verify(&bytes, &key, Some(&upper))?;
+    if !v.problems.is_empty() {
+        return Err(Error::Refused {
+            message: format!(
+                "the session's output does not match its attestation: {}",
+                v.problems.join("; ")
+            ),
+            hint: "review it with `cordon diff`; nothing was committed".into(),
+        }
+        .into());
+    }
+    let changes = cordon_session::overlay::changes(&upper, &rec.project, &rec.placeholders)?;
+    if changes.is_empty() {
+        out(&format!("session {} changed nothing\n", rec.id))?;
+        return Ok(0);
+    }
+    let (commit, refused) = cordon_session::provenance::commit_branch(
+        &rec,
+        &changes,
+        &upper,
+        &crate::protected_of(&rec),
+        branch,
+        &att,
+    )?;
+    let mut s = format!(
+        "committed {} change(s) of session {} to branch {branch} ({commit}), on top of HEAD; \
+         the working tree is untouched\n",
+        changes.len() - refused.len(),
+        rec.id
+    );
+    for (p, why) in &refused {
+        s.push_str(&format!("refused {}: {why}\n", p.display()));
+    }
+    out(&s)?;
+    Ok(u8::from(!refused.is_empty()))
+}

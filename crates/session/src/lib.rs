@@ -31,6 +31,7 @@ pub mod inspect;
 pub mod layout;
 pub mod overlay;
 pub mod profiles;
+pub mod provenance;
 pub mod record;
 pub mod registry;
 pub mod run;

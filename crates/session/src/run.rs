@@ -905,6 +905,7 @@ pub fn execute(
     record.exit_code = Some(exit.code);
     record.signal = exit.signal;
     let mut notices = Vec::new();
+    let mut output = Vec::new();
     if let Some(line) = egress.as_ref().and_then(|s| s.blocked_line()) {
         notices.push(format!(
             "{line}; every decision is in {}",
@@ -913,6 +914,7 @@ pub fn execute(
     }
     match record.mode {
         ProjectMode::Overlay if eradicate => {
+            // Killed: no output to attest.
             // `cordon kill`: the agent's changes are not kept for apply
             // (the evidence bundle has a copy).
             let upper = store.dir(&record.id).join("upper");
@@ -941,6 +943,7 @@ pub fn execute(
                     for c in &ch {
                         audit.append(&crate::audit::file_change(c, &upper));
                     }
+                    output.clone_from(&ch);
                     notices.push(format!(
                         "session {}: {} change(s) in the overlay; review with `cordon diff {}`, \
                      write them to {} with `cordon apply {}`",
@@ -1047,12 +1050,43 @@ pub fn execute(
             record.id
         ));
     }
+    // Provenance: the output, signed with what produced it.
+    let attested = attest(&record, &output, &store, &state_dir, egress.as_ref());
+    if let Err(e) = attested {
+        record
+            .warnings
+            .push(format!("the session's attestation was not written: {e}"));
+    }
     store.save(&record)?;
     Ok(Outcome {
         exit,
         record,
         notices,
     })
+}
+
+/// Writes the session's signed provenance (`attestation.dsse.json`): the
+/// overlay's changes as subjects; for an overlay session, the digest of the
+/// project it started from (its lower layer, which the agent cannot touch).
+fn attest(
+    record: &Record,
+    output: &[crate::overlay::Change],
+    store: &Store,
+    state: &Path,
+    egress: Option<&cordon_net::Summary>,
+) -> Result<(), Error> {
+    let dir = store.dir(&record.id);
+    let project = match record.mode {
+        ProjectMode::Overlay => Some(crate::provenance::project_digest(&record.project)?),
+        _ => None,
+    };
+    let egress = egress.map_or(
+        serde_json::Value::Null,
+        |s| serde_json::json!({ "allowed": s.allowed, "denied": s.denied_total() }),
+    );
+    let st = crate::provenance::statement(record, output, &dir.join("upper"), project, egress)?;
+    let env = crate::provenance::sign(&crate::audit::host_key(state)?, &st)?;
+    crate::provenance::write(&crate::provenance::path(&dir), &env)
 }
 
 /// Closes the audit log with its final checkpoint; where it ends, or a

@@ -154,3 +154,110 @@ both!(a_profile_pins_its_agent_by_minisign_key, |env| {
     sign();
     assert!(stdout(&run_agent(env, "signed")).contains("unsigned-change"));
 });
+
+both!(
+    the_session_output_is_attested_and_a_changed_subject_fails,
+    |env| {
+        let o = env.sh(
+            &["--mode", "overlay"],
+            "echo new > made.txt; echo changed >> README.md; rm src/main.rs",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let session = env.last_session();
+        let att = session.join("attestation.dsse.json");
+        assert!(att.is_file(), "{}", stderr(&o));
+        let verify = |args: &[&str]| {
+            let mut all = vec!["attest", "verify"];
+            all.extend_from_slice(args);
+            env.cordon(all).output().unwrap()
+        };
+        let v = verify(&["last"]);
+        assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
+        assert!(stdout(&v).contains("2 subject(s) match"), "{}", stdout(&v));
+        // The statement: subjects, deletions, what produced them.
+        let j = verify(&["last", "--json"]);
+        let r: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+        let st = &r["statement"];
+        assert_eq!(st["_type"], "https://in-toto.io/Statement/v1");
+        let names: Vec<&str> = st["subject"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["README.md", "made.txt"], "{st}");
+        assert_eq!(st["predicate"]["deleted"][0], "src/main.rs");
+        assert!(st["predicate"]["project_digest"].is_string(), "{st}");
+        assert!(
+            st["predicate"]["agent"]["exe"]["sha256"].is_string(),
+            "{st}"
+        );
+        assert!(st["predicate"]["audit_head"]["hash"].is_string(), "{st}");
+        // A subject changed after the session: refused, naming it.
+        std::fs::write(session.join("upper/made.txt"), "swapped\n").unwrap();
+        let v = verify(&["last"]);
+        assert_eq!(v.status.code(), Some(1));
+        assert!(stdout(&v).contains("made.txt: changed"), "{}", stdout(&v));
+        // An edited envelope: the signature fails.
+        let text = std::fs::read_to_string(&att).unwrap();
+        let mut e: serde_json::Value = serde_json::from_str(&text).unwrap();
+        e["payloadType"] = "text/plain".into();
+        let forged = env.state.join("forged.json");
+        std::fs::write(&forged, e.to_string()).unwrap();
+        env.own(&forged);
+        let v = verify(&[forged.to_str().unwrap()]);
+        assert_eq!(v.status.code(), Some(1));
+        assert!(stdout(&v).contains("no signature"), "{}", stdout(&v));
+    }
+);
+
+both!(apply_to_a_branch_commits_the_attested_output, |env| {
+    let git = |args: &[&str]| {
+        let o = env.command("git", args).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "base"]);
+    let o = env.sh(
+        &["--mode", "overlay"],
+        "echo new > made.txt; echo changed >> README.md; rm src/main.rs",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env
+        .cordon(["apply", "last", "--branch", "agent-work"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(git(&["show", "agent-work:made.txt"]), "new\n");
+    assert!(git(&["show", "agent-work:README.md"]).ends_with("changed\n"));
+    assert_eq!(git(&["ls-tree", "agent-work", "src/main.rs"]), "");
+    let msg = git(&["log", "-1", "--format=%B", "agent-work"]);
+    assert!(msg.contains("Cordon-Attestation: sha256:"), "{msg}");
+    // The working tree and the current branch are untouched.
+    assert_eq!(
+        std::fs::read_to_string(env.project.join("README.md")).unwrap(),
+        "hello\n"
+    );
+    assert!(env.project.join("src/main.rs").exists());
+    assert_eq!(git(&["status", "--porcelain"]), "");
+    // The branch exists now: refused.
+    let o = env
+        .cordon(["apply", "last", "--branch", "agent-work"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // Output that no longer matches its attestation: refused.
+    std::fs::write(env.last_session().join("upper/made.txt"), "swapped\n").unwrap();
+    let o = env
+        .cordon(["apply", "last", "--branch", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not match its attestation"),
+        "{}",
+        stderr(&o)
+    );
+});
