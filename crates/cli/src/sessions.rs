@@ -603,14 +603,15 @@ pub fn cmd_apply_branch(query: &str, branch: &str) -> Result<u8, Fail> {
         out(&format!("session {} changed nothing\n", rec.id))?;
         return Ok(0);
     }
-    let (commit, refused) = cordon_session::provenance::commit_branch(
-        &rec,
-        &changes,
-        &upper,
-        &crate::protected_of(&rec),
-        branch,
-        &att,
-    )?;
+    let cordon_session::provenance::Committed { commit, refused } =
+        cordon_session::provenance::commit_branch(
+            &rec,
+            &changes,
+            &upper,
+            &crate::protected_of(&rec),
+            branch,
+            &att,
+        )?;
     let mut s = format!(
         "committed {} change(s) of session {} to branch {branch} ({commit}), on top of HEAD; \
          the working tree is untouched\n",

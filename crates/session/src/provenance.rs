@@ -249,45 +249,6 @@ pub fn path(session_dir: &Path) -> PathBuf {
     session_dir.join(FILE)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_envelope_verifies_and_any_change_fails() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("out.txt"), "result").unwrap();
-        let (_, sha) = crate::audit::digest(&t.path().join("out.txt")).unwrap();
-        let st = json!({ "subject": [{ "name": "out.txt", "digest": { "sha256": sha } }] });
-        let key = cordon_audit::HostKey::from_seed([3; 32]);
-        let env = sign(&key, &st).unwrap();
-        let bytes = serde_json::to_vec(&env).unwrap();
-        let v = verify(&bytes, &key.public_hex(), Some(t.path())).unwrap();
-        assert!(v.problems.is_empty(), "{:?}", v.problems);
-        assert_eq!(v.checked, 1);
-        std::fs::write(t.path().join("out.txt"), "other").unwrap();
-        let v = verify(&bytes, &key.public_hex(), Some(t.path())).unwrap();
-        assert!(
-            v.problems[0].contains("out.txt: changed"),
-            "{:?}",
-            v.problems
-        );
-        let mut forged = env.clone();
-        forged.payload = cordon_detect::check::base64_encode(br#"{"subject":[]}"#);
-        let v = verify(
-            &serde_json::to_vec(&forged).unwrap(),
-            &key.public_hex(),
-            None,
-        )
-        .unwrap();
-        assert!(v.problems[0].contains("no signature"), "{:?}", v.problems);
-        let other = cordon_audit::HostKey::from_seed([4; 32]).public_hex();
-        assert!(!verify(&bytes, &other, None).unwrap().problems.is_empty());
-        // DSSE's PAE, as the spec writes it.
-        assert_eq!(pae("t", b"ab"), b"DSSEv1 1 t 2 ab".to_vec());
-    }
-}
-
 /// Runs git in `project` with a private index; its output, or an error
 /// naming the command.
 fn git(project: &Path, index: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<String, Error> {
@@ -324,6 +285,16 @@ fn git(project: &Path, index: &Path, args: &[&str], stdin: Option<&[u8]>) -> Res
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
 }
 
+/// What `commit_branch` did: the commit id, and each change left out with
+/// why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The new branch's commit.
+    pub commit: String,
+    /// Protected paths left out.
+    pub refused: Vec<(PathBuf, &'static str)>,
+}
+
 /// Commits `changes` (from the overlay's `upper`) on top of the project's
 /// `HEAD` as the new branch `branch`, without touching the working tree or
 /// the index; the message names the session and its attestation. Returns
@@ -335,7 +306,7 @@ pub fn commit_branch(
     protected: &[PathBuf],
     branch: &str,
     attestation: &Path,
-) -> Result<(String, Vec<(PathBuf, &'static str)>), Error> {
+) -> Result<Committed, Error> {
     use std::os::unix::fs::PermissionsExt;
     let project = &record.project;
     if !project.join(".git").exists() {
@@ -465,7 +436,7 @@ pub fn commit_branch(
         Some(message.as_bytes()),
     )?;
     git(project, &index, &["branch", branch, &commit], None)?;
-    Ok((commit, refused))
+    Ok(Committed { commit, refused })
 }
 
 /// Removed when dropped.
@@ -489,4 +460,43 @@ fn tempfile_dir() -> Result<PathBuf, Error> {
         .create(&dir)
         .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_verifies_and_any_change_fails() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("out.txt"), "result").unwrap();
+        let (_, sha) = crate::audit::digest(&t.path().join("out.txt")).unwrap();
+        let st = json!({ "subject": [{ "name": "out.txt", "digest": { "sha256": sha } }] });
+        let key = cordon_audit::HostKey::from_seed([3; 32]);
+        let env = sign(&key, &st).unwrap();
+        let bytes = serde_json::to_vec(&env).unwrap();
+        let v = verify(&bytes, &key.public_hex(), Some(t.path())).unwrap();
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert_eq!(v.checked, 1);
+        std::fs::write(t.path().join("out.txt"), "other").unwrap();
+        let v = verify(&bytes, &key.public_hex(), Some(t.path())).unwrap();
+        assert!(
+            v.problems[0].contains("out.txt: changed"),
+            "{:?}",
+            v.problems
+        );
+        let mut forged = env.clone();
+        forged.payload = cordon_detect::check::base64_encode(br#"{"subject":[]}"#);
+        let v = verify(
+            &serde_json::to_vec(&forged).unwrap(),
+            &key.public_hex(),
+            None,
+        )
+        .unwrap();
+        assert!(v.problems[0].contains("no signature"), "{:?}", v.problems);
+        let other = cordon_audit::HostKey::from_seed([4; 32]).public_hex();
+        assert!(!verify(&bytes, &other, None).unwrap().problems.is_empty());
+        // DSSE's PAE, as the spec writes it.
+        assert_eq!(pae("t", b"ab"), b"DSSEv1 1 t 2 ab".to_vec());
+    }
 }
