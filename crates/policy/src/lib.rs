@@ -17,6 +17,7 @@ pub mod env;
 pub mod glob;
 pub mod hide;
 pub mod network;
+pub mod org;
 pub mod profile;
 pub mod secrets;
 mod values;

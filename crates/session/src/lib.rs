@@ -29,6 +29,7 @@ pub mod evidence;
 pub mod filewatch;
 pub mod inspect;
 pub mod layout;
+pub mod org;
 pub mod overlay;
 pub mod profiles;
 pub mod provenance;

@@ -310,6 +310,35 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             }
         }
     }
+    // The ceilings: the profile's tier's, and the organisation's.
+    let passed: Vec<String> = req
+        .env
+        .iter()
+        .filter(|e| !e.contains('='))
+        .cloned()
+        .collect();
+    let org = crate::org::load(Path::new(crate::org::PATH))?;
+    let asked = cordon_policy::org::Asked {
+        profile: &profile,
+        mode,
+        read: &allow_read,
+        write: &allow_write,
+        env_pass: &passed,
+        home,
+    };
+    if let Err(v) = cordon_policy::org::check(org.as_ref(), &asked) {
+        return Err(Error::Refused {
+            message: v.to_string(),
+            hint: match &org {
+                Some(o) if v.rule.starts_with(&o.origin) => format!(
+                    "{} is your organisation's ceiling, which no profile or option widens",
+                    o.origin
+                ),
+                _ => "a tier's ceiling holds for every profile of that tier; see                       docs/governance.md"
+                    .into(),
+            },
+        });
+    }
     dirs.ensure_state()?;
     // The agent's executable: checked against the profile's [agent] and
     // the pins (`cordon trust pin`), and recorded. A program that cannot

@@ -261,3 +261,145 @@ both!(apply_to_a_branch_commits_the_attested_output, |env| {
         stderr(&o)
     );
 });
+
+/// Runs `cordon ARGS` (as the environment's uid) in a mount namespace of
+/// its own where `/etc/cordon` holds `policy` (root-owned), as an
+/// administrator would install it. The test runs as root; an empty
+/// `/etc/cordon` is made on the host if missing, to mount over.
+fn with_org_policy(env: &Env, policy: &str, args: &[&str]) -> Option<Output> {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        crate::suite::harness::skip(
+            module_path!(),
+            "installing an organisation policy needs root (the tests' own uid)",
+        );
+        return None;
+    }
+    std::fs::create_dir_all("/etc/cordon").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let inner = env.cordon(args);
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/cordon && exec \"$@\"")
+        .arg(dir.path())
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .current_dir(&env.project);
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    Some(c.output().unwrap())
+}
+
+both!(
+    the_organisation_ceiling_refuses_widening_and_names_the_rule,
+    |env| {
+        let policy = "[ceiling]\nhosts = [\"@github\"]\nmodes = [\"ro\", \"overlay\"]\n\
+                  write_paths = false\nenv_pass = [\"GITHUB_TOKEN\"]\n";
+        let Some(o) = with_org_policy(env, policy, &["run", "--no-tty", "--", "true"]) else {
+            return;
+        };
+        assert!(o.status.success(), "within the ceiling: {}", stderr(&o));
+        for (args, rule, says) in [
+            (
+                vec!["--allow-host", "paste.example"],
+                "/etc/cordon/policy.toml [ceiling] hosts",
+                "paste.example",
+            ),
+            (
+                vec!["--mode", "rw"],
+                "/etc/cordon/policy.toml [ceiling] modes",
+                "rw",
+            ),
+            (
+                vec!["--allow-write", "/tmp"],
+                "/etc/cordon/policy.toml [ceiling] write_paths",
+                "--allow-write /tmp",
+            ),
+            (
+                vec!["-e", "AWS_SECRET_ACCESS_KEY"],
+                "/etc/cordon/policy.toml [ceiling] env_pass",
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+        ] {
+            let mut all = vec!["run", "--no-tty"];
+            all.extend_from_slice(&args);
+            all.extend_from_slice(&["--", "true"]);
+            let o = with_org_policy(env, policy, &all).unwrap();
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("refused by {rule}")),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+        // Hosts inside the ceiling pass (the preset's hosts are on port 443:
+        // a host on any port would be wider).
+        let o = with_org_policy(
+            env,
+            policy,
+            &[
+                "run",
+                "--no-tty",
+                "--allow-host",
+                "api.github.com:443",
+                "--",
+                "true",
+            ],
+        )
+        .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        // A policy file the user could have written is no ceiling: refused.
+        let o = with_org_policy(
+            env,
+            "[ceiling]\nbogus = 1\n",
+            &["run", "--no-tty", "--", "true"],
+        )
+        .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("bogus"), "{}", stderr(&o));
+    }
+);
+
+both!(a_tier_ceiling_holds_for_every_profile_of_the_tier, |env| {
+    env.profile(
+        "exp-wide",
+        "extends = \"default\"\ntier = \"experiment\"\n[network]\nallow = [\"pypi.org\"]\n",
+    );
+    let o = env.sh(&["-p", "exp-wide"], "true");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tier experiment's ceiling (model hosts only)"),
+        "{}",
+        stderr(&o)
+    );
+    env.profile("exp", "extends = \"default\"\ntier = \"experiment\"\n");
+    let o = env.sh(&["-p", "exp", "--mode", "rw"], "true");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no writes outside the overlay"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(env
+        .sh(&["-p", "exp", "--mode", "overlay"], "true")
+        .status
+        .success());
+    env.profile(
+        "hr",
+        "extends = \"default\"\ntier = \"high-risk\"\n[network]\nallow = [\"api.test\"]\n",
+    );
+    let o = env.sh(&["-p", "hr"], "true");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("inspection mandatory"),
+        "{}",
+        stderr(&o)
+    );
+});
