@@ -221,6 +221,33 @@ enum Command {
     /// envelopes, attestation.dsse.json in each session's directory).
     #[command(subcommand)]
     Attest(sessions::AttestCmd),
+    /// Approve (or deny) a session waiting for an approval, or list them.
+    ///
+    /// A profile whose tier needs an approval makes `cordon run` publish a
+    /// request and wait up to five minutes; an approver, in another
+    /// terminal, decides it. Examples:
+    ///
+    ///   cordon approve --list
+    ///   cordon approve 3f9c2a7d1e4b8c06 --reason "ticket SEC-42"
+    ///   cordon approve 3f9c2a7d1e4b8c06 --deny --reason "not this repo"
+    #[command(verbatim_doc_comment, after_help = sessions::APPROVE_HELP)]
+    Approve {
+        /// The request id (16 hex digits).
+        #[arg(required_unless_present = "list")]
+        id: Option<String>,
+        /// List the pending requests.
+        #[arg(long, conflicts_with_all = ["deny", "reason"])]
+        list: bool,
+        /// Deny instead of approving.
+        #[arg(long)]
+        deny: bool,
+        /// Why (recorded with the decision and in the session's audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Machine-readable list.
+        #[arg(long, requires = "list")]
+        json: bool,
+    },
 }
 
 const VERIFY_EXIT: &str = "\
@@ -485,6 +512,13 @@ fn main() -> ExitCode {
         Command::Evidence(c) => sessions::cmd_evidence(c),
         Command::Trust(c) => trust::cmd(c),
         Command::Attest(c) => sessions::cmd_attest(c),
+        Command::Approve {
+            id,
+            list,
+            deny,
+            reason,
+            json,
+        } => sessions::cmd_approve(id.as_deref(), list, deny, reason, json),
         Command::Audit(AuditCmd::Rules { profile, json }) => cmd_audit_rules(&profile, json),
         Command::Secret(c) => secret::cmd(c),
     };

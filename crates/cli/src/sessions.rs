@@ -624,3 +624,71 @@ pub fn cmd_apply_branch(query: &str, branch: &str) -> Result<u8, Fail> {
     out(&s)?;
     Ok(u8::from(!refused.is_empty()))
 }
+
+pub const APPROVE_HELP: &str = "\
+The organisation's policy (/etc/cordon/policy.toml, [approvals]) names the
+tiers that need an approval (high-risk unless it says otherwise), the
+shared spool directory, and the approvers: uids, and/or public keys (an
+approver's audit-key.pub). A decision is signed with your cordon audit key
+and counts when your uid is an approver's (and not the requester's) or
+your key is listed. docs/governance.md has the whole flow.";
+
+pub fn cmd_approve(
+    id: Option<&str>,
+    list: bool,
+    deny: bool,
+    reason: Option<String>,
+    as_json: bool,
+) -> Result<u8, Fail> {
+    let dirs = Dirs::from_env()?;
+    let org = cordon_session::org::load(std::path::Path::new(cordon_session::org::PATH))?;
+    let approvals = org.map(|o| o.approvals).unwrap_or_default();
+    if list {
+        let pending = cordon_session::approval::pending(&approvals)?;
+        if as_json {
+            let v: Vec<&cordon_session::approval::Request> =
+                pending.iter().map(|(r, _)| r).collect();
+            return json(&v).map(|()| 0);
+        }
+        if pending.is_empty() {
+            out("no pending approval requests\n")?;
+            return Ok(0);
+        }
+        let mut s = String::new();
+        for (r, uid) in &pending {
+            s.push_str(&format!(
+                "{}  uid {uid}  tier {}  profile {}  {}  in {}  (expires in {}s)\n",
+                r.id,
+                r.tier,
+                r.profile,
+                r.command.join(" "),
+                r.project.display(),
+                r.expires_ms
+                    .saturating_sub(cordon_session::record::now_ms())
+                    / 1000
+            ));
+        }
+        out(&s)?;
+        return Ok(0);
+    }
+    let id = id.ok_or_else(|| Error::Usage("give a request id, or --list".into()))?;
+    dirs.ensure_state()?;
+    let key = cordon_session::audit::host_key(&dirs.state)?;
+    let reason = reason.unwrap_or_else(|| {
+        if deny {
+            "denied".into()
+        } else {
+            "approved".into()
+        }
+    });
+    let r = cordon_session::approval::decide(&approvals, id, !deny, &reason, &key)?;
+    out(&format!(
+        "{} request {id} of uid {} (profile {}, tier {}: {})\n",
+        if deny { "denied" } else { "approved" },
+        r.uid,
+        r.profile,
+        r.tier,
+        r.command.join(" ")
+    ))?;
+    Ok(0)
+}

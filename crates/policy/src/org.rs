@@ -34,6 +34,45 @@ use crate::profile::{Profile, ProfileError, Tier};
 struct OrgFile {
     #[serde(default)]
     ceiling: CeilingFile,
+    #[serde(default)]
+    approvals: ApprovalsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsFile {
+    tiers: Option<Vec<Tier>>,
+    spool: Option<PathBuf>,
+    #[serde(default)]
+    approver_uids: Vec<u32>,
+    #[serde(default)]
+    approver_keys: Vec<String>,
+}
+
+/// Who approves sessions, and which: `[approvals]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approvals {
+    /// Tiers whose sessions need an approval (`high-risk` unless set).
+    pub tiers: Vec<Tier>,
+    /// The shared directory requests and approvals go through (made by
+    /// the administrator: root's, sticky, writable by all).
+    pub spool: Option<PathBuf>,
+    /// Users who may approve others' sessions.
+    pub approver_uids: Vec<u32>,
+    /// Approvers' public keys (their cordon audit keys, hex): an approval
+    /// signed by one counts whoever wrote it.
+    pub approver_keys: Vec<String>,
+}
+
+impl Default for Approvals {
+    fn default() -> Approvals {
+        Approvals {
+            tiers: vec![Tier::HighRisk],
+            spool: None,
+            approver_uids: Vec::new(),
+            approver_keys: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +116,8 @@ pub struct OrgPolicy {
     pub origin: String,
     /// Its ceiling.
     pub ceiling: Ceiling,
+    /// Its approvals.
+    pub approvals: Approvals,
 }
 
 /// Parses the organisation's policy file.
@@ -85,6 +126,39 @@ pub fn parse(text: &str, origin: &str) -> Result<OrgPolicy, ProfileError> {
         origin: origin.to_owned(),
         message: e.to_string(),
     })?;
+    let a = f.approvals;
+    for k in &a.approver_keys {
+        if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ProfileError::Invalid {
+                origin: origin.to_owned(),
+                message: format!(
+                    "[approvals] approver_keys {k:?}: expected 64 hex digits (an approver's \
+                     audit-key.pub)"
+                ),
+            });
+        }
+    }
+    if let Some(s) = &a.spool {
+        if !s.is_absolute() {
+            return Err(ProfileError::Invalid {
+                origin: origin.to_owned(),
+                message: format!(
+                    "[approvals] spool {}: expected an absolute path",
+                    s.display()
+                ),
+            });
+        }
+    }
+    let approvals = Approvals {
+        tiers: a.tiers.unwrap_or_else(|| vec![Tier::HighRisk]),
+        spool: a.spool,
+        approver_uids: a.approver_uids,
+        approver_keys: a
+            .approver_keys
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect(),
+    };
     let c = f.ceiling;
     let hosts = match c.hosts {
         None => None,
@@ -117,6 +191,7 @@ pub fn parse(text: &str, origin: &str) -> Result<OrgPolicy, ProfileError> {
             ptrace: c.ptrace,
             tiers: c.tiers,
         },
+        approvals,
     })
 }
 

@@ -17,6 +17,7 @@
 //! untrusted — it never follows its symlinks and refuses protected paths.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod audit;
 pub mod blocklist;
 pub mod broker;

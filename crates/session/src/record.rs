@@ -46,6 +46,9 @@ pub struct Record {
     /// The agent's executable and digests (none when it was not found).
     #[serde(default)]
     pub agent: Option<crate::trust::Identity>,
+    /// The approval the session's tier needed, when it needed one.
+    #[serde(default)]
+    pub approval: Option<crate::approval::Granted>,
     /// Digest of the effective profile.
     pub profile_digest: String,
     /// Real path of the project.
@@ -328,6 +331,7 @@ pub(crate) mod tests {
             profile: "default".into(),
             tier: None,
             agent: None,
+            approval: None,
             profile_digest: "sha256:0".into(),
             project: "/p".into(),
             mode: ProjectMode::Ro,

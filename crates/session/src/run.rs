@@ -339,6 +339,42 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
             },
         });
     }
+    // A tier that needs an approval waits for one (nothing runs before).
+    let approvals = org
+        .as_ref()
+        .map(|o| o.approvals.clone())
+        .unwrap_or_default();
+    let approval = match profile.tier {
+        Some(t) if approvals.tiers.contains(&t) => {
+            let r = crate::approval::request(
+                &approvals,
+                crate::approval::Request {
+                    id: String::new(),
+                    uid: rustix::process::getuid().as_raw(),
+                    profile: profile.name.clone(),
+                    tier: t.as_str().to_owned(),
+                    command: req
+                        .command
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
+                    project: project.clone(),
+                    profile_digest: profile.digest(),
+                    created_ms: 0,
+                    expires_ms: 0,
+                },
+            )?;
+            eprintln!(
+                "cordon: tier {} needs an approval: request {} is waiting (5 minutes); an \
+                 approver runs `cordon approve {}`",
+                t.as_str(),
+                r.id,
+                r.id
+            );
+            Some(crate::approval::wait(&approvals, &r, &mut || {})?)
+        }
+        _ => None,
+    };
     dirs.ensure_state()?;
     // The agent's executable: checked against the profile's [agent] and
     // the pins (`cordon trust pin`), and recorded. A program that cannot
@@ -563,6 +599,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         profile: profile.name.clone(),
         tier: profile.tier.map(|t| t.as_str().to_owned()),
         agent,
+        approval,
         profile_digest: profile.digest(),
         project,
         mode,
@@ -790,6 +827,9 @@ pub fn execute(
                             c.started(pid);
                         }
                         audit.append(&crate::audit::started(&record, Some(pid)));
+                        if let Some(g) = &record.approval {
+                            audit.append(&crate::approval::event(g));
+                        }
                         for g in &grants {
                             audit.append(&crate::audit::granted(g));
                         }

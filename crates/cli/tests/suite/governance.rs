@@ -262,38 +262,57 @@ both!(apply_to_a_branch_commits_the_attested_output, |env| {
     );
 });
 
-/// Runs `cordon ARGS` (as the environment's uid) in a mount namespace of
-/// its own where `/etc/cordon` holds `policy` (root-owned), as an
-/// administrator would install it. The test runs as root; an empty
-/// `/etc/cordon` is made on the host if missing, to mount over.
-fn with_org_policy(env: &Env, policy: &str, args: &[&str]) -> Option<Output> {
-    use std::os::unix::fs::PermissionsExt;
-    if !rustix::process::geteuid().is_root() {
-        crate::suite::harness::skip(
-            module_path!(),
-            "installing an organisation policy needs root (the tests' own uid)",
-        );
-        return None;
-    }
-    std::fs::create_dir_all("/etc/cordon").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-    let inner = env.cordon(args);
-    let mut c = Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/cordon && exec \"$@\"")
-        .arg(dir.path())
-        .arg(inner.get_program())
-        .args(inner.get_args())
-        .env_clear()
-        .current_dir(&env.project);
-    for (k, v) in inner.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
+/// An organisation policy installed for one test: each command it wraps
+/// runs in a mount namespace of its own where `/etc/cordon` holds the
+/// policy (root-owned), as an administrator would install it. The test
+/// runs as root; an empty `/etc/cordon` is made on the host if missing, to
+/// mount over.
+struct Org {
+    dir: tempfile::TempDir,
+}
+
+impl Org {
+    fn install(policy: &str) -> Option<Org> {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            crate::suite::harness::skip(
+                module_path!(),
+                "installing an organisation policy needs root (the tests' own uid)",
+            );
+            return None;
         }
+        std::fs::create_dir_all("/etc/cordon").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        Some(Org { dir })
     }
-    Some(c.output().unwrap())
+
+    /// `inner` inside the policy's mount namespace.
+    fn wrap(&self, inner: &Command) -> Command {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$0\" /etc/cordon && exec \"$@\"")
+            .arg(self.dir.path())
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_clear();
+        if let Some(d) = inner.get_current_dir() {
+            c.current_dir(d);
+        }
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c
+    }
+}
+
+/// `cordon ARGS` as the environment's uid under the policy `policy`.
+fn with_org_policy(env: &Env, policy: &str, args: &[&str]) -> Option<Output> {
+    let org = Org::install(policy)?;
+    Some(org.wrap(&env.cordon(args)).output().unwrap())
 }
 
 both!(
@@ -402,4 +421,106 @@ both!(a_tier_ceiling_holds_for_every_profile_of_the_tier, |env| {
         "{}",
         stderr(&o)
     );
+});
+
+both!(an_approval_from_another_uid_lets_the_session_run, |env| {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    // The spool: root's, sticky, writable by all (under a directory both
+    // uids can reach).
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = base.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // The approver is the other uid of the two.
+    let approver_uid = match env.who {
+        crate::suite::harness::As::Me => 65534,
+        crate::suite::harness::As::Nobody => 0,
+    };
+    let approver_home = base.path().join("approver");
+    std::fs::create_dir(&approver_home).unwrap();
+    std::os::unix::fs::chown(&approver_home, Some(approver_uid), Some(approver_uid)).unwrap();
+    let Some(org) = Org::install(&format!(
+        "[approvals]\ntiers = [\"approved\"]\nspool = \"{}\"\napprover_uids = [{approver_uid}]\n",
+        spool.display()
+    )) else {
+        return;
+    };
+    env.profile("appr", "extends = \"default\"\ntier = \"approved\"\n");
+    let approve = |args: &[&str]| {
+        let mut c = if approver_uid == 0 {
+            Command::new(crate::suite::harness::cordon_bin())
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(crate::suite::harness::cordon_bin());
+            c
+        };
+        c.arg("approve")
+            .args(args)
+            .env_clear()
+            .env("HOME", &approver_home)
+            .env("PATH", "/usr/bin:/bin")
+            .env("XDG_STATE_HOME", approver_home.join("state"))
+            .env("XDG_CONFIG_HOME", approver_home.join("config"))
+            .current_dir(&approver_home);
+        org.wrap(&c).output().unwrap()
+    };
+    let start = |script: &str| {
+        let mut run = org
+            .wrap(&env.cordon(["run", "--no-tty", "-p", "appr", "--", "sh", "-c", script]))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(run.stderr.take().unwrap());
+        let mut line = String::new();
+        let id = loop {
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0, "no request was made");
+            if let Some(rest) = line.split("request ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        (run, err, id)
+    };
+    let (run, mut err, id) = start("echo ran");
+    // The requester cannot approve its own session by uid.
+    let o = org.wrap(&env.cordon(["approve", &id])).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = approve(&["--list"]);
+    assert!(
+        stdout(&listed).contains(&id),
+        "{}{}",
+        stdout(&listed),
+        stderr(&listed)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = approve(&[&id, "--reason", "ticket SEC-1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = run.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(out.status.success(), "{rest}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains(&format!("approved by uid {approver_uid}")),
+        "{audit}"
+    );
+    assert!(audit.contains("ticket SEC-1"), "{audit}");
+    // Denied: nothing runs.
+    let (run, mut err, id) = start("echo should-not-run");
+    let o = approve(&[&id, "--deny", "--reason", "not today"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = run.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert_eq!(out.status.code(), Some(125), "{rest}");
+    assert!(
+        rest.contains("denied") && rest.contains("not today"),
+        "{rest}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
 });
