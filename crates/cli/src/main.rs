@@ -221,6 +221,25 @@ enum Command {
     /// envelopes, attestation.dsse.json in each session's directory).
     #[command(subcommand)]
     Attest(sessions::AttestCmd),
+    /// Rehearse the incident-response playbook with a simulated malicious
+    /// agent in real sandboxes.
+    ///
+    /// One session per technique, each extending the profile: it reads the
+    /// decoy credentials in its fake home, sends them to a host the drill
+    /// allows (a sink on loopback), smuggles them in a DNS name, connects to
+    /// an IP address directly, and writes persistence (.bashrc,
+    /// .git/hooks). The report gives, per technique, what happened, the
+    /// time to detect and to contain (from the audit log), whether anything
+    /// reached the sink, whether the evidence verifies and credentials were
+    /// revoked. Exit status 1 when a step failed.
+    Drill {
+        /// The profile the drill's sessions extend.
+        #[arg(long, short = 'p', default_value = "default")]
+        profile: String,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Approve (or deny) a session waiting for an approval, or list them.
     ///
     /// A profile whose tier needs an approval makes `cordon run` publish a
@@ -512,6 +531,7 @@ fn main() -> ExitCode {
         Command::Evidence(c) => sessions::cmd_evidence(c),
         Command::Trust(c) => trust::cmd(c),
         Command::Attest(c) => sessions::cmd_attest(c),
+        Command::Drill { profile, json } => sessions::cmd_drill(&profile, json),
         Command::Approve {
             id,
             list,

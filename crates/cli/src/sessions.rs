@@ -692,3 +692,37 @@ pub fn cmd_approve(
     ))?;
     Ok(0)
 }
+
+pub fn cmd_drill(profile: &str, as_json: bool) -> Result<u8, Fail> {
+    let dirs = Dirs::from_env()?;
+    let exe = std::env::current_exe()?;
+    let report = cordon_session::drill::run(&dirs, profile, &exe)?;
+    if as_json {
+        json(&report)?;
+    } else {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+        let mut s = format!("cordon drill (profile {}):\n\n", report.profile);
+        for st in &report.steps {
+            s.push_str(&format!(
+                "{} {:<12} {}\n    expected: {}\n    detect {}, contain {}{}\n",
+                if st.passed { "PASS" } else { "FAIL" },
+                st.name,
+                st.outcome,
+                st.expected,
+                ms(st.detect_ms),
+                ms(st.contain_ms),
+                st.session
+                    .as_ref()
+                    .map(|id| format!(", session {id}"))
+                    .unwrap_or_default()
+            ));
+        }
+        s.push_str(if report.passed {
+            "\nthe playbook held: every technique was stopped or contained\n"
+        } else {
+            "\nthe playbook did NOT hold; see the failed steps\n"
+        });
+        out(&s)?;
+    }
+    Ok(u8::from(!report.passed))
+}

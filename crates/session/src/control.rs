@@ -29,8 +29,11 @@ use crate::Error;
 /// The socket's name in the session's directory.
 pub const SOCKET: &str = "control.sock";
 
-/// How long a freeze may take to see every process stopped.
-const FREEZE_WITHIN: Duration = Duration::from_millis(300);
+/// How long a freeze waits to see every process stopped. A process that
+/// is not stopped by then is in the kernel (an exec held by the exec audit,
+/// say): its stop takes effect when it returns to user space, and its
+/// egress is cut meanwhile.
+const FREEZE_WITHIN: Duration = Duration::from_millis(50);
 
 /// A request to a session's supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -143,3 +143,18 @@ pub fn check_trusted(path: &Path, md: &std::fs::Metadata) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// A new private (0700) directory in the system's temporary directory,
+/// named `PREFIX-RANDOM`.
+pub fn private_temp_dir(prefix: &str) -> Result<PathBuf, Error> {
+    let mut rnd = [0u8; 8];
+    rustix::rand::getrandom(&mut rnd, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| Error::io("read random bytes", e.into()))?;
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", cordon_audit::hex(&rnd)));
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    Ok(dir)
+}

@@ -25,6 +25,7 @@ pub mod control;
 pub mod detection;
 pub mod dirs;
 pub mod doctor;
+pub mod drill;
 pub mod etc;
 pub mod evidence;
 pub mod filewatch;

@@ -315,7 +315,7 @@ pub fn commit_branch(
             project.display()
         )));
     }
-    let tmp = TempDir(tempfile_dir()?);
+    let tmp = TempDir(crate::dirs::private_temp_dir("cordon-apply")?);
     let index = tmp.0.join("index");
     let probe = git(
         project,
@@ -446,20 +446,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A private temporary directory (for git's index).
-fn tempfile_dir() -> Result<PathBuf, Error> {
-    let mut rnd = [0u8; 8];
-    rustix::rand::getrandom(&mut rnd, rustix::rand::GetRandomFlags::empty())
-        .map_err(|e| Error::io("read random bytes", e.into()))?;
-    let dir = std::env::temp_dir().join(format!("cordon-apply-{}", cordon_audit::hex(&rnd)));
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    Ok(dir)
 }
 
 #[cfg(test)]

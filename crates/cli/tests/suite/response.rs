@@ -431,3 +431,31 @@ both!(a_dead_supervisor_is_noticed_and_marked, |env| {
     );
     assert!(show.contains("supervisor died"), "{show}");
 });
+
+both!(the_drill_passes_and_fails_when_a_layer_is_off, |env| {
+    let o = env.cordon(["drill", "--json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o)));
+    assert!(o.status.success(), "{report:#}");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5, "{report:#}");
+    for s in steps {
+        assert_eq!(s["passed"], true, "{s:#}");
+    }
+    let exfil = steps.iter().find(|s| s["name"] == "exfil").unwrap();
+    assert!(exfil["detect_ms"].as_f64().is_some(), "{exfil:#}");
+    assert!(exfil["contain_ms"].as_f64().is_some(), "{exfil:#}");
+    let text = stdout(&env.cordon(["drill"]).output().unwrap());
+    assert!(text.contains("the playbook held"), "{text}");
+    eprintln!("cordon drill: {}", text.replace('\n', " | "));
+    // With the canary rule off, the canary gets out: the drill says so.
+    env.profile(
+        "blind",
+        "extends = \"default\"\n[audit]\ndisable = [\"canary-sent\"]\n",
+    );
+    let o = env.cordon(["drill", "-p", "blind"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("FAIL exfil"), "{text}");
+    assert!(text.contains("REACHED the host"), "{text}");
+});
