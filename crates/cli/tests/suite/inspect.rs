@@ -2035,3 +2035,55 @@ both!(contain_revokes_the_session_token_at_openbao, |env| {
     assert!(o.status.success(), "{}", stderr(&o));
     let _ = child.wait();
 });
+
+both!(the_drill_revokes_the_session_token_at_openbao, |env| {
+    let Some(bao) = Bao::start() else { return };
+    let srv = H2Server::start();
+    let head = vault_head(env, &srv, &bao, ROOT_TOKEN_ENV);
+    env.profile(
+        "vaulted",
+        &format!(
+            "{head}[[secrets]]\nname = \"SESSION_TOKEN\"\nsource = \"vault-token:default\"\n\
+             hosts = [\"api.test\"]\nfetch = \"start\"\n"
+        ),
+    );
+    let o = env
+        .cordon(["drill", "-p", "vaulted", "--json"])
+        .env("CORDON_TEST_BAO_TOKEN", BAO_ROOT)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o)));
+    assert!(o.status.success(), "{report:#}");
+    let exfil = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "exfil")
+        .unwrap()
+        .clone();
+    assert!(
+        exfil["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("credentials revoked"),
+        "{exfil:#}"
+    );
+    // Verified at OpenBao: the token the exfil session held is gone.
+    let dir = env
+        .state
+        .join("cordon/sessions")
+        .join(exfil["session"].as_str().unwrap());
+    let leases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("leases.json")).unwrap()).unwrap();
+    assert!(!leases.is_empty());
+    for l in &leases {
+        let accessor = l["accessor"].as_str().unwrap();
+        let alive = bao
+            .cli(&["token", "lookup", "-accessor", accessor])
+            .unwrap()
+            .status
+            .success();
+        assert!(!alive, "token {accessor} outlived the drill's containment");
+    }
+});
