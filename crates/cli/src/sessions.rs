@@ -114,8 +114,12 @@ fn shown_status(store: &Store, e: &registry::Entry) -> String {
 
 pub fn cmd_ps(all: bool, as_json: bool) -> Result<u8, Fail> {
     let (_, store) = store()?;
-    let reg = registry::Registry::open(&store)?;
-    let mut rows = reg.list(!all)?;
+    // No state directory yet: no sessions, and nothing is created to say so.
+    let mut rows = if store.root().exists() {
+        registry::Registry::open(&store)?.list(!all)?
+    } else {
+        Vec::new()
+    };
     for r in &mut rows {
         r.status = shown_status(&store, r);
     }
