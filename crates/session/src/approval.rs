@@ -93,6 +93,9 @@ pub struct Granted {
     pub by_key: Option<String>,
     /// The approver's reason.
     pub reason: String,
+    /// When the request was made, ms since the epoch.
+    #[serde(default)]
+    pub requested_ms: u64,
 }
 
 fn spool(a: &Approvals) -> Result<&Path, Error> {
@@ -216,6 +219,7 @@ pub fn wait(a: &Approvals, r: &Request, tick: &mut dyn FnMut()) -> Result<Grante
                             by_uid: owner,
                             by_key: key,
                             reason: d.reason,
+                            requested_ms: r.created_ms,
                         });
                     }
                     Some((false, _)) => {
@@ -320,6 +324,24 @@ pub fn decide(
     let me = rustix::process::geteuid().as_raw();
     create_exclusive(&dir.join(format!("{id}.decision.{me}")), &bytes)?;
     Ok(r)
+}
+
+/// The audit record of a request that was denied or lapsed (Authorize
+/// Session, failed): the run it was for never started.
+pub fn refused_event(r: &Request, why: &str) -> cordon_audit::Event {
+    cordon_audit::Event::new(
+        cordon_audit::Class::AuthorizeSession,
+        1,
+        "Assign Privileges",
+    )
+    .success(false)
+    .severity(cordon_audit::Severity::Medium)
+    .reason("approval_refused")
+    .message(format!(
+        "approval request {} (tier {}): {why}",
+        r.id, r.tier
+    ))
+    .field("unmapped", json!({ "approval_request": r }))
 }
 
 /// The audit record of a session's approval (Authorize Session).

@@ -371,7 +371,24 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
                 r.id,
                 r.id
             );
-            Some(crate::approval::wait(&approvals, &r, &mut || {})?)
+            match crate::approval::wait(&approvals, &r, &mut || {}) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    // Nothing runs, and the refusal is on record.
+                    let what = RefusedRun {
+                        profile: &profile,
+                        project: &project,
+                        mode,
+                        command: &r.command,
+                    };
+                    record_refused(
+                        dirs,
+                        &what,
+                        &crate::approval::refused_event(&r, &e.to_string()),
+                    );
+                    return Err(e);
+                }
+            }
         }
         _ => None,
     };
@@ -1132,6 +1149,65 @@ pub fn execute(
         record,
         notices,
     })
+}
+
+/// A run refused before it had a session.
+struct RefusedRun<'a> {
+    profile: &'a cordon_policy::Profile,
+    project: &'a Path,
+    mode: ProjectMode,
+    command: &'a [String],
+}
+
+/// Leaves a failed session behind a refused run (its record and an audit
+/// log holding `ev`), so that `cordon ps --all` and `cordon logs` show it.
+/// Best effort: the refusal stands whether or not it can be recorded.
+fn record_refused(dirs: &Dirs, what: &RefusedRun<'_>, ev: &cordon_audit::Event) {
+    let done = || -> Result<(), Error> {
+        dirs.ensure_state()?;
+        let store = Store::new(dirs.sessions());
+        let id = store.create()?;
+        let now = now_ms();
+        let mut record = Record {
+            id,
+            profile: what.profile.name.clone(),
+            tier: what.profile.tier.map(|t| t.as_str().to_owned()),
+            agent: None,
+            approval: None,
+            profile_digest: what.profile.digest(),
+            project: what.project.to_path_buf(),
+            mode: what.mode,
+            command: what.command.to_vec(),
+            started_ms: now,
+            ended_ms: Some(now),
+            status: Status::Failed,
+            exit_code: None,
+            signal: None,
+            supervisor_pid: std::process::id(),
+            sandbox_pid: None,
+            env_withheld: Vec::new(),
+            hidden_paths: 0,
+            placeholders: Vec::new(),
+            protected: Vec::new(),
+            quarantined: Vec::new(),
+            error: Some(ev.message.clone().unwrap_or_default()),
+            applied_ms: None,
+            warnings: Vec::new(),
+            audit_head: None,
+            contained: None,
+            findings: Vec::new(),
+        };
+        let log = crate::audit::open(
+            &store.dir(&record.id),
+            &record,
+            crate::audit::host_key(&dirs.state)?,
+        )?;
+        log.append(ev);
+        log.append(&crate::audit::ended(&record));
+        record.audit_head = close_audit(&log, &mut record.warnings);
+        store.save(&record)
+    };
+    let _ = done();
 }
 
 /// Writes the session's signed provenance (`attestation.dsse.json`): the

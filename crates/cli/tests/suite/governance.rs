@@ -523,4 +523,21 @@ both!(an_approval_from_another_uid_lets_the_session_run, |env| {
         "{rest}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    // The refused run is on record: a failed session whose audit log says
+    // why.
+    let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+    assert!(audit.contains(&format!("approval request {id}")), "{audit}");
+    assert!(
+        audit.contains("approval_refused") && audit.contains("not today"),
+        "{audit}"
+    );
+    let all = env.cordon(["ps", "--all", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().last().unwrap()["status"],
+        "failed",
+        "{rows}"
+    );
+    let v = env.cordon(["audit", "verify", "last"]).output().unwrap();
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
 });
