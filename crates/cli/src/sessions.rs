@@ -299,6 +299,12 @@ pub fn cmd_contain(query: &str, reason: Option<String>) -> Result<u8, Fail> {
                 v["credentials_revoked"],
                 t["revoked_ms"],
             ));
+            if let Some(e) = v["freeze_error"].as_str() {
+                text.push_str(&format!(
+                    "warning: the freeze failed ({e}); egress was cut and credentials revoked \
+                     all the same\n"
+                ));
+            }
             if let Some(p) = v["processes_pending"].as_array().filter(|p| !p.is_empty()) {
                 text.push_str(&format!(
                     "warning: {} process(es) had not stopped yet (in the kernel); their stop is \
@@ -347,16 +353,30 @@ pub fn cmd_kill(query: &str, reason: Option<String>) -> Result<u8, Fail> {
     let (store, id) = live(query)?;
     let reason = reason.unwrap_or_else(|| format!("killed by uid {}", uid()));
     let mut bundle = None;
+    let mut removed = false;
+    let mut warning = None;
     control::request(&store.dir(&id), &Request::Kill { reason }, &mut |v| {
         if let Some(b) = v.get("bundle").and_then(Value::as_str) {
             bundle = Some(b.to_owned());
         }
+        if v.get("killed").is_some() {
+            removed = v["overlay_removed"] == true;
+            warning = v["warning"].as_str().map(str::to_owned);
+        }
     })?;
     out(&format!(
-        "session {id} killed: every process is gone and its overlay is dropped{}\n",
+        "session {id} killed: every process is gone{}{}\n{}",
+        if removed {
+            " and its overlay is dropped"
+        } else {
+            "; its overlay is kept (the evidence does not hold all of it)"
+        },
         bundle
             .map(|b| format!("; evidence sealed first: {b}"))
-            .unwrap_or_else(|| "; its evidence was sealed when it was contained".into())
+            .unwrap_or_else(|| "; its evidence was sealed when it was contained".into()),
+        warning
+            .map(|w| format!("warning: {w}\n"))
+            .unwrap_or_default()
     ))?;
     Ok(0)
 }
@@ -425,10 +445,18 @@ pub fn cmd_evidence(c: EvidenceCmd) -> Result<u8, Fail> {
             } else {
                 format!("{} problem(s)", report.problems.len())
             };
-            // Recorded where the bundle can take it (a read-only copy
-            // cannot, and is still checked).
-            let noted = cordon_session::audit::host_key(&dirs.state)
-                .and_then(|k| evidence::custody(&path, &k, uid(), "verify", &detail));
+            // Recorded where the bundle can take it, signed by this host's
+            // key, and only when that key is the one trusted here: a line
+            // another key signed would break the chain for its owner.
+            let local = cordon_session::audit::trusted_key(&dirs.state).ok();
+            let noted = if local.as_deref() == Some(key.as_str()) {
+                cordon_session::audit::host_key(&dirs.state)
+                    .and_then(|k| evidence::custody(&path, &k, uid(), "verify", &detail))
+            } else {
+                Err(Error::Usage(
+                    "the trusted key is not this host's: not recorded here".into(),
+                ))
+            };
             if as_json {
                 json(&report)?;
             } else {
@@ -610,6 +638,7 @@ pub fn cmd_apply_branch(query: &str, branch: &str) -> Result<u8, Fail> {
     let cordon_session::provenance::Committed { commit, refused } =
         cordon_session::provenance::commit_branch(
             &rec,
+            v.statement.as_ref().unwrap_or(&Value::Null),
             &changes,
             &upper,
             &crate::protected_of(&rec),
@@ -659,17 +688,31 @@ pub fn cmd_approve(
             return Ok(0);
         }
         let mut s = String::new();
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
         for (r, uid) in &pending {
             s.push_str(&format!(
-                "{}  uid {uid}  tier {}  profile {}  {}  in {}  (expires in {}s)\n",
+                "{}  uid {uid}  tier {}  profile {} ({})  expires in {}s\n  command: {}\n  \
+                 project: {} ({})\n  hosts: {}\n  reads: {}\n  writes: {}\n  host variables: {}\n",
                 r.id,
                 r.tier,
                 r.profile,
-                r.command.join(" "),
-                r.project.display(),
+                r.profile_digest,
                 r.expires_ms
                     .saturating_sub(cordon_session::record::now_ms())
-                    / 1000
+                    / 1000,
+                r.command.join(" "),
+                r.project.display(),
+                r.mode,
+                list(r.hosts.clone()),
+                list(r.read.iter().map(|p| p.display().to_string()).collect()),
+                list(r.write.iter().map(|p| p.display().to_string()).collect()),
+                list(r.env_pass.clone()),
             ));
         }
         out(&s)?;

@@ -85,7 +85,9 @@ pub(crate) fn gate(shared: &Shared, host: &str) -> Option<Verdict> {
     Some(Verdict::Deny {
         code: ReasonCode::NetHostBlocked,
         message: format!("{host} is on cordon's block list ({rule})"),
-        hint: "an administrator blocked it with `cordon block`; no profile can allow it".into(),
+        hint: "it is on the block list (`cordon block`, in cordon's state directory); no \
+               profile can allow it"
+            .into(),
     })
 }
 

@@ -202,9 +202,11 @@ pub struct Asked<'a> {
     pub profile: &'a Profile,
     /// The project mode in force.
     pub mode: ProjectMode,
-    /// `--allow-read` paths.
+    /// Every host path the session may read: `[filesystem] read`, `[home]
+    /// read`, `--allow-read`, symlinks resolved (what will be mounted).
     pub read: &'a [PathBuf],
-    /// `--allow-write` paths.
+    /// Every host path it may write: `[filesystem] write`, `[home] write`
+    /// and `persist`, `--allow-write`, symlinks resolved.
     pub write: &'a [PathBuf],
     /// Variable names passed with `--env NAME`.
     pub env_pass: &'a [String],
@@ -262,20 +264,38 @@ fn hosts_inside(asked: &Asked<'_>, ceiling: &[HostPattern], rule: &str) -> Resul
 }
 
 fn writes(asked: &Asked<'_>) -> Option<String> {
-    let p = asked.profile;
-    if let Some(w) = p.filesystem.write.first() {
-        return Some(format!(
-            "[filesystem] write {}",
-            w.value.resolve(asked.home).display()
-        ));
+    asked.write.first().map(|w| w.display().to_string())
+}
+
+/// The profile's ways around a hosts ceiling: addresses and overrides that
+/// send traffic somewhere its names do not say.
+fn network_overrides(p: &Profile) -> Option<&'static str> {
+    let n = &p.network;
+    if !n.allow_cidr.is_empty() {
+        Some("allow_cidr")
+    } else if !n.allow_local.is_empty() {
+        Some("allow_local")
+    } else if !n.resolve.is_empty() {
+        Some("resolve")
+    } else if !n.upstream_ca.is_empty() {
+        Some("upstream_ca")
+    } else if n.upstream_proxy.is_some() {
+        Some("upstream_proxy")
+    } else {
+        None
     }
-    if let Some(w) = p.home.write.first() {
-        return Some(format!("[home] write {}", w.value.0.display()));
-    }
-    asked
-        .write
-        .first()
-        .map(|w| format!("--allow-write {}", w.display()))
+}
+
+/// Whether two patterns share a name and port.
+fn overlap(a: &HostPattern, b: &HostPattern) -> bool {
+    let ports = match (a.port, b.port) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    let names = a.name == b.name
+        || (a.wildcard && a.matches_name(&b.name))
+        || (b.wildcard && b.matches_name(&a.name));
+    ports && names
 }
 
 fn expand(prefix: &str, home: &Path) -> PathBuf {
@@ -307,7 +327,7 @@ pub fn check(org: Option<&OrgPolicy>, asked: &Asked<'_>) -> Result<(), Violation
             if let Some(w) = writes(asked) {
                 return Err(Violation {
                     rule: rule("no writes outside the overlay"),
-                    message: format!("the session grants {w}"),
+                    message: format!("the session grants write access to {w}"),
                 });
             }
             let models: Vec<HostPattern> = MODEL_PRESETS
@@ -316,22 +336,32 @@ pub fn check(org: Option<&OrgPolicy>, asked: &Asked<'_>) -> Result<(), Violation
                 .flat_map(|(_, hosts)| hosts.into_iter().map(|r| r.value))
                 .collect();
             hosts_inside(asked, &models, &rule("model hosts only"))?;
+            if let Some(f) = network_overrides(p) {
+                return Err(Violation {
+                    rule: rule("model hosts only"),
+                    message: format!("the profile sets [network] {f}"),
+                });
+            }
         }
         Some(Tier::HighRisk) => {
-            for a in &p.network.allow {
-                let port = a.value.port.unwrap_or(443);
-                let name = if a.value.wildcard {
-                    format!("x.{}", a.value.name)
-                } else {
-                    a.value.name.clone()
-                };
-                if p.network.inspects(&name, port).is_none() {
+            let n = &p.network;
+            for a in &n.allow {
+                let inspected = n.inspect.iter().any(|i| within(&a.value, &i.value));
+                let exempt = n.no_inspect.iter().find(|x| overlap(&a.value, &x.value));
+                if !inspected || exempt.is_some() {
                     return Err(Violation {
                         rule: "tier high-risk's ceiling (inspection mandatory)".into(),
-                        message: format!(
-                            "{} is allowed and not inspected; add it to [network] inspect",
-                            a.value
-                        ),
+                        message: match exempt {
+                            Some(x) => format!(
+                                "{} is allowed and {} is exempt from inspection (no_inspect)",
+                                a.value, x.value
+                            ),
+                            None => format!(
+                                "{} is allowed and not inspected on every name and port it \
+                                 allows; add it to [network] inspect",
+                                a.value
+                            ),
+                        },
                     });
                 }
             }
@@ -360,6 +390,15 @@ pub fn check(org: Option<&OrgPolicy>, asked: &Asked<'_>) -> Result<(), Violation
     }
     if let Some(hosts) = &c.hosts {
         hosts_inside(asked, hosts, &rule("hosts"))?;
+        if let Some(f) = network_overrides(p) {
+            return Err(Violation {
+                rule: rule("hosts"),
+                message: format!(
+                    "the profile sets [network] {f}, which sends traffic where its host names do \
+                     not say"
+                ),
+            });
+        }
     }
     if let Some(modes) = &c.modes {
         if !modes.contains(&asked.mode) {
@@ -373,18 +412,12 @@ pub fn check(org: Option<&OrgPolicy>, asked: &Asked<'_>) -> Result<(), Violation
         if let Some(w) = writes(asked) {
             return Err(Violation {
                 rule: rule("write_paths"),
-                message: format!("the session grants {w}"),
+                message: format!("the session grants write access to {w}"),
             });
         }
     }
     if let Some(prefixes) = &c.read_paths {
-        let reads = p
-            .filesystem
-            .read
-            .iter()
-            .map(|r| r.value.resolve(asked.home))
-            .chain(asked.read.iter().cloned());
-        for r in reads {
+        for r in asked.read {
             if !prefixes
                 .iter()
                 .any(|x| r.starts_with(expand(x, asked.home)))
@@ -575,5 +608,39 @@ mod tests {
             "extends = \"default\"\ntier = \"high-risk\"\n[network]\nallow = [\"api.test\"]\ninspect = [\"api.test\"]\n",
         );
         check(None, &asked(&inspected)).unwrap();
+        // Inspected on one port only, or exempted: not enough.
+        let one_port = profile(
+            "extends = \"default\"\ntier = \"high-risk\"\n[network]\nallow = [\"api.test\"]\n\
+             inspect = [\"api.test:443\"]\n",
+        );
+        assert!(check(None, &asked(&one_port)).is_err());
+        let exempt = profile(
+            "extends = \"default\"\ntier = \"high-risk\"\n[network]\nallow = [\"*.corp.test\"]\n\
+             inspect = [\"*.corp.test\"]\nno_inspect = [\"db.corp.test\"]\n",
+        );
+        let v = check(None, &asked(&exempt)).unwrap_err();
+        assert!(v.message.contains("no_inspect"), "{v}");
+    }
+
+    #[test]
+    fn addresses_and_overrides_cannot_route_around_a_hosts_ceiling() {
+        let org = parse("[ceiling]\nhosts = [\"@anthropic\"]\n", "org.toml").unwrap();
+        for net in [
+            "allow_cidr = [\"203.0.113.0/24\"]",
+            "resolve = { \"api.anthropic.com\" = \"203.0.113.9:443\" }",
+        ] {
+            let p = profile(&format!(
+                "extends = \"default\"\n[network]\nallow = [\"@anthropic\"]\n{net}\n"
+            ));
+            let v = check(Some(&org), &asked(&p)).unwrap_err();
+            assert_eq!(v.rule, "org.toml [ceiling] hosts", "{net}");
+            let exp = profile(&format!(
+                "extends = \"default\"\ntier = \"experiment\"\n[network]\nallow = [\"@anthropic\"]\n{net}\n"
+            ));
+            assert!(check(None, &asked(&exp))
+                .unwrap_err()
+                .rule
+                .contains("model hosts only"));
+        }
     }
 }

@@ -408,6 +408,11 @@ fn find_program(a: &InitArgs) -> Result<CString, (i32, String)> {
             Err(e) => Err((126, io::Error::from(e).to_string())),
         }
     };
+    if let Some(p) = &a.spec.program {
+        check(p)?;
+        return CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| (127, "path contains a NUL byte".into()));
+    }
     if name.contains(&b'/') {
         let p = Path::new(OsStr::from_bytes(name));
         check(p)?;

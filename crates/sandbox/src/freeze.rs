@@ -50,8 +50,15 @@ pub fn pid_namespace(init: i32) -> io::Result<PathBuf> {
 }
 
 /// Host pids of every process in the pid namespace of `init` (init first).
+/// Refuses when that namespace is cordon's own: `init` is then not a
+/// sandbox's (it exited and its pid went to another process).
 pub fn members(init: i32) -> io::Result<Vec<i32>> {
     let ns = pid_namespace(init)?;
+    if std::fs::read_link("/proc/self/ns/pid").is_ok_and(|own| own == ns) {
+        return Err(io::Error::other(format!(
+            "pid {init} is not a sandbox's init (it shares cordon's pid namespace)"
+        )));
+    }
     let mut out: Vec<i32> = pids()?
         .into_iter()
         .filter(|&p| p != init && pid_ns(p).is_ok_and(|n| n == ns))

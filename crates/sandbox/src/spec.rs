@@ -21,6 +21,11 @@ pub struct SandboxSpec {
     /// sandbox's `PATH` (from `env`) after the root is built.
     #[serde(with = "os::vec")]
     pub argv: Vec<OsString>,
+    /// The file to execute, when the supervisor resolved (and checked) it
+    /// already: an absolute path, executed in place of looking `argv[0]`
+    /// up; `argv[0]` stays as given.
+    #[serde(with = "os::opt", default)]
+    pub program: Option<PathBuf>,
     /// The complete environment of the agent (`NAME=value`), already filtered.
     #[serde(with = "os::pairs")]
     pub env: Vec<(OsString, OsString)>,
@@ -311,6 +316,27 @@ mod os {
         }
     }
 
+    /// An optional value.
+    pub mod opt {
+        use super::*;
+
+        pub fn serialize<T: AsRef<OsStr>, S: Serializer>(
+            v: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(x) => s.serialize_some(&Out(x.as_ref())),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T: From<OsString>, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<T>, D::Error> {
+            Option::<In>::deserialize(d).map(|v| v.map(|x| T::from(OsString::from(x))))
+        }
+    }
+
     /// A list of values.
     pub mod vec {
         use super::*;
@@ -356,6 +382,7 @@ mod tests {
         let odd = OsString::from_vec(b"/tmp/caf\xe9".to_vec());
         let spec = SandboxSpec {
             argv: vec!["sh".into(), odd.clone()],
+            program: Some(PathBuf::from(&odd)),
             env: vec![
                 ("PATH".into(), "/usr/bin".into()),
                 ("X".into(), odd.clone()),

@@ -48,6 +48,18 @@ pub struct Request {
     pub project: PathBuf,
     /// The profile's digest.
     pub profile_digest: String,
+    /// What the session would get, command line included: the project
+    /// mode, the host paths it reads and writes, the host variables it is
+    /// passed, the hosts it may reach. The approver decides on all of it.
+    pub mode: String,
+    /// See `mode`.
+    pub read: Vec<PathBuf>,
+    /// See `mode`.
+    pub write: Vec<PathBuf>,
+    /// See `mode`.
+    pub env_pass: Vec<String>,
+    /// See `mode`.
+    pub hosts: Vec<String>,
     /// When asked, ms since the epoch.
     pub created_ms: u64,
     /// When it lapses.
@@ -152,16 +164,32 @@ pub fn request(a: &Approvals, mut r: Request) -> Result<Request, Error> {
     Ok(r)
 }
 
+/// The most a request or decision file may hold.
+const MAX_FILE: u64 = 64 << 10;
+
+/// A spool file's content and owner, read through one descriptor: no
+/// symlink is followed, a FIFO cannot block (`O_NONBLOCK`), the owner and
+/// type are the open file's, and nothing larger than 64 KiB is read.
 fn read_owned(path: &Path) -> Result<(Vec<u8>, u32), Error> {
-    let md = std::fs::symlink_metadata(path)
+    use std::io::Read;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
         .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    if !md.is_file() {
+    let md = f
+        .metadata()
+        .map_err(|e| Error::io(format!("inspect {}", path.display()), e))?;
+    if !md.is_file() || md.len() > MAX_FILE {
         return Err(Error::Usage(format!(
-            "{} is not a regular file",
+            "{} is not a regular file of at most 64 KiB",
             path.display()
         )));
     }
-    let data = std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let mut data = Vec::new();
+    f.take(MAX_FILE)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     Ok((data, md.uid()))
 }
 
@@ -178,9 +206,13 @@ fn judge(
     if d.request_sha256 != request_sha {
         return None;
     }
+    // Nobody approves their own session, by uid or by key.
+    if owner == requester {
+        return None;
+    }
     let signed = a.approver_keys.contains(&d.key)
         && cordon_audit::verify_signature(&d.key, d.signed_text().as_bytes(), &d.sig);
-    let by_uid = a.approver_uids.contains(&owner) && owner != requester;
+    let by_uid = a.approver_uids.contains(&owner);
     if !signed && !by_uid {
         return None;
     }
@@ -321,8 +353,8 @@ pub fn decide(
     d.sig = cordon_audit::hex(&key.sign(d.signed_text().as_bytes()));
     let bytes = serde_json::to_vec_pretty(&d)
         .map_err(|e| Error::io("encode the decision", std::io::Error::other(e)))?;
-    let me = rustix::process::geteuid().as_raw();
-    create_exclusive(&dir.join(format!("{id}.decision.{me}")), &bytes)?;
+    // A random name: nobody can take an approver's file name in advance.
+    create_exclusive(&dir.join(format!("{id}.decision.{}", random_id()?)), &bytes)?;
     Ok(r)
 }
 
@@ -392,13 +424,12 @@ mod tests {
             ..Approvals::default()
         };
         let d = decision(&key, "aa", "approve");
-        // A listed key counts whoever wrote the file, the requester too.
-        assert_eq!(
-            judge(&a, &d, 1000, 1000, "aa"),
-            Some((true, Some(key.public_hex())))
-        );
-        // ...but only for the request it names.
-        assert_eq!(judge(&a, &d, 1000, 1000, "bb"), None);
+        // A listed key counts whoever wrote the file, but not the requester,
+        // and only for the request it names.
+        let by_key = Some((true, Some(key.public_hex())));
+        assert_eq!(judge(&a, &d, 1002, 1000, "aa"), by_key);
+        assert_eq!(judge(&a, &d, 1000, 1000, "aa"), None);
+        assert_eq!(judge(&a, &d, 1002, 1000, "bb"), None);
         // An unlisted key: the uid must be an approver's, not the requester's.
         let other = cordon_audit::HostKey::from_seed([8; 32]);
         let d = decision(&other, "aa", "deny");
@@ -408,7 +439,7 @@ mod tests {
         // A forged signature with a listed key counts for nothing.
         let mut forged = decision(&key, "aa", "approve");
         forged.decision = "deny".into();
-        assert_eq!(judge(&a, &forged, 1000, 1000, "aa"), None);
+        assert_eq!(judge(&a, &forged, 1002, 1000, "aa"), None);
     }
 
     #[test]

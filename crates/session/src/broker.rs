@@ -196,8 +196,18 @@ impl Broker {
                 )),
             }
         }
-        *self.leases.lock().unwrap_or_else(PoisonError::into_inner) = leases.clone();
-        if let Err(e) = save_leases(&self.dir, &leases) {
+        // Merged into the list as it is now: a lease recorded meanwhile (a
+        // fetch in flight) stays on it, and is revoked by the next call.
+        let mut list = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        for l in list.iter_mut() {
+            let done = leases
+                .iter()
+                .any(|r| r.revoked && r.accessor == l.accessor && r.lease_id == l.lease_id);
+            if done {
+                l.revoked = true;
+            }
+        }
+        if let Err(e) = save_leases(&self.dir, &list) {
             warnings.push(e.to_string());
         }
         warnings

@@ -63,9 +63,14 @@ pub enum Request {
 #[derive(Debug, Default)]
 struct State {
     init: Option<i32>,
+    /// A pidfd for init: a request after it exited is refused, never sent
+    /// to whatever process has its pid now.
+    init_fd: Option<OwnedFd>,
     frozen: bool,
     contained: Option<String>,
     bundle: Option<PathBuf>,
+    /// Whether the bundle holds the whole overlay (else `kill` keeps it).
+    upper_kept: bool,
     eradicate: bool,
 }
 
@@ -142,7 +147,39 @@ impl Controls {
 
     /// The sandbox's init runs (host pid).
     pub fn started(&self, init: i32) {
-        lock(&self.state).init = Some(init);
+        let fd = rustix::process::Pid::from_raw(init).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        let mut st = lock(&self.state);
+        st.init = Some(init);
+        st.init_fd = fd;
+    }
+
+    /// The sandbox's init, while it runs.
+    fn running_init(&self) -> Result<i32, Error> {
+        let st = lock(&self.state);
+        let init = st.init.ok_or_else(|| {
+            Error::Usage(format!(
+                "session {}'s agent has not started yet; try again",
+                self.record.id
+            ))
+        })?;
+        if let Some(fd) = &st.init_fd {
+            use rustix::event::{poll, PollFd, PollFlags, Timespec};
+            let mut fds = [PollFd::new(fd, PollFlags::IN)];
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // A pidfd is readable once its process has exited.
+            if poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0) {
+                return Err(Error::Usage(format!(
+                    "session {}'s sandbox has ended",
+                    self.record.id
+                )));
+            }
+        }
+        Ok(init)
     }
 
     /// Why the session was contained through the socket, if it was.
@@ -204,21 +241,18 @@ impl Controls {
         reply: &mut dyn FnMut(Value),
     ) -> Result<(), Error> {
         let t0 = Instant::now();
-        let mut st = lock(&self.state);
-        if let Some(why) = &st.contained {
+        if let Some(why) = &lock(&self.state).contained {
             return Err(Error::Usage(format!(
                 "session {} is already contained ({why}); `cordon resume` or `cordon kill` it",
                 self.record.id
             )));
         }
-        let init = st.init.ok_or_else(|| {
-            Error::Usage(format!(
-                "session {}'s agent has not started yet; try again",
-                self.record.id
-            ))
-        })?;
-        let frozen = cordon_sandbox::freeze::freeze(init, FREEZE_WITHIN)
-            .map_err(|e| Error::io("freeze the sandbox's processes", e))?;
+        let init = self.running_init()?;
+        // Every step runs whatever the one before did: a failed freeze
+        // still cuts egress and revokes. No lock is held while the steps,
+        // the audit records and the evidence are written (a rule that fires
+        // on those records contains again on this thread).
+        let frozen = cordon_sandbox::freeze::freeze(init, FREEZE_WITHIN);
         let t_frozen = t0.elapsed();
         let flows = self
             .net
@@ -237,18 +271,26 @@ impl Controls {
             .as_ref()
             .map_or(0, |b| b.leases().iter().filter(|l| l.revoked).count());
         let t_revoked = t0.elapsed();
-        st.frozen = true;
-        st.contained = Some(reason.to_owned());
+        {
+            let mut st = lock(&self.state);
+            st.frozen = frozen.is_ok();
+            st.contained = Some(reason.to_owned());
+        }
         let timings = json!({
             "frozen_ms": ms(t_frozen),
             "egress_cut_ms": ms(t_cut),
             "revoked_ms": ms(t_revoked),
             "contained_ms": ms(t_revoked),
         });
+        let (stopped, pending, freeze_error) = match &frozen {
+            Ok(f) => (f.stopped, f.pending.clone(), None),
+            Err(e) => (0, Vec::new(), Some(e.to_string())),
+        };
         let summary = json!({
             "reason": reason,
-            "processes_stopped": frozen.stopped,
-            "processes_pending": frozen.pending,
+            "processes_stopped": stopped,
+            "processes_pending": pending,
+            "freeze_error": freeze_error,
             "flows_cut": cut,
             "credentials_revoked": revoked,
             "revoke_warnings": revoke_warnings,
@@ -258,17 +300,20 @@ impl Controls {
             "contain",
             by,
             format!(
-                "session {} contained ({reason}): {} process(es) frozen, egress cut, {revoked} \
-                 credential(s) revoked, in {:.1} ms",
+                "session {} contained ({reason}): {stopped} process(es) frozen{}, egress cut, \
+                 {revoked} credential(s) revoked, in {:.1} ms",
                 self.record.id,
-                frozen.stopped,
+                freeze_error
+                    .as_ref()
+                    .map(|e| format!(" (the freeze failed: {e})"))
+                    .unwrap_or_default(),
                 ms(t_revoked)
             ),
             summary.clone(),
         ));
         let registry = self
             .store
-            .with_registry(|r| r.set_frozen(self.record.id.as_str(), true));
+            .with_registry(|r| r.set_frozen(self.record.id.as_str(), frozen.is_ok()));
         let mut line = summary.clone();
         line["contained"] = json!(true);
         if let Err(e) = registry {
@@ -302,6 +347,10 @@ impl Controls {
         });
         match sealed {
             Ok((bundle, manifest)) => {
+                let upper_complete = !manifest
+                    .skipped
+                    .iter()
+                    .any(|s| s.starts_with(&self.dir.join("upper").display().to_string()));
                 self.audit.append(&crate::audit::response(
                     "evidence",
                     by,
@@ -315,7 +364,9 @@ impl Controls {
                 ));
                 reply(json!({ "bundle": bundle, "items": manifest.items.len(),
                               "skipped": manifest.skipped }));
+                let mut st = lock(&self.state);
                 st.bundle = Some(bundle);
+                st.upper_kept = upper_complete;
                 Ok(())
             }
             Err(e) => Err(Error::io(
@@ -326,19 +377,22 @@ impl Controls {
     }
 
     fn resume(&self, by: u32) -> Result<Value, Error> {
-        let mut st = lock(&self.state);
-        let (Some(init), Some(why)) = (st.init, st.contained.clone()) else {
+        let Some(why) = lock(&self.state).contained.clone() else {
             return Err(Error::Usage(format!(
                 "session {} is not contained; nothing to resume",
                 self.record.id
             )));
         };
+        let init = self.running_init()?;
         let n = cordon_sandbox::freeze::thaw(init).map_err(|e| Error::io("thaw the sandbox", e))?;
         if let Some(net) = &self.net {
             net.restore();
         }
-        st.frozen = false;
-        st.contained = None;
+        {
+            let mut st = lock(&self.state);
+            st.frozen = false;
+            st.contained = None;
+        }
         self.audit.append(&crate::audit::response(
             "resume",
             by,
@@ -357,22 +411,38 @@ impl Controls {
 
     fn kill(&self, reason: &str, by: u32, reply: &mut dyn FnMut(Value)) -> Result<(), Error> {
         let contained = lock(&self.state).contained.is_some();
-        if !contained {
-            self.contain(reason, by, reply)?;
-        }
-        lock(&self.state).eradicate = true;
+        // A containment that fails (the evidence cannot be sealed, say)
+        // does not stop the kill; it keeps the overlay instead.
+        let failed = if contained {
+            None
+        } else {
+            self.contain(reason, by, reply).err()
+        };
+        let eradicate = {
+            let mut st = lock(&self.state);
+            st.eradicate = st.bundle.is_some() && st.upper_kept;
+            st.eradicate
+        };
         self.audit.append(&crate::audit::response(
             "kill",
             by,
             format!(
-                "session {} killed ({reason}): every process, then its overlay; the evidence is \
-                 kept",
-                self.record.id
+                "session {} killed ({reason}): every process{}",
+                self.record.id,
+                if eradicate {
+                    ", then its overlay; the evidence keeps a copy"
+                } else {
+                    "; its overlay is kept (the evidence does not hold all of it)"
+                }
             ),
-            json!({ "reason": reason }),
+            json!({ "reason": reason, "overlay_removed": eradicate }),
         ));
         self.containment.kill_now();
-        reply(json!({ "killed": true }));
+        let mut line = json!({ "killed": true, "overlay_removed": eradicate });
+        if let Some(e) = failed {
+            line["warning"] = json!(format!("the containment before the kill failed: {e}"));
+        }
+        reply(line);
         Ok(())
     }
 
@@ -578,6 +648,10 @@ pub fn request(dir: &Path, req: &Request, on_line: &mut dyn FnMut(&Value)) -> Re
         .map_err(|e| Error::io("encode the request", std::io::Error::other(e)))?;
     s.write_all(format!("{text}\n").as_bytes())
         .map_err(|e| Error::io(format!("write to {}", path.display()), e))?;
+    // Sealing a large overlay's evidence takes a while; a supervisor that
+    // stops answering must not hang the command for ever.
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| Error::io("control socket", e))?;
     for line in BufReader::new(s).lines() {
         let line = line.map_err(|e| Error::io(format!("read from {}", path.display()), e))?;
         let v: Value = serde_json::from_str(&line).map_err(|e| Error::Corrupt {

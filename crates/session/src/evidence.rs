@@ -36,9 +36,12 @@ pub const SIGNATURE: &str = "manifest.sig";
 pub const CUSTODY: &str = "custody.log";
 /// The manifest format.
 const FORMAT: &str = "cordon-evidence/1";
-/// The most bytes the scratch copy takes; what does not fit is listed as
-/// skipped.
+/// The most bytes the scratch copy (`/tmp` and the fake home) takes;
+/// what does not fit is listed as skipped.
 const SCRATCH_CAP: u64 = 256 << 20;
+/// The most bytes the overlay's copy takes, apart: junk in the scratch
+/// cannot push the agent's changes out of the bundle, nor the reverse.
+const UPPER_CAP: u64 = 1 << 30;
 
 /// One entry of the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,11 +338,12 @@ fn build(
         }
     }
     write_json(&tmp.join("processes.json"), &processes)?;
-    let mut budget = SCRATCH_CAP;
     let upper = src.dir.join("upper");
     if upper.is_dir() {
+        let mut budget = UPPER_CAP;
         copy_tree(&upper, &tmp.join("upper"), None, &mut budget, &mut skipped);
     }
+    let mut budget = SCRATCH_CAP;
     if let Some(init) = src.init {
         let scratch = tmp.join("scratch");
         std::fs::create_dir(&scratch).map_err(io(format!("create {}", scratch.display())))?;
@@ -435,9 +439,11 @@ pub fn custody(
     entry.sig = hex(&key.sign(&entry.signed_bytes()));
     let line = serde_json::to_string(&entry)
         .map_err(|e| Error::io("encode a custody entry", std::io::Error::other(e)))?;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&path)
         .map_err(io(format!("open {}", path.display())))?;
     f.write_all(format!("{line}\n").as_bytes())

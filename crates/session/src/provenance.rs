@@ -108,6 +108,16 @@ pub fn statement(
                     .map_err(|e| Error::io(format!("read {}", c.path.display()), e))?;
                 subjects.push(json!({ "name": path, "digest": { "sha256": sha } }));
             }
+            // A link's subject is its target, as text.
+            _ if c.entry == "symlink" => {
+                let sha = link_digest(&upper.join(&c.path))
+                    .map_err(|e| Error::io(format!("read {}", c.path.display()), e))?;
+                subjects.push(json!({
+                    "name": path,
+                    "digest": { "sha256": sha },
+                    "annotations": { "type": "symlink" },
+                }));
+            }
             _ => {}
         }
     }
@@ -231,7 +241,12 @@ pub fn verify(bytes: &[u8], trusted: &str, dir: Option<&Path>) -> Result<Verifie
                     .push(format!("{name}: not a path inside the output"));
                 continue;
             }
-            match crate::audit::digest(&dir.join(rel)) {
+            let got = if s["annotations"]["type"] == "symlink" {
+                link_digest(&dir.join(rel)).map(|sha| (0, sha))
+            } else {
+                crate::audit::digest(&dir.join(rel))
+            };
+            match got {
                 Ok((_, got)) if got == want => {}
                 Ok((_, got)) => out.problems.push(format!(
                     "{name}: changed since the session (SHA-256 {got}, attested {want})"
@@ -242,6 +257,15 @@ pub fn verify(bytes: &[u8], trusted: &str, dir: Option<&Path>) -> Result<Verifie
     }
     out.statement = Some(statement);
     Ok(out)
+}
+
+/// The SHA-256 of a symlink's target (its text).
+fn link_digest(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let target = std::fs::read_link(path)?;
+    Ok(cordon_audit::hex(&Sha256::digest(
+        target.as_os_str().as_encoded_bytes(),
+    )))
 }
 
 /// Where a session's attestation is.
@@ -301,6 +325,7 @@ pub struct Committed {
 /// the commit id. Refused paths (`protected`) are left out and returned.
 pub fn commit_branch(
     record: &Record,
+    statement: &Value,
     changes: &[Change],
     upper: &Path,
     protected: &[PathBuf],
@@ -348,10 +373,39 @@ pub fn commit_branch(
     let head = git(project, &index, &["rev-parse", "--verify", "HEAD"], None)?;
     git(project, &index, &["read-tree", "HEAD"], None)?;
     let mut refused = Vec::new();
+    let attested: Vec<&str> = statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .chain(
+            statement["predicate"]["deleted"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str),
+        )
+        .collect();
     for c in changes {
+        // The agent's own git metadata (a commit it made in the overlay)
+        // is not part of the branch: git builds that from the files.
+        if c.path.starts_with(".git") {
+            refused.push((c.path.clone(), "git's own metadata, not a project file"));
+            continue;
+        }
         if let Some(why) = crate::overlay::refusal(c, upper, protected) {
             refused.push((c.path.clone(), why));
             continue;
+        }
+        let covered = attested.iter().any(|a| Path::new(a) == c.path);
+        if !covered && c.entry != "dir" {
+            return Err(Error::Refused {
+                message: format!(
+                    "{} changed in the overlay and is not in the session's attestation",
+                    c.path.display()
+                ),
+                hint: "only attested output is committed; review it with `cordon diff`".into(),
+            });
         }
         let rel = c.path.to_string_lossy().into_owned();
         if c.kind == Kind::Deleted {

@@ -318,11 +318,42 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         .cloned()
         .collect();
     let org = crate::org::load(Path::new(crate::org::PATH))?;
+    // Every grant as it will be mounted (symlinks resolved).
+    let resolved = |p: PathBuf| crate::dirs::resolve(&p);
+    let reads: Vec<PathBuf> = profile
+        .filesystem
+        .read
+        .iter()
+        .map(|r| resolved(r.value.resolve(home)))
+        .chain(
+            profile
+                .home
+                .read
+                .iter()
+                .map(|r| resolved(home.join(&r.value.0))),
+        )
+        .chain(allow_read.iter().cloned())
+        .collect();
+    let writes: Vec<PathBuf> = profile
+        .filesystem
+        .write
+        .iter()
+        .map(|r| resolved(r.value.resolve(home)))
+        .chain(
+            profile
+                .home
+                .write
+                .iter()
+                .chain(&profile.home.persist)
+                .map(|r| resolved(home.join(&r.value.0))),
+        )
+        .chain(allow_write.iter().cloned())
+        .collect();
     let asked = cordon_policy::org::Asked {
         profile: &profile,
         mode,
-        read: &allow_read,
-        write: &allow_write,
+        read: &reads,
+        write: &writes,
         env_pass: &passed,
         home,
     };
@@ -360,6 +391,22 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
                         .collect(),
                     project: project.clone(),
                     profile_digest: profile.digest(),
+                    mode: mode.as_str().to_owned(),
+                    read: reads.clone(),
+                    write: writes.clone(),
+                    env_pass: profile
+                        .env
+                        .pass
+                        .iter()
+                        .map(|r| r.value.0.clone())
+                        .chain(passed.iter().cloned())
+                        .collect(),
+                    hosts: profile
+                        .network
+                        .allow
+                        .iter()
+                        .map(|r| r.value.to_string())
+                        .collect(),
                     created_ms: 0,
                     expires_ms: 0,
                 },
@@ -396,20 +443,39 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     // The agent's executable: checked against the profile's [agent] and
     // the pins (`cordon trust pin`), and recorded. A program that cannot
     // be found runs into the sandbox's own 127, unless something pins it.
+    // It is looked up as the sandbox will: with the sandbox's PATH, from
+    // its working directory; and the sandbox then executes the very path
+    // that was checked.
+    let sandbox_path = set
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var_os("PATH"));
+    let lookup_cwd = if cwd.starts_with(&project) {
+        cwd.clone()
+    } else {
+        project.clone()
+    };
+    let pins = crate::trust::pins(&dirs.config)?;
+    let program = req.command[0].to_string_lossy().into_owned();
     let agent = match crate::trust::identify(
         &req.command[0],
-        std::env::var_os("PATH").as_deref(),
-        &cwd,
+        sandbox_path.as_deref(),
+        &lookup_cwd,
         Some(&dirs.state),
     ) {
         Ok(id) => {
-            crate::trust::check(&id, &profile.agent, &crate::trust::pins(&dirs.config)?)?;
+            crate::trust::check(&id, &profile.agent, &pins)?;
             Some(id)
         }
-        Err(e) if profile.agent.sha256.is_some() || profile.agent.minisign_key.is_some() => {
+        Err(e)
+            if profile.agent.sha256.is_some()
+                || profile.agent.minisign_key.is_some()
+                || pins.iter().any(|p| p.identity.command == program) =>
+        {
             return Err(Error::Refused {
-                message: format!("the profile pins its agent, and {e}"),
-                hint: "run the pinned agent".into(),
+                message: format!("the agent {program} is pinned, and {e}"),
+                hint: "run the pinned agent (it must be found and readable to be checked)".into(),
             })
         }
         Err(_) => None,
@@ -587,6 +653,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     };
     let spec = SandboxSpec {
         argv: req.command.clone(),
+        program: agent.as_ref().map(|id| id.found.clone()),
         env: plan.vars,
         cwd: cwd_inside,
         hostname: profile.sandbox.hostname.clone(),

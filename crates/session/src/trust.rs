@@ -44,6 +44,10 @@ pub struct Digested {
 pub struct Identity {
     /// The program as given (`claude`, `./run.sh`).
     pub command: String,
+    /// Where it was found (before symlinks are resolved): the sandbox
+    /// executes this path, so what runs is what was checked.
+    #[serde(default)]
+    pub found: PathBuf,
     /// The executable (for a script: the script).
     pub exe: Digested,
     /// A script's interpreter (`#!/usr/bin/env node` is node).
@@ -212,6 +216,7 @@ pub fn identify(
     h.save();
     Ok(Identity {
         command: program.to_string_lossy().into_owned(),
+        found,
         exe,
         interpreter,
         package,

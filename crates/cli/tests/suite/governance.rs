@@ -68,6 +68,16 @@ both!(a_pinned_agent_that_changed_is_refused, |env| {
     // Pinned again (after review), it runs.
     assert!(trust(env, &["pin", "agent"]).status.success());
     assert!(stdout(&run_agent(env, "plain")).contains("tampered"));
+    // A pinned agent that cannot be read (so not checked) is refused, not
+    // run unchecked. (Root reads it whatever its mode.)
+    if env.who == crate::suite::harness::As::Nobody {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o111)).unwrap();
+        let o = run_agent(env, "plain");
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("is pinned"), "{}", stderr(&o));
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let list = stdout(&trust(env, &["list"]));
     assert!(list.contains("agent"), "{list}");
     assert!(trust(env, &["rm", "agent"]).status.success());
@@ -338,7 +348,7 @@ both!(
             (
                 vec!["--allow-write", "/tmp"],
                 "/etc/cordon/policy.toml [ceiling] write_paths",
-                "--allow-write /tmp",
+                "write access to /tmp",
             ),
             (
                 vec!["-e", "AWS_SECRET_ACCESS_KEY"],
