@@ -195,12 +195,17 @@ enum Command {
     /// Refuse a host in every session, running ones at once.
     ///
     /// HOST is a name or `*.domain` (every name below it), on every port;
-    /// no profile can allow it again. The list is blocked-hosts in the
-    /// state directory. Exit status 1 when a running session could not be
-    /// told.
+    /// no profile can allow it again. Your list is blocked-hosts in your
+    /// state directory, and your running sessions are told at once; with
+    /// --system (root only) the list is /etc/cordon/blocked-hosts, for
+    /// every user, and every running session applies it within a second.
+    /// Exit status 1 when a running session could not be told.
     Block {
         /// The host pattern.
         host: String,
+        /// The system's list, for every user (root only).
+        #[arg(long)]
+        system: bool,
     },
     /// Check, export and list evidence bundles sealed by `cordon contain`.
     #[command(subcommand)]
@@ -527,7 +532,7 @@ fn main() -> ExitCode {
         Command::Contain { session, reason } => sessions::cmd_contain(&session, reason),
         Command::Resume { session } => sessions::cmd_resume(&session),
         Command::Kill { session, reason } => sessions::cmd_kill(&session, reason),
-        Command::Block { host } => sessions::cmd_block(&host),
+        Command::Block { host, system } => sessions::cmd_block(&host, system),
         Command::Evidence(c) => sessions::cmd_evidence(c),
         Command::Trust(c) => trust::cmd(c),
         Command::Attest(c) => sessions::cmd_attest(c),

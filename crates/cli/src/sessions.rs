@@ -381,16 +381,32 @@ pub fn cmd_kill(query: &str, reason: Option<String>) -> Result<u8, Fail> {
     Ok(0)
 }
 
-pub fn cmd_block(host: &str) -> Result<u8, Fail> {
+pub fn cmd_block(host: &str, system: bool) -> Result<u8, Fail> {
     let (dirs, store) = store()?;
     let p = cordon_session::blocklist::parse(host)?;
-    dirs.ensure_state()?;
-    let added = cordon_session::blocklist::add(&dirs.state, &p)?;
-    let mut text = if added {
-        format!("{p} is blocked for every new session\n")
+    let mut text = if system {
+        let path = std::path::Path::new(cordon_session::blocklist::SYSTEM);
+        if cordon_session::blocklist::add_system(path, &p)? {
+            format!(
+                "{p} is blocked for every user's sessions ({}); running sessions apply it \
+                 within a second\n",
+                path.display()
+            )
+        } else {
+            format!("{p} was already on the system block list\n")
+        }
     } else {
-        format!("{p} was already on the block list\n")
+        dirs.ensure_state()?;
+        if cordon_session::blocklist::add(&dirs.state, &p)? {
+            format!("{p} is blocked for every new session of yours\n")
+        } else {
+            format!("{p} was already on your block list\n")
+        }
     };
+    if !store.root().exists() {
+        out(&text)?;
+        return Ok(0);
+    }
     let reg = registry::Registry::open(&store)?;
     let mut failed = false;
     for e in reg.list(true)? {

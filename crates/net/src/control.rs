@@ -54,12 +54,15 @@ impl Control {
     }
 
     /// Refuses `host` from now on, whatever the profile allows; flows to it
-    /// that are open stay open (cut the session to end them).
-    pub fn block(&self, host: HostPattern) {
-        if let Ok(mut b) = self.0.blocked.write() {
-            if !b.contains(&host) {
+    /// that are open stay open (cut the session to end them). False when it
+    /// was refused already.
+    pub fn block(&self, host: HostPattern) -> bool {
+        match self.0.blocked.write() {
+            Ok(mut b) if !b.contains(&host) => {
                 b.push(host);
+                true
             }
+            _ => false,
         }
     }
 

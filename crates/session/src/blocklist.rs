@@ -1,6 +1,9 @@
-//! The host block list (`cordon block HOST`): names every session refuses,
-//! whatever its profile allows, kept in the state directory (one pattern a
-//! line, `blocked-hosts`) and sent to the sessions running when it changes.
+//! The host block lists (`cordon block HOST`): names every session
+//! refuses, whatever its profile allows, one pattern a line. The user's
+//! (`blocked-hosts` in the state directory) is sent to the user's running
+//! sessions when it changes; the system's (`/etc/cordon/blocked-hosts`,
+//! root's, `cordon block --system`) holds for every user, and running
+//! sessions read it again within a second of a change.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +13,8 @@ use crate::Error;
 
 /// The list's file in the state directory.
 pub const FILE: &str = "blocked-hosts";
+/// The system's list, for every user.
+pub const SYSTEM: &str = "/etc/cordon/blocked-hosts";
 
 fn path(state: &Path) -> PathBuf {
     state.join(FILE)
@@ -27,14 +32,31 @@ pub fn parse(s: &str) -> Result<HostPattern, Error> {
     Ok(p)
 }
 
-/// The list (empty when there is none yet).
+/// The user's list and the system's (empty when there is none).
 pub fn load(state: &Path) -> Result<Vec<HostPattern>, Error> {
     let path = path(state);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let mut out = match std::fs::read_to_string(&path) {
+        Ok(t) => parse_list(&t, &path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
+    for p in load_system(Path::new(SYSTEM))? {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// The system's list at `path` (root's, or refused).
+pub fn load_system(path: &Path) -> Result<Vec<HostPattern>, Error> {
+    match crate::org::read_admin_file(path, "the system block list")? {
+        Some(t) => parse_list(&t, path),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn parse_list(text: &str, path: &Path) -> Result<Vec<HostPattern>, Error> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -42,16 +64,46 @@ pub fn load(state: &Path) -> Result<Vec<HostPattern>, Error> {
             continue;
         }
         out.push(HostPattern::parse(line).map_err(|e| Error::Corrupt {
-            path: path.clone(),
+            path: path.to_path_buf(),
             message: format!("line {}: {e}", n + 1),
         })?);
     }
     Ok(out)
 }
 
-/// Adds `p` (atomically: temp file and rename); false when it was listed.
+/// Adds `p` to the user's list (atomically: temp file and rename); false
+/// when it was listed.
 pub fn add(state: &Path, p: &HostPattern) -> Result<bool, Error> {
-    let mut list = load(state)?;
+    let path = path(state);
+    let list = match std::fs::read_to_string(&path) {
+        Ok(t) => parse_list(&t, &path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    write_with(&path, list, p)
+}
+
+/// Adds `p` to the system's list at `path` (root only).
+pub fn add_system(path: &Path, p: &HostPattern) -> Result<bool, Error> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(Error::Refused {
+            message: format!("only root writes the system block list {}", path.display()),
+            hint: "run `cordon block` without --system for your own sessions".into(),
+        });
+    }
+    if let Some(dir) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    let list = load_system(path)?;
+    write_with(path, list, p)
+}
+
+fn write_with(path: &Path, mut list: Vec<HostPattern>, p: &HostPattern) -> Result<bool, Error> {
     if list.contains(p) {
         return Ok(false);
     }
@@ -60,10 +112,10 @@ pub fn add(state: &Path, p: &HostPattern) -> Result<bool, Error> {
     for p in &list {
         text.push_str(&format!("{p}\n"));
     }
-    let path = path(state);
-    let tmp = state.join(format!(".{FILE}.tmp"));
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     Ok(true)
 }

@@ -91,6 +91,9 @@ pub struct Controls {
     /// Set while a containment runs: a rule that fires on its own records
     /// (on the same thread) must not wait for it.
     containing: std::sync::atomic::AtomicBool,
+    /// The system block list's identity when last read (inode, size,
+    /// modification time).
+    system_blocks: Mutex<Option<(u64, u64, i64, i64)>>,
 }
 
 /// The parts [`Controls::new`] takes.
@@ -142,7 +145,49 @@ impl Controls {
             containment: p.containment,
             state: Mutex::new(State::default()),
             containing: std::sync::atomic::AtomicBool::new(false),
+            system_blocks: Mutex::new(None),
         })
+    }
+
+    /// Applies the system block list again when it changed since the last
+    /// look (every second, from the control thread): `cordon block
+    /// --system` reaches every user's running sessions.
+    fn refresh_system_blocks(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(net) = &self.net else { return };
+        let path = Path::new(crate::blocklist::SYSTEM);
+        let now = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        {
+            let mut seen = lock(&self.system_blocks);
+            if *seen == now {
+                return;
+            }
+            *seen = now;
+        }
+        match crate::blocklist::load_system(path) {
+            Ok(list) => {
+                for p in list {
+                    if net.block(p.clone()) {
+                        self.audit.append(&crate::audit::response(
+                            "block",
+                            0,
+                            format!("{p} blocked for this session (the system block list)"),
+                            json!({ "host": p.to_string(), "list": crate::blocklist::SYSTEM }),
+                        ));
+                    }
+                }
+            }
+            // An untrustworthy system list is not applied, and the audit
+            // log says so.
+            Err(e) => self.audit.append(&crate::audit::response(
+                "block",
+                0,
+                format!("the system block list was not applied: {e}"),
+                json!({ "list": crate::blocklist::SYSTEM }),
+            )),
+        }
     }
 
     /// The sandbox's init runs (host pid).
@@ -570,13 +615,18 @@ impl Drop for Server {
 }
 
 fn serve(listener: &UnixListener, stop: &OwnedFd, controls: &Controls) {
-    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let second = Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
     loop {
+        controls.refresh_system_blocks();
         let mut fds = [
             PollFd::new(listener, PollFlags::IN),
             PollFd::new(stop, PollFlags::IN),
         ];
-        if poll(&mut fds, None).is_err() {
+        if poll(&mut fds, Some(&second)).is_err() {
             continue;
         }
         if !fds[1].revents().is_empty() {

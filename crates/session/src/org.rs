@@ -17,15 +17,27 @@ pub const PATH: &str = "/etc/cordon/policy.toml";
 
 /// The organisation's policy at `path`, if there is one.
 pub fn load(path: &Path) -> Result<Option<OrgPolicy>, Error> {
+    match read_admin_file(path, "the organisation's policy")? {
+        Some(text) => Ok(Some(cordon_policy::org::parse(
+            &text,
+            &path.display().to_string(),
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// The text of an administrator's file (`what` names it in messages), if
+/// it exists: a regular file that root owns and only root can write, in a
+/// directory of the same kind; anything else is refused, never ignored.
+pub fn read_admin_file(path: &Path, what: &str) -> Result<Option<String>, Error> {
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
-    let untrusted = |what: String| Error::Refused {
+    let untrusted = |why: String| Error::Refused {
         message: format!(
-            "the organisation's policy {} {what}: it cannot be trusted as a ceiling, so nothing \
-             runs",
+            "{what} {} {why}: it cannot be trusted, so nothing runs",
             path.display()
         ),
         hint: "it must be a regular file owned by root and writable only by root (and so must \
@@ -36,7 +48,7 @@ pub fn load(path: &Path) -> Result<Option<OrgPolicy>, Error> {
         return Err(untrusted("is not a regular file".into()));
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
-    for (what, m) in [
+    for (p, m) in [
         (path, md.clone()),
         (
             dir,
@@ -47,24 +59,21 @@ pub fn load(path: &Path) -> Result<Option<OrgPolicy>, Error> {
         if m.uid() != 0 {
             return Err(untrusted(format!(
                 "({}) belongs to uid {}",
-                what.display(),
+                p.display(),
                 m.uid()
             )));
         }
         if m.mode() & 0o022 != 0 {
             return Err(untrusted(format!(
                 "({}) is writable by group or others (mode {:o})",
-                what.display(),
+                p.display(),
                 m.mode() & 0o7777
             )));
         }
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    Ok(Some(cordon_policy::org::parse(
-        &text,
-        &path.display().to_string(),
-    )?))
+    std::fs::read_to_string(path)
+        .map(Some)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))
 }
 
 #[cfg(test)]

@@ -551,3 +551,82 @@ both!(an_approval_from_another_uid_lets_the_session_run, |env| {
     let v = env.cordon(["audit", "verify", "last"]).output().unwrap();
     assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
 });
+
+both!(
+    the_system_block_list_reaches_running_sessions_of_any_user,
+    |env| {
+        use std::io::{BufRead, Write};
+        let Some(org) = Org::install("") else { return };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut s = s;
+                let _ = s.write_all(b"HELLO\n");
+            }
+        });
+        env.profile(
+            "sys",
+            &format!(
+                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"svc.test\"]\n\
+             resolve = {{ \"svc.test\" = \"127.0.0.1:{port}\" }}\n"
+            ),
+        );
+        let script = format!(
+            "echo ready; while :; do python3 -c '
+import socket
+s = socket.create_connection((\"127.0.0.1\", 3128))
+s.sendall(b\"CONNECT svc.test:{port} HTTP/1.1\\r\\nHost: svc.test:{port}\\r\\n\\r\\n\")
+print(s.recv(200).split(b\"\\r\\n\")[0].decode(), flush=True)
+'; sleep 0.1; done"
+        );
+        let mut run = org
+            .wrap(&env.cordon(["run", "--no-tty", "-p", "sys", "--", "sh", "-c", &script]))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(run.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        // Only root writes the system's list.
+        if env.who == crate::suite::harness::As::Nobody {
+            let o = org
+                .wrap(&env.cordon(["block", "--system", "svc.test"]))
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+            assert!(stderr(&o).contains("only root"), "{}", stderr(&o));
+        }
+        let admin = tempfile::tempdir().unwrap();
+        let mut c = Command::new(crate::suite::harness::cordon_bin());
+        c.args(["block", "--system", "svc.test"])
+            .env_clear()
+            .env("HOME", admin.path())
+            .env("PATH", "/usr/bin:/bin")
+            .env("XDG_STATE_HOME", admin.path().join("state"));
+        let o = org.wrap(&c).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(org.dir.path().join("blocked-hosts").is_file());
+        // The running session (another user's, in the uid 65534 run) refuses
+        // it within a few attempts.
+        let mut refused = false;
+        for _ in 0..60 {
+            line.clear();
+            out.read_line(&mut line).unwrap();
+            if line.starts_with("HTTP/1.1 403") {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "{line}");
+        let _ = run.kill();
+        let _ = run.wait();
+        let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
+        assert!(audit.contains("the system block list"), "{audit}");
+    }
+);
