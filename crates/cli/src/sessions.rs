@@ -465,7 +465,7 @@ pub fn cmd_evidence(c: EvidenceCmd) -> Result<u8, Fail> {
             // key, and only when that key is the one trusted here: a line
             // another key signed would break the chain for its owner.
             let local = cordon_session::audit::trusted_key(&dirs.state).ok();
-            let noted = if local.as_deref() == Some(key.as_str()) {
+            let noted = if report.signed && local.as_deref() == Some(key.as_str()) {
                 cordon_session::audit::host_key(&dirs.state)
                     .and_then(|k| evidence::custody(&path, &k, uid(), "verify", &detail))
             } else {

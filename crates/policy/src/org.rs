@@ -345,6 +345,15 @@ pub fn check(org: Option<&OrgPolicy>, asked: &Asked<'_>) -> Result<(), Violation
         }
         Some(Tier::HighRisk) => {
             let n = &p.network;
+            if let Some(f) = network_overrides(p) {
+                return Err(Violation {
+                    rule: "tier high-risk's ceiling (inspection mandatory)".into(),
+                    message: format!(
+                        "the profile sets [network] {f}, which reaches addresses without names \
+                         to inspect by"
+                    ),
+                });
+            }
             for a in &n.allow {
                 let inspected = n.inspect.iter().any(|i| within(&a.value, &i.value));
                 let exempt = n.no_inspect.iter().find(|x| overlap(&a.value, &x.value));
@@ -417,7 +426,8 @@ pub fn check(org: Option<&OrgPolicy>, asked: &Asked<'_>) -> Result<(), Violation
         }
     }
     if let Some(prefixes) = &c.read_paths {
-        for r in asked.read {
+        // A path written is read too.
+        for r in asked.read.iter().chain(asked.write) {
             if !prefixes
                 .iter()
                 .any(|x| r.starts_with(expand(x, asked.home)))

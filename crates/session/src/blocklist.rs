@@ -114,7 +114,10 @@ fn write_with(path: &Path, mut list: Vec<HostPattern>, p: &HostPattern) -> Resul
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
+    // 0644 whatever the umask: every user's sessions read the system list.
+    use std::os::unix::fs::PermissionsExt;
     std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     Ok(true)

@@ -293,6 +293,12 @@ impl Controls {
             )));
         }
         let init = self.running_init()?;
+        {
+            // This containment's bundle, not an earlier one's.
+            let mut st = lock(&self.state);
+            st.bundle = None;
+            st.upper_kept = false;
+        }
         // Every step runs whatever the one before did: a failed freeze
         // still cuts egress and revokes. No lock is held while the steps,
         // the audit records and the evidence are written (a rule that fires
@@ -392,10 +398,11 @@ impl Controls {
         });
         match sealed {
             Ok((bundle, manifest)) => {
-                let upper_complete = !manifest
-                    .skipped
-                    .iter()
-                    .any(|s| s.starts_with(&self.dir.join("upper").display().to_string()));
+                // Deletions (whiteouts) are not copied, and lose nothing.
+                let upper_complete = !manifest.skipped.iter().any(|s| {
+                    s.starts_with(&self.dir.join("upper").display().to_string())
+                        && !s.ends_with(crate::evidence::DELETION)
+                });
                 self.audit.append(&crate::audit::response(
                     "evidence",
                     by,
@@ -437,6 +444,8 @@ impl Controls {
             let mut st = lock(&self.state);
             st.frozen = false;
             st.contained = None;
+            st.bundle = None;
+            st.upper_kept = false;
         }
         self.audit.append(&crate::audit::response(
             "resume",
@@ -455,6 +464,9 @@ impl Controls {
     }
 
     fn kill(&self, reason: &str, by: u32, reply: &mut dyn FnMut(Value)) -> Result<(), Error> {
+        // Nothing to kill yet (the sandbox is being built): say so, rather
+        // than report a kill that did not happen.
+        self.running_init()?;
         let contained = lock(&self.state).contained.is_some();
         // A containment that fails (the evidence cannot be sealed, say)
         // does not stop the kill; it keeps the overlay instead.
@@ -465,7 +477,9 @@ impl Controls {
         };
         let eradicate = {
             let mut st = lock(&self.state);
-            st.eradicate = st.bundle.is_some() && st.upper_kept;
+            // Only when this containment froze everything and its bundle
+            // holds the whole overlay.
+            st.eradicate = st.frozen && st.bundle.is_some() && st.upper_kept;
             st.eradicate
         };
         self.audit.append(&crate::audit::response(

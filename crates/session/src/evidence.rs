@@ -34,6 +34,9 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SIGNATURE: &str = "manifest.sig";
 /// The chain-of-custody log.
 pub const CUSTODY: &str = "custody.log";
+/// How a deletion in the overlay (a whiteout, not copied) is listed among
+/// the skipped entries.
+pub const DELETION: &str = "(a deletion in the overlay)";
 /// The manifest format.
 const FORMAT: &str = "cordon-evidence/1";
 /// The most bytes the scratch copy (`/tmp` and the fake home) takes;
@@ -175,15 +178,14 @@ fn copy_tree(
         }
     } else {
         // Whiteouts (0/0 character devices) mark deletions in an overlay.
-        skipped.push(format!(
-            "{}: not a file, directory or link ({})",
-            src.display(),
-            if md.file_type().is_char_device() && md.rdev() == 0 {
-                "a deletion in the overlay"
-            } else {
-                "special file"
-            }
-        ));
+        skipped.push(if md.file_type().is_char_device() && md.rdev() == 0 {
+            format!("{}: not copied {DELETION}", src.display())
+        } else {
+            format!(
+                "{}: not a file, directory or link (special file)",
+                src.display()
+            )
+        });
         Ok(())
     };
     if let Err(e) = result {
@@ -470,6 +472,8 @@ pub struct Report {
     pub custody: usize,
     /// What is wrong (empty: the bundle is intact).
     pub problems: Vec<String>,
+    /// Whether the manifest's signature verified with the trusted key.
+    pub signed: bool,
 }
 
 impl Report {
@@ -489,6 +493,7 @@ pub fn verify(bundle: &Path, trusted: &str) -> Result<Report, Error> {
         checked: 0,
         custody: 0,
         problems: Vec::new(),
+        signed: false,
     };
     let mpath = bundle.join(MANIFEST);
     let bytes = std::fs::read(&mpath).map_err(|e| {
@@ -498,7 +503,8 @@ pub fn verify(bundle: &Path, trusted: &str) -> Result<Report, Error> {
         ))
     })?;
     let sig = std::fs::read_to_string(bundle.join(SIGNATURE)).unwrap_or_default();
-    if !cordon_audit::verify_signature(trusted, &bytes, sig.trim()) {
+    report.signed = cordon_audit::verify_signature(trusted, &bytes, sig.trim());
+    if !report.signed {
         report
             .problems
             .push("manifest.json: the signature does not verify with the trusted key".into());

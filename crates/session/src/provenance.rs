@@ -373,31 +373,32 @@ pub fn commit_branch(
     let head = git(project, &index, &["rev-parse", "--verify", "HEAD"], None)?;
     git(project, &index, &["read-tree", "HEAD"], None)?;
     let mut refused = Vec::new();
-    let attested: Vec<&str> = statement["subject"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["name"].as_str())
-        .chain(
-            statement["predicate"]["deleted"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str),
-        )
-        .collect();
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("name").unwrap_or(s).as_str().map(str::to_owned))
+            .collect()
+    };
+    let written = names(&statement["subject"]);
+    let deleted = names(&statement["predicate"]["deleted"]);
     for c in changes {
         // The agent's own git metadata (a commit it made in the overlay)
         // is not part of the branch: git builds that from the files.
         if c.path.starts_with(".git") {
-            refused.push((c.path.clone(), "git's own metadata, not a project file"));
             continue;
         }
         if let Some(why) = crate::overlay::refusal(c, upper, protected) {
             refused.push((c.path.clone(), why));
             continue;
         }
-        let covered = attested.iter().any(|a| Path::new(a) == c.path);
+        // A deletion must be attested as one, a write as a subject.
+        let listed = if c.kind == Kind::Deleted {
+            &deleted
+        } else {
+            &written
+        };
+        let covered = listed.iter().any(|a| Path::new(a) == c.path);
         if !covered && c.entry != "dir" {
             return Err(Error::Refused {
                 message: format!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cordon_policy::network::{EgressMode, HostPattern};
 use cordon_policy::{EnvName, PathRule, Profile, RuleValue};
-use cordon_sandbox::{Event, Exit, SandboxSpec, SeccompSpec, Terminal};
+use cordon_sandbox::{Event, Exit, Mount, SandboxSpec, SeccompSpec, Terminal};
 use cordon_types::ProjectMode;
 
 use crate::layout::{self, Layout};
@@ -401,12 +401,27 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
                         .map(|r| r.value.0.clone())
                         .chain(passed.iter().cloned())
                         .collect(),
-                    hosts: profile
-                        .network
-                        .allow
-                        .iter()
-                        .map(|r| r.value.to_string())
-                        .collect(),
+                    hosts: {
+                        let n = &profile.network;
+                        let mut hosts: Vec<String> =
+                            n.allow.iter().map(|r| r.value.to_string()).collect();
+                        // What reaches past names, shown as it is set.
+                        for (field, set) in [
+                            ("allow_cidr", serde_json::to_string(&n.allow_cidr)),
+                            ("allow_local", serde_json::to_string(&n.allow_local)),
+                            ("resolve", serde_json::to_string(&n.resolve)),
+                            ("no_inspect", serde_json::to_string(&n.no_inspect)),
+                            ("upstream_proxy", serde_json::to_string(&n.upstream_proxy)),
+                        ] {
+                            match set {
+                                Ok(v) if !["[]", "{}", "null"].contains(&v.as_str()) => {
+                                    hosts.push(format!("[network] {field} = {v}"));
+                                }
+                                _ => {}
+                            }
+                        }
+                        hosts
+                    },
                     created_ms: 0,
                     expires_ms: 0,
                 },
@@ -646,6 +661,18 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         mounts.push(i.mount(&session_dir)?);
         i.add_canaries(&decoys.values);
     }
+    // The agent's checked file, bound read-only over its own path (last,
+    // above whatever the view put there: a persisted or granted directory
+    // cannot substitute another file), and executed by that path.
+    if let Some(id) = &agent {
+        mounts.push(Mount::Bind {
+            src: id.exe.path.clone(),
+            dest: id.exe.path.clone(),
+            writable: false,
+            optional: false,
+            dev: false,
+        });
+    }
     let cwd_inside = if cwd.starts_with(&project) {
         cwd
     } else {
@@ -653,7 +680,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     };
     let spec = SandboxSpec {
         argv: req.command.clone(),
-        program: agent.as_ref().map(|id| id.found.clone()),
+        program: agent.as_ref().map(|id| id.exe.path.clone()),
         env: plan.vars,
         cwd: cwd_inside,
         hostname: profile.sandbox.hostname.clone(),
