@@ -555,33 +555,13 @@ both!(an_approval_from_another_uid_lets_the_session_run, |env| {
 both!(
     the_system_block_list_reaches_running_sessions_of_any_user,
     |env| {
-        use std::io::{BufRead, Write};
+        use std::io::BufRead;
         let Some(org) = Org::install("") else { return };
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                let mut s = s;
-                let _ = s.write_all(b"HELLO\n");
-            }
-        });
-        env.profile(
-            "sys",
-            &format!(
-                "extends = \"default\"\n[network]\nmode = \"proxy\"\nallow = [\"svc.test\"]\n\
-             resolve = {{ \"svc.test\" = \"127.0.0.1:{port}\" }}\n"
-            ),
-        );
-        let script = format!(
-            "echo ready; while :; do python3 -c '
-import socket
-s = socket.create_connection((\"127.0.0.1\", 3128))
-s.sendall(b\"CONNECT svc.test:{port} HTTP/1.1\\r\\nHost: svc.test:{port}\\r\\n\\r\\n\")
-print(s.recv(200).split(b\"\\r\\n\")[0].decode(), flush=True)
-'; sleep 0.1; done"
-        );
+        let (port, _closed) = crate::suite::response::holding_server();
+        crate::suite::response::profile(env, port);
+        let script = crate::suite::response::connect_loop(port);
         let mut run = org
-            .wrap(&env.cordon(["run", "--no-tty", "-p", "sys", "--", "sh", "-c", &script]))
+            .wrap(&env.cordon(["run", "--no-tty", "-p", "ir", "--", "sh", "-c", &script]))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

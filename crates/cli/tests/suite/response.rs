@@ -17,7 +17,7 @@ use crate::suite::harness::{stderr, stdout, Env};
 
 /// A TCP server on loopback that greets each connection with `HELLO` and
 /// reports on the channel when the connection is closed by the other side.
-fn holding_server() -> (u16, mpsc::Receiver<()>) {
+pub(crate) fn holding_server() -> (u16, mpsc::Receiver<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
@@ -36,8 +36,21 @@ fn holding_server() -> (u16, mpsc::Receiver<()>) {
     (port, rx)
 }
 
+/// An agent that says `ready`, then tries a CONNECT to `svc.test:PORT`
+/// through the proxy every 100 ms and prints each answer's status line.
+pub(crate) fn connect_loop(port: u16) -> String {
+    format!(
+        "echo ready; while :; do python3 -c '
+import socket
+s = socket.create_connection((\"127.0.0.1\", 3128))
+s.sendall(b\"CONNECT svc.test:{port} HTTP/1.1\\r\\nHost: svc.test:{port}\\r\\n\\r\\n\")
+print(s.recv(200).split(b\"\\r\\n\")[0].decode(), flush=True)
+'; sleep 0.1; done"
+    )
+}
+
 /// A profile `ir` (explicit proxy, `svc.test` mapped to `port`).
-fn profile(env: &Env, port: u16) {
+pub(crate) fn profile(env: &Env, port: u16) {
     env.profile(
         "ir",
         &format!(
@@ -356,15 +369,7 @@ except OSError as e:
 both!(block_applies_to_running_and_new_sessions, |env| {
     let (port, _closed) = holding_server();
     profile(env, port);
-    let script = format!(
-        "echo ready; while :; do python3 -c '
-import socket
-s = socket.create_connection((\"127.0.0.1\", 3128))
-s.sendall(b\"CONNECT svc.test:{port} HTTP/1.1\\r\\nHost: svc.test:{port}\\r\\n\\r\\n\")
-print(s.recv(200).split(b\"\\r\\n\")[0].decode(), flush=True)
-'; sleep 0.1; done"
-    );
-    let mut run = Running::start(env, &["-p", "ir"], &script);
+    let mut run = Running::start(env, &["-p", "ir"], &connect_loop(port));
     run.expect("HTTP/1.1 200 Connection established");
     let o = env.cordon(["block", "svc.test"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
