@@ -649,6 +649,9 @@ impl SessionWatch {
                         break;
                     }
                     if stopping {
+                        if let Some(p) = project.as_mut() {
+                            p.flush(&rec);
+                        }
                         break;
                     }
                 }

@@ -51,6 +51,9 @@ pub(crate) struct Watcher {
     /// Directories not watched (limit reached), reported once.
     unwatched: u64,
     limit_reported: bool,
+    /// MOVED_FROM events of the last read that found no MOVED_TO in it:
+    /// its partner may open the next read (a read can end between them).
+    pending_moves: HashMap<u32, (PathBuf, bool)>,
 }
 
 impl Watcher {
@@ -163,6 +166,7 @@ impl Watcher {
             dirs: HashMap::new(),
             unwatched: 0,
             limit_reported: false,
+            pending_moves: HashMap::new(),
         };
         w.add_tree(Path::new(""), None);
         if w.dirs.is_empty() {
@@ -177,6 +181,16 @@ impl Watcher {
     pub(crate) fn handle(&mut self, rec: &Recorder, batch: Vec<Raw>) {
         handle(self, rec, batch);
         report_limit(self, rec);
+    }
+
+    /// Records what left the tree without a partner before the watch stops.
+    pub(crate) fn flush(&mut self, rec: &Recorder) {
+        for (_, (from, is_dir)) in std::mem::take(&mut self.pending_moves) {
+            if is_dir {
+                self.drop_tree(&from);
+            }
+            rec.append(&change(4, "Delete", &from, dir_or_file(is_dir), None));
+        }
     }
 }
 
@@ -238,9 +252,11 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
         .collect();
     let last_write: std::collections::HashSet<usize> = last_write.into_values().collect();
     // Renames come as MOVED_FROM then MOVED_TO with one cookie, usually in
-    // the same read; paired in event order, so that directories renamed
-    // before are already under their new names.
-    let mut moved_from: HashMap<u32, (PathBuf, bool)> = HashMap::new();
+    // the same read, else the MOVED_TO opens the next one; paired in event
+    // order, so that directories renamed before are already under their
+    // new names.
+    let carried = std::mem::take(&mut w.pending_moves);
+    let mut moved_from: HashMap<u32, (PathBuf, bool)> = carried.clone();
     for (i, ev) in batch.iter().enumerate() {
         if ev.flags.contains(R::QUEUE_OVERFLOW) {
             rec.append(
@@ -299,12 +315,17 @@ fn handle(w: &mut Watcher, rec: &Recorder, batch: Vec<Raw>) {
             }
         }
     }
-    // Whatever MOVED_FROM found no partner in this read left the tree.
-    for (_, (from, is_dir)) in moved_from {
-        if is_dir {
-            w.drop_tree(&from);
+    // A MOVED_FROM of the last read still without a partner left the
+    // tree; one of this read waits for the next.
+    for (cookie, (from, is_dir)) in moved_from {
+        if carried.contains_key(&cookie) {
+            if is_dir {
+                w.drop_tree(&from);
+            }
+            rec.append(&change(4, "Delete", &from, dir_or_file(is_dir), None));
+        } else {
+            w.pending_moves.insert(cookie, (from, is_dir));
         }
-        rec.append(&change(4, "Delete", &from, dir_or_file(is_dir), None));
     }
 }
 
