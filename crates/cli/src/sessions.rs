@@ -25,7 +25,11 @@ What it does, in order (the first three are timed; docs/incident-runbook.md):
      flows, the effective profile, the overlay's changes and the sandbox's
      /tmp and home, with a manifest signed by this host's audit key.
 The session stays frozen until `cordon resume` (after review) or `cordon
-kill` (eradicate).";
+kill` (eradicate).
+
+Exit status: 0 contained; 1 contained but not every process was seen
+stopped, or a step failed (the evidence could not be sealed, say); 2 the
+request was refused (unknown or ended session, contained already).";
 
 #[derive(Debug, Subcommand)]
 pub enum EvidenceCmd {
@@ -284,8 +288,13 @@ pub fn cmd_contain(query: &str, reason: Option<String>) -> Result<u8, Fail> {
     // Each answer is printed as it comes: the containment first, the
     // evidence (which takes longer) after it.
     let mut failed = None;
+    let mut incomplete = false;
     control::request(&store.dir(&id), &Request::Contain { reason }, &mut |v| {
         let mut text = String::new();
+        incomplete |= v["freeze_error"].is_string()
+            || v["processes_pending"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty());
         if v.get("contained").is_some() {
             let t = &v["timings"];
             text.push_str(&format!(
@@ -333,7 +342,9 @@ pub fn cmd_contain(query: &str, reason: Option<String>) -> Result<u8, Fail> {
         "next: review (`cordon show {id}`, `cordon logs {id}`), then `cordon resume {id}` or \
          `cordon kill {id}`\n"
     ))?;
-    Ok(0)
+    // Contained, but not every process was seen stopped: say so in the
+    // status too.
+    Ok(u8::from(incomplete))
 }
 
 pub fn cmd_resume(query: &str) -> Result<u8, Fail> {
@@ -371,9 +382,11 @@ pub fn cmd_kill(query: &str, reason: Option<String>) -> Result<u8, Fail> {
         } else {
             "; its overlay is kept (the evidence does not hold all of it)"
         },
-        bundle
-            .map(|b| format!("; evidence sealed first: {b}"))
-            .unwrap_or_else(|| "; its evidence was sealed when it was contained".into()),
+        match (bundle, &warning) {
+            (Some(b), _) => format!("; evidence sealed first: {b}"),
+            (None, Some(_)) => "; no evidence was sealed".into(),
+            (None, None) => "; its evidence was sealed when it was contained".into(),
+        },
         warning
             .map(|w| format!("warning: {w}\n"))
             .unwrap_or_default()

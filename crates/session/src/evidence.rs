@@ -99,6 +99,8 @@ pub struct Sources<'a> {
     pub profile: serde_json::Value,
     /// The sandbox's init (host pid), when it runs.
     pub init: Option<i32>,
+    /// Whether every process of the sandbox was seen stopped.
+    pub frozen: bool,
     /// The fake home's path inside the sandbox.
     pub home: Option<PathBuf>,
     /// The flows open when egress was cut.
@@ -128,17 +130,33 @@ fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
     crate::audit::digest(path).map(|(size, sha)| (sha, size))
 }
 
-/// Copies `src` into `dest` without following links, up to `budget` bytes
-/// of file content and, with `dev`, without entering other mounts (the
-/// project and grants under the sandbox's /tmp or home); what is not
-/// copied goes into `skipped`.
+/// What a copy may still take: bytes of file content and entries.
+struct Budget {
+    bytes: u64,
+    entries: u64,
+}
+
+/// The most entries one copy takes (an agent must not stall sealing, or
+/// verification, with millions of empty files).
+const MAX_ENTRIES: u64 = 100_000;
+
+/// Copies `src` into `dest` without following links, within `budget` and,
+/// with `dev`, without entering other mounts (the project and grants under
+/// the sandbox's /tmp or home); what is not copied goes into `skipped`.
+/// A file is read through the descriptor whose type was checked (no
+/// symlink followed, a FIFO never blocks).
 fn copy_tree(
     src: &Path,
     dest: &Path,
     dev: Option<u64>,
-    budget: &mut u64,
+    budget: &mut Budget,
     skipped: &mut Vec<String>,
 ) {
+    if budget.entries == 0 {
+        skipped.push(format!("{}: over the bundle's entry limit", src.display()));
+        return;
+    }
+    budget.entries -= 1;
     let md = match std::fs::symlink_metadata(src) {
         Ok(md) => md,
         Err(e) => {
@@ -165,17 +183,7 @@ fn copy_tree(
             Err(e) => skipped.push(format!("{}: {e}", src.display())),
         })
     } else if md.is_file() {
-        if md.len() > *budget {
-            skipped.push(format!(
-                "{}: {} bytes, over the bundle's copy limit",
-                src.display(),
-                md.len()
-            ));
-            Ok(())
-        } else {
-            *budget -= md.len();
-            std::fs::copy(src, dest).map(drop)
-        }
+        copy_file(src, dest, budget, skipped)
     } else {
         // Whiteouts (0/0 character devices) mark deletions in an overlay.
         skipped.push(if md.file_type().is_char_device() && md.rdev() == 0 {
@@ -193,7 +201,53 @@ fn copy_tree(
     }
 }
 
+/// Copies the regular file at `src`, opened without following a link and
+/// without blocking, checked on that descriptor, within the byte budget.
+fn copy_file(
+    src: &Path,
+    dest: &Path,
+    budget: &mut Budget,
+    skipped: &mut Vec<String>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(src)?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        skipped.push(format!("{}: changed into something else", src.display()));
+        return Ok(());
+    }
+    if md.len() > budget.bytes {
+        skipped.push(format!(
+            "{}: {} bytes, over the bundle's copy limit",
+            src.display(),
+            md.len()
+        ));
+        return Ok(());
+    }
+    budget.bytes -= md.len();
+    let mut out = std::fs::File::create(dest)?;
+    std::io::copy(&mut std::io::Read::take(f, md.len()), &mut out).map(drop)
+}
+
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+/// A path as the manifest writes it: UTF-8 as it is, with `\\` for a
+/// backslash and `\\xNN` for each byte that is not UTF-8, so that two
+/// different names never read the same.
+fn encode_path(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
 
 /// Every file and link under `root`, as manifest items (sorted by path).
 fn inventory(root: &Path) -> Result<Vec<Item>, Error> {
@@ -202,11 +256,7 @@ fn inventory(root: &Path) -> Result<Vec<Item>, Error> {
         for e in rd {
             let e = e.map_err(io(format!("list {}", dir.display())))?;
             let path = e.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
+            let rel = encode_path(path.strip_prefix(root).unwrap_or(&path));
             if dir == root && [MANIFEST, SIGNATURE, CUSTODY].contains(&rel.as_str()) {
                 continue;
             }
@@ -342,11 +392,25 @@ fn build(
     write_json(&tmp.join("processes.json"), &processes)?;
     let upper = src.dir.join("upper");
     if upper.is_dir() {
-        let mut budget = UPPER_CAP;
+        let mut budget = Budget {
+            bytes: UPPER_CAP,
+            entries: MAX_ENTRIES,
+        };
         copy_tree(&upper, &tmp.join("upper"), None, &mut budget, &mut skipped);
     }
-    let mut budget = SCRATCH_CAP;
-    if let Some(init) = src.init {
+    let mut budget = Budget {
+        bytes: SCRATCH_CAP,
+        entries: MAX_ENTRIES,
+    };
+    // The sandbox's own files are read only while it is frozen: a process
+    // still running could swap them as they are copied.
+    if let (Some(init), false) = (src.init, src.frozen) {
+        skipped.push(format!(
+            "the sandbox's /tmp and home: not copied, the freeze of init {init} was not \
+             confirmed"
+        ));
+    }
+    if let (Some(init), true) = (src.init, src.frozen) {
         let scratch = tmp.join("scratch");
         std::fs::create_dir(&scratch).map_err(io(format!("create {}", scratch.display())))?;
         let member = cordon_sandbox::freeze::readable_member(init);
@@ -525,8 +589,12 @@ pub fn verify(bundle: &Path, trusted: &str) -> Result<Report, Error> {
     }
     let found = inventory(bundle)?;
     report.checked = found.len();
+    let by_path: std::collections::HashMap<&str, &Item> =
+        found.iter().map(|f| (f.path.as_str(), f)).collect();
+    let listed: std::collections::HashSet<&str> =
+        manifest.items.iter().map(|w| w.path.as_str()).collect();
     for want in &manifest.items {
-        match found.iter().find(|f| f.path == want.path) {
+        match by_path.get(want.path.as_str()).copied() {
             None => report.problems.push(format!("{}: missing", want.path)),
             Some(f) if f != want => report.problems.push(format!(
                 "{}: changed ({})",
@@ -541,7 +609,7 @@ pub fn verify(bundle: &Path, trusted: &str) -> Result<Report, Error> {
         }
     }
     for f in &found {
-        if !manifest.items.iter().any(|w| w.path == f.path) {
+        if !listed.contains(f.path.as_str()) {
             report
                 .problems
                 .push(format!("{}: not in the manifest (added later)", f.path));
@@ -629,16 +697,26 @@ pub fn export(
             dest.display()
         )));
     }
+    // Started, then done or failed: the log never claims a copy that was
+    // not made. The copy carries the log up to "started".
     custody(
         bundle,
         key,
         uid,
         "export",
-        &format!("copied to {}", dest.display()),
+        &format!("copying to {}", dest.display()),
     )?;
-    let mut budget = u64::MAX;
+    let mut budget = Budget {
+        bytes: u64::MAX,
+        entries: u64::MAX,
+    };
     let mut skipped = Vec::new();
     copy_tree(bundle, dest, None, &mut budget, &mut skipped);
+    let outcome = match skipped.first() {
+        None => format!("copied to {}", dest.display()),
+        Some(s) => format!("the copy to {} failed: {s}", dest.display()),
+    };
+    custody(bundle, key, uid, "export", &outcome)?;
     if let Some(s) = skipped.first() {
         let _ = std::fs::remove_dir_all(dest);
         return Err(Error::io(
@@ -672,6 +750,7 @@ mod tests {
                 dir: &dir,
                 profile: serde_json::json!({ "name": "default" }),
                 init: None,
+                frozen: false,
                 home: None,
                 flows: Vec::new(),
                 containment: serde_json::json!({}),
@@ -723,6 +802,19 @@ mod tests {
         ] {
             assert!(all.contains(want), "{want}: {all}");
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_stay_distinct() {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = Path::new(std::ffi::OsStr::from_bytes(b"a\xff"));
+        let replaced = Path::new("a\u{fffd}");
+        let slash = Path::new("a\\xff");
+        let all = [encode_path(raw), encode_path(replaced), encode_path(slash)];
+        assert_eq!(all[0], "a\\xff");
+        assert_ne!(all[0], all[1]);
+        assert_ne!(all[0], all[2]);
+        assert_eq!(encode_path(Path::new("upper/src/x.rs")), "upper/src/x.rs");
     }
 
     #[test]

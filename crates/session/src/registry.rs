@@ -6,9 +6,10 @@
 //! `final.json`, its logs); every [`crate::Store::save`] writes the row as
 //! well. A database made by this version imports the sessions recorded
 //! before it existed, and one found damaged is moved aside and rebuilt the
-//! same way: the registry is an index, never the only copy. That is why it
-//! is written without `fsync` (`synchronous = OFF`): a session's start
-//! would otherwise wait for the disk several times.
+//! same way: the registry is an index, never the only copy. It is written
+//! ahead (WAL) with `synchronous = NORMAL`: a supervisor killed mid-write
+//! (the case crash recovery is for) never damages it, and a commit does
+//! not wait for the disk.
 //!
 //! Threat notes: the database lives in the state directory (0700) and is
 //! created 0600; the sandbox never sees either.
@@ -146,8 +147,8 @@ impl Registry {
         let conn = Connection::open(path).map_err(sql)?;
         let setup = || -> rusqlite::Result<bool> {
             conn.busy_timeout(Duration::from_secs(5))?;
-            conn.pragma_update(None, "journal_mode", "MEMORY")?;
-            conn.pragma_update(None, "synchronous", "OFF")?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
             let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if version >= VERSION {
                 // Reads the table: a damaged file says so here.

@@ -505,6 +505,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     // Sessions whose supervisor died are marked so.
     notices_early.extend(crate::registry::mark_dead(&store)?);
     let id = store.create()?;
+    // Held from the first moment: leases recorded from here on belong to a
+    // live session, which no other start's crash recovery touches.
+    let lock = store.lock(&id)?;
     if !profile.secrets.is_empty() && egress == Egress::None {
         return Err(Error::Refused {
             message: "the profile binds [[secrets]] to hosts, and allows no network to use \
@@ -643,7 +646,6 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         }
     }
 
-    let lock = store.lock(&id)?;
     let session_dir = store.dir(&id);
     let layout = layout::build(&layout::Input {
         profile: &profile,
@@ -664,10 +666,14 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     // The agent's checked file, bound read-only over its own path (last,
     // above whatever the view put there: a persisted or granted directory
     // cannot substitute another file), and executed by that path.
-    if let Some(id) = &agent {
+    // A script's interpreter likewise.
+    for file in agent
+        .iter()
+        .flat_map(|id| std::iter::once(&id.exe).chain(&id.interpreter))
+    {
         mounts.push(Mount::Bind {
-            src: id.exe.path.clone(),
-            dest: id.exe.path.clone(),
+            src: file.path.clone(),
+            dest: file.path.clone(),
             writable: false,
             optional: false,
             dev: false,

@@ -532,13 +532,9 @@ pub fn recover(store: &crate::Store, state: &std::path::Path) -> Vec<String> {
         if leases.iter().all(|l| l.revoked) {
             continue;
         }
-        // A session still running keeps its tokens.
-        let alive = store.load(&id).is_ok_and(|r| {
-            r.status == crate::Status::Running
-                && rustix::process::Pid::from_raw(r.supervisor_pid as i32)
-                    .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
-        });
-        if alive {
+        // A session still running (its supervisor holds its lock, from
+        // the moment the session exists) keeps its tokens.
+        if store.is_live(&id) {
             continue;
         }
         let mut done = 0;

@@ -604,7 +604,10 @@ both!(
             }
         }
         assert!(refused, "{line}");
-        let _ = run.kill();
+        // Ended through its control socket, so that its audit log is
+        // closed with everything in it.
+        let o = env.cordon(["kill", "last"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
         let _ = run.wait();
         let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
         assert!(audit.contains("the system block list"), "{audit}");
