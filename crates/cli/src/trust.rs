@@ -14,6 +14,10 @@ pub enum TrustCmd {
     Pin {
         /// The command (`claude`, `codex`, `/opt/agent/bin/agent`).
         command: String,
+        /// The profile the agent runs with: its `[env] set` PATH is where
+        /// the command is looked up, as `cordon run` will.
+        #[arg(long, short = 'p', default_value = "default")]
+        profile: String,
     },
     /// List the pins.
     List {
@@ -31,12 +35,13 @@ pub enum TrustCmd {
 pub fn cmd(c: TrustCmd) -> Result<u8, Fail> {
     let dirs = Dirs::from_env()?;
     match c {
-        TrustCmd::Pin { command } => {
+        TrustCmd::Pin { command, profile } => {
             dirs.ensure_state()?;
             let cwd = std::env::current_dir()?;
+            let profile = cordon_session::profiles::load(&profile, &dirs)?;
             let id = trust::identify(
                 std::ffi::OsStr::new(&command),
-                std::env::var_os("PATH").as_deref(),
+                trust::agent_path(&profile, &dirs.home).as_deref(),
                 &cwd,
                 Some(&dirs.state),
             )?;

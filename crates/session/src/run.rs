@@ -191,7 +191,7 @@ fn canonical_dir(p: &Path, what: &str) -> Result<PathBuf, Error> {
     Ok(c)
 }
 
-fn expand_home(v: &str, home: &Path) -> OsString {
+pub(crate) fn expand_home(v: &str, home: &Path) -> OsString {
     match v.strip_prefix("~/") {
         Some(rest) => home.join(rest).into_os_string(),
         None if v == "~" => home.as_os_str().to_owned(),

@@ -223,6 +223,17 @@ pub fn identify(
     })
 }
 
+/// The `PATH` a session of `profile` looks its command up in: the
+/// profile's `[env] set` PATH, else cordon's own.
+pub fn agent_path(profile: &cordon_policy::Profile, home: &Path) -> Option<std::ffi::OsString> {
+    profile
+        .env
+        .set
+        .get("PATH")
+        .map(|v| crate::run::expand_home(v, home))
+        .or_else(|| std::env::var_os("PATH"))
+}
+
 /// The recorded pins.
 pub fn pins(config: &Path) -> Result<Vec<Pin>, Error> {
     let path = config.join(PINS);

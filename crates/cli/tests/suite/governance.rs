@@ -613,3 +613,33 @@ both!(
         assert!(audit.contains("the system block list"), "{audit}");
     }
 );
+
+both!(a_pin_resolves_the_command_as_its_profile_will, |env| {
+    agent(env, "echo agent-ran");
+    // The agent is only on the profile's PATH, not on cordon's.
+    env.profile(
+        "withpath",
+        &format!(
+            "extends = \"default\"\n[env]\nset = {{ PATH = \"{}:/usr/bin:/bin\" }}\n",
+            env.project.join("bin").display()
+        ),
+    );
+    let o = env.cordon(["trust", "pin", "agent"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = env
+        .cordon(["trust", "pin", "-p", "withpath", "agent"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env
+        .cordon(["run", "--no-tty", "-p", "withpath", "--", "agent"])
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("agent-ran"), "{}", stderr(&o));
+    agent(env, "echo changed");
+    let o = env
+        .cordon(["run", "--no-tty", "-p", "withpath", "--", "agent"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+});
