@@ -430,6 +430,13 @@ impl Controls {
     }
 
     fn resume(&self, by: u32) -> Result<Value, Error> {
+        // Not while its evidence is being sealed from the frozen sandbox.
+        if self.containing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Usage(format!(
+                "session {} is being contained (its evidence is being sealed); try again",
+                self.record.id
+            )));
+        }
         let Some(why) = lock(&self.state).contained.clone() else {
             return Err(Error::Usage(format!(
                 "session {} is not contained; nothing to resume",
@@ -629,7 +636,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(listener: &UnixListener, stop: &OwnedFd, controls: &Controls) {
+/// Accepts requests, each served on a thread of its own (a long seal
+/// never holds up `status`, `block` or `kill`), until `stop`; then waits
+/// for the requests in flight (evidence being sealed is finished before the
+/// session's record is).
+fn serve(listener: &UnixListener, stop: &OwnedFd, controls: &Arc<Controls>) {
+    let mut workers: Vec<std::thread::JoinHandle<()>> = Vec::new();
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let second = Timespec {
         tv_sec: 1,
@@ -645,13 +657,27 @@ fn serve(listener: &UnixListener, stop: &OwnedFd, controls: &Controls) {
             continue;
         }
         if !fds[1].revents().is_empty() {
+            for w in workers {
+                let _ = w.join();
+            }
             return;
         }
         while let Ok((stream, _)) = listener.accept() {
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            one(stream, controls);
+            let c = Arc::clone(controls);
+            // The thread inherits this one's mask: the relayed signals stay
+            // blocked.
+            match std::thread::Builder::new()
+                .name("cordon-control-req".into())
+                .spawn(move || one(stream, &c))
+            {
+                Ok(h) => workers.push(h),
+                // Out of threads: the client sees its connection close.
+                Err(_) => continue,
+            }
         }
+        workers.retain(|w| !w.is_finished());
     }
 }
 
