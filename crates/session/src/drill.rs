@@ -321,10 +321,19 @@ fn judge(
                     .and_then(|k| crate::evidence::verify(b, &k))
                     .is_ok_and(|r| r.ok())
             });
-            let revoked = std::fs::read_to_string(dir.join("leases.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok())
-                .map(|l| l.iter().all(|x| x["revoked"] == true));
+            // Asked of the server itself (OpenBao, Vault), not taken from
+            // cordon's own record.
+            let leases: Vec<crate::vault::Lease> =
+                std::fs::read_to_string(crate::vault::leases_path(dir))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+            let checked: Vec<Result<bool, String>> = leases
+                .iter()
+                .map(|l| crate::vault::lease_alive(l, &dirs.state))
+                .collect();
+            let revoked = (!leases.is_empty()).then(|| checked.iter().all(|c| c == &Ok(false)));
+            let unchecked = checked.iter().find_map(|c| c.as_ref().err().cloned());
             step.passed =
                 f.is_some() && contained.is_some() && !leaked && verified && revoked != Some(false);
             step.outcome = format!(
@@ -345,10 +354,11 @@ fn judge(
                     "nothing reached the host"
                 },
                 if verified { "verified" } else { "NOT verified" },
-                match revoked {
-                    None => "none held",
-                    Some(true) => "revoked",
-                    Some(false) => "NOT revoked",
+                match (revoked, &unchecked) {
+                    (None, _) => "none held".to_owned(),
+                    (Some(true), _) => format!("revoked ({} checked at the server)", leases.len()),
+                    (Some(false), Some(e)) => format!("NOT confirmed revoked at the server ({e})"),
+                    (Some(false), None) => "NOT revoked: the server still knows one".to_owned(),
                 }
             );
         }

@@ -510,6 +510,33 @@ impl Vault {
     }
 }
 
+/// Whether the server still knows `lease` (asked with the token that made
+/// it): `Ok(true)` alive, `Ok(false)` revoked or expired; an error when the
+/// server cannot be asked (no such token here, unreachable, refused).
+pub fn lease_alive(lease: &Lease, state: &std::path::Path) -> Result<bool, String> {
+    let mut parent = lease.clone();
+    parent.sealed = false;
+    let v = Vault::for_lease(&parent, state)?;
+    let (path, body, gone) = if lease.lease_id.is_empty() {
+        (
+            "auth/token/lookup-accessor",
+            serde_json::json!({ "accessor": lease.accessor }),
+            "invalid accessor",
+        )
+    } else {
+        (
+            "sys/leases/lookup",
+            serde_json::json!({ "lease_id": lease.lease_id }),
+            "invalid lease",
+        )
+    };
+    match v.post(path, &body) {
+        Ok(_) => Ok(true),
+        Err(e) if e.contains("HTTP 400") && e.contains(gone) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Revokes what sessions that died left behind: every lease still marked
 /// unrevoked in a session whose supervisor is gone. Returns a notice per
 /// session dealt with (or that could not be).
