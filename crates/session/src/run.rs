@@ -862,6 +862,17 @@ pub fn execute(
     .map_err(|e| Error::io("create the exec audit's stop signal", e.into()))?;
     let exec_stop = Arc::new(exec_stop);
     let launch = pre.hand_over(&spec);
+    // The project's content as the session starts (overlay sessions: the
+    // lower layer the agent cannot change), for the attestation; read on a
+    // thread of its own, off the path to the agent's start.
+    let project_digest = (record.mode == ProjectMode::Overlay).then(|| {
+        let project = record.project.clone();
+        cordon_sandbox::with_relayed_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("cordon-digest".into())
+                .spawn(move || crate::provenance::project_digest(&project))
+        })
+    });
     // The egress engine starts while the sandbox builds its root; the
     // listening socket arrives during supervision. Without it the agent has
     // no way out (loopback only): a failure here is reported, never a bypass.
@@ -1237,7 +1248,19 @@ pub fn execute(
         ));
     }
     // Provenance: the output, signed with what produced it.
-    let attested = attest(&record, &output, &store, &state_dir, egress.as_ref());
+    let digest = match project_digest {
+        Some(Ok(Ok(t))) => match t.join() {
+            Ok(d) => d.map(Some),
+            Err(_) => Err(Error::io(
+                "digest the project",
+                std::io::Error::other("the thread panicked"),
+            )),
+        },
+        Some(Ok(Err(e)) | Err(e)) => Err(Error::io("start digesting the project", e)),
+        None => Ok(None),
+    };
+    let attested =
+        digest.and_then(|d| attest(&record, &output, &store, &state_dir, egress.as_ref(), d));
     if let Err(e) = attested {
         record
             .warnings
@@ -1319,12 +1342,9 @@ fn attest(
     store: &Store,
     state: &Path,
     egress: Option<&cordon_net::Summary>,
+    project: Option<String>,
 ) -> Result<(), Error> {
     let dir = store.dir(&record.id);
-    let project = match record.mode {
-        ProjectMode::Overlay => Some(crate::provenance::project_digest(&record.project)?),
-        _ => None,
-    };
     let egress = egress.map_or(
         serde_json::Value::Null,
         |s| serde_json::json!({ "allowed": s.allowed, "denied": s.denied_total() }),
