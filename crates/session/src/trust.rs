@@ -44,8 +44,8 @@ pub struct Digested {
 pub struct Identity {
     /// The program as given (`claude`, `./run.sh`).
     pub command: String,
-    /// Where it was found (before symlinks are resolved): the sandbox
-    /// executes this path, so what runs is what was checked.
+    /// Where it was found in `PATH`, before symlinks are resolved (the
+    /// sandbox executes `exe.path`, bound read-only over itself).
     #[serde(default)]
     pub found: PathBuf,
     /// The executable (for a script: the script).

@@ -58,6 +58,19 @@ impl H2Server {
             .collect()
     }
 
+    /// The first bearer token a request carried.
+    fn bearer_token(&self) -> String {
+        self.requests()
+            .iter()
+            .find_map(|r| {
+                r["authorization"]
+                    .as_str()
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .map(str::to_owned)
+            })
+            .expect("the server got a token")
+    }
+
     /// The bodies /mirror received.
     fn mirrored(&self) -> Vec<String> {
         self.log_lines()
@@ -1638,16 +1651,7 @@ both!(
             .output()
             .unwrap();
         assert!(ok(&o).contains("hello over h2"), "{}", stderr(&o));
-        let token = srv
-            .requests()
-            .iter()
-            .find_map(|r| {
-                r["authorization"]
-                    .as_str()
-                    .and_then(|a| a.strip_prefix("Bearer "))
-                    .map(str::to_owned)
-            })
-            .expect("the server got a token");
+        let token = srv.bearer_token();
         assert!(!lookup(&[&token]), "the session's token outlived it");
         let audit = std::fs::read_to_string(env.last_session().join("audit.jsonl")).unwrap();
         assert!(
@@ -2005,16 +2009,7 @@ both!(contain_revokes_the_session_token_at_openbao, |env| {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    let token = srv
-        .requests()
-        .iter()
-        .find_map(|r| {
-            r["authorization"]
-                .as_str()
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .map(str::to_owned)
-        })
-        .expect("the server got a token");
+    let token = srv.bearer_token();
     let alive = |t: &str| bao.cli(&["token", "lookup", t]).unwrap().status.success();
     assert!(alive(&token));
     let o = env.cordon(["contain", "last"]).output().unwrap();
