@@ -3,7 +3,10 @@
 //! creates none) the freeze is SIGSTOP to every process of the sandbox's
 //! pid namespace, repeated until each one is seen stopped: a process that
 //! forked meanwhile has its child caught by the next pass, and a stopped
-//! process cannot fork.
+//! process cannot fork. A parent waiting in vfork for a child that is
+//! stopped before its exec cannot stop itself (the kernel waits for the
+//! child's exec or exit, which a stopped child never reaches), but it
+//! cannot run either: it counts as frozen.
 //!
 //! Threat notes: the sandbox cannot ignore or catch SIGSTOP, and signals
 //! from the parent namespace reach its init. Members are found by their
@@ -84,6 +87,21 @@ fn state(pid: i32) -> Option<u8> {
     stat.get(close + 2).copied()
 }
 
+/// Whether `pid` waits in vfork (`kernel_clone` on current kernels, older
+/// names before) for a child of its that is stopped: it cannot run before
+/// that child runs again.
+fn held_by_stopped_vfork_child(pid: i32, members: &[i32]) -> bool {
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let in_vfork = matches!(
+        wchan.trim(),
+        "kernel_clone" | "wait_for_vfork_done" | "do_fork" | "_do_fork"
+    );
+    in_vfork
+        && members
+            .iter()
+            .any(|&c| ppid(c) == Some(pid) && matches!(state(c), Some(b'T' | b't')))
+}
+
 fn signal(pid: i32, sig: Signal) {
     if let Some(p) = Pid::from_raw(pid) {
         let _ = kill_process(p, sig);
@@ -93,7 +111,8 @@ fn signal(pid: i32, sig: Signal) {
 /// What a freeze did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Frozen {
-    /// Processes seen stopped (or already dead).
+    /// Processes seen stopped (or already dead, or waiting in vfork for a
+    /// stopped child).
     pub stopped: usize,
     /// Processes still not stopped at the deadline (in the kernel, say);
     /// their stop is pending and takes effect when they return to user
@@ -117,6 +136,7 @@ pub fn freeze(init: i32, within: Duration) -> io::Result<Frozen> {
             }
             match state(pid) {
                 Some(b'T' | b't' | b'Z' | b'X') | None => {}
+                Some(b'D') if held_by_stopped_vfork_child(pid, &pids) => {}
                 Some(_) => {
                     signal(pid, Signal::STOP);
                     pending.push(pid);

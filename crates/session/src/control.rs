@@ -35,6 +35,13 @@ pub const SOCKET: &str = "control.sock";
 /// egress is cut meanwhile.
 const FREEZE_WITHIN: Duration = Duration::from_millis(50);
 
+/// How much longer a containment asked for from the command line waits,
+/// once egress is cut and credentials revoked, to see the processes left
+/// over stop: on a loaded machine a woken process may take a while to be
+/// scheduled and reach its stop. A rule's containment does not wait (the
+/// process it holds stops only once the rule lets it go).
+pub const FREEZE_CONFIRM: Duration = Duration::from_secs(2);
+
 /// A request to a session's supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -259,12 +266,15 @@ impl Controls {
     }
 
     /// Freezes every process, cuts egress, revokes every credential, then
-    /// seals the evidence. `reply` gets a line once the session is
+    /// seals the evidence. Processes not seen stopped within the first
+    /// freeze are waited for up to `confirm` more once egress is cut and
+    /// credentials revoked. `reply` gets a line once the session is
     /// contained (with the timings) and one for the bundle.
     pub fn contain(
         &self,
         reason: &str,
         by: u32,
+        confirm: Duration,
         reply: &mut dyn FnMut(Value),
     ) -> Result<(), Error> {
         use std::sync::atomic::Ordering;
@@ -274,7 +284,7 @@ impl Controls {
                 self.record.id
             )));
         }
-        let r = self.contain_now(reason, by, reply);
+        let r = self.contain_now(reason, by, confirm, reply);
         self.containing.store(false, Ordering::SeqCst);
         r
     }
@@ -283,6 +293,7 @@ impl Controls {
         &self,
         reason: &str,
         by: u32,
+        confirm: Duration,
         reply: &mut dyn FnMut(Value),
     ) -> Result<(), Error> {
         let t0 = Instant::now();
@@ -303,8 +314,8 @@ impl Controls {
         // still cuts egress and revokes. No lock is held while the steps,
         // the audit records and the evidence are written (a rule that fires
         // on those records contains again on this thread).
-        let frozen = cordon_sandbox::freeze::freeze(init, FREEZE_WITHIN);
-        let t_frozen = t0.elapsed();
+        let mut frozen = cordon_sandbox::freeze::freeze(init, FREEZE_WITHIN);
+        let mut t_frozen = t0.elapsed();
         let flows = self
             .net
             .as_ref()
@@ -322,6 +333,11 @@ impl Controls {
             .as_ref()
             .map_or(0, |b| b.leases().iter().filter(|l| l.revoked).count());
         let t_revoked = t0.elapsed();
+        if !confirm.is_zero() && matches!(&frozen, Ok(f) if !f.pending.is_empty()) {
+            frozen = cordon_sandbox::freeze::freeze(init, confirm);
+            t_frozen = t0.elapsed();
+        }
+        let t_contained = t_frozen.max(t_revoked);
         {
             let mut st = lock(&self.state);
             st.frozen = frozen.is_ok();
@@ -331,7 +347,7 @@ impl Controls {
             "frozen_ms": ms(t_frozen),
             "egress_cut_ms": ms(t_cut),
             "revoked_ms": ms(t_revoked),
-            "contained_ms": ms(t_revoked),
+            "contained_ms": ms(t_contained),
         });
         let (stopped, pending, freeze_error) = match &frozen {
             Ok(f) => (f.stopped, f.pending.clone(), None),
@@ -358,7 +374,7 @@ impl Controls {
                     .as_ref()
                     .map(|e| format!(" (the freeze failed: {e})"))
                     .unwrap_or_default(),
-                ms(t_revoked)
+                ms(t_contained)
             ),
             summary.clone(),
         ));
@@ -481,7 +497,7 @@ impl Controls {
         let failed = if contained {
             None
         } else {
-            self.contain(reason, by, reply).err()
+            self.contain(reason, by, FREEZE_CONFIRM, reply).err()
         };
         let eradicate = {
             let mut st = lock(&self.state);
@@ -530,7 +546,7 @@ impl Controls {
     fn handle(&self, req: Request, by: u32, reply: &mut dyn FnMut(Value)) -> Result<(), Error> {
         match req {
             Request::Status => reply(self.status()),
-            Request::Contain { reason } => self.contain(&reason, by, reply)?,
+            Request::Contain { reason } => self.contain(&reason, by, FREEZE_CONFIRM, reply)?,
             Request::Resume => reply(self.resume(by)?),
             Request::Kill { reason } => self.kill(&reason, by, reply)?,
             Request::Block { host } => reply(self.block(&host, by)?),

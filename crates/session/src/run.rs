@@ -928,7 +928,7 @@ pub fn execute(
                 let controls = responder.upgrade()?;
                 let own = rustix::process::geteuid().as_raw();
                 let mut bundle = None;
-                let done = controls.contain(why, own, &mut |v| {
+                let done = controls.contain(why, own, std::time::Duration::ZERO, &mut |v| {
                     if let Some(b) = v.get("bundle").and_then(serde_json::Value::as_str) {
                         bundle = Some(b.to_owned());
                     }

@@ -330,6 +330,32 @@ both!(contain_freezes_cuts_and_seals_verifiable_evidence, |env| {
     }
 });
 
+// Shells that spawn without pause: a containment often catches a child
+// between dash's vfork and its exec, which leaves the parent waiting in the
+// kernel, unable to stop. It is still frozen and must be reported so.
+both!(
+    a_containment_mid_spawn_reports_every_process_frozen,
+    |env| {
+        let _run = Running::start(
+            env,
+            &[],
+            "for j in 1 2 3; do (while :; do /bin/true; done) & done; echo ready; exec sleep 600",
+        );
+        for round in 0..4 {
+            let o = env
+                .cordon(["contain", "last", "--reason", "spawning"])
+                .output()
+                .unwrap();
+            let said = format!("{}{}", stdout(&o), stderr(&o));
+            assert!(o.status.success(), "round {round}: {said}");
+            assert!(!said.contains("warning"), "round {round}: {said}");
+            let o = env.cordon(["resume", "last"]).output().unwrap();
+            assert!(o.status.success(), "round {round}: {}", stderr(&o));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+);
+
 both!(the_sandbox_cannot_reach_its_control_socket, |env| {
     let (port, _closed) = holding_server();
     profile(env, port);
