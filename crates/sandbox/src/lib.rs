@@ -7,11 +7,14 @@
 //!
 //! 1. **Supervisor** (the calling process, which must be single-threaded at
 //!    `start`): socketpair, then `clone` with `CLONE_NEWUSER | NEWNS | NEWPID |
-//!    NEWIPC | NEWUTS | NEWCGROUP`; later the spec, as JSON in a memfd.
+//!    NEWIPC | NEWUTS` (`clone3` with `CLONE_INTO_CGROUP` where the user's
+//!    cgroup is delegated: init is born in a cgroup of the sandbox's own,
+//!    [`cgroup`]); later the spec, as JSON in a memfd.
 //! 2. **Child = PID 1 of the new pid namespace**: `PR_SET_PDEATHSIG(SIGKILL)`,
 //!    signals blocked, every inherited fd closed, uid/gid mapped to
 //!    themselves, a network namespace of its own (overlapping the caller's
-//!    work); then it waits for the spec.
+//!    work); then it waits for the spec, and makes its cgroup namespace
+//!    once the spec is there (rooted in its own cgroup).
 //! 3. **Root filesystem** ([`mounts`]): tmpfs root built from recursive
 //!    read-only binds, fresh `/proc`, minimal `/dev`, tmpfs `/tmp` and fake
 //!    home, the project (ro, overlay or rw), protected and hidden paths.
@@ -39,6 +42,7 @@
 //! outside the sandbox with the user's privileges; the sandbox can only talk
 //! to it through the socketpair, whose messages are parsed as untrusted JSON.
 
+pub mod cgroup;
 mod child;
 mod confine;
 mod exec_audit;

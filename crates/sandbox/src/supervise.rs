@@ -95,15 +95,19 @@ const HANDLED: &[libc::c_int] = &[
 /// A sandbox being created while the caller still prepares its spec.
 ///
 /// [`Prelaunch::start`] clones the sandbox's init into new user, mount,
-/// pid, ipc, uts and cgroup namespaces; init maps its ids and creates its
-/// network namespace (about half a millisecond, the most expensive one)
-/// while the caller resolves the profile, then waits for the spec. Nothing
-/// from the caller's state after `start` reaches the sandbox except the spec.
-/// Dropping a `Prelaunch` kills the sandbox.
+/// pid, ipc and uts namespaces, and into a cgroup of its own where the
+/// caller's cgroup is delegated ([`Prelaunch::cgroup`]); init maps its ids
+/// and creates its network namespace (about half a millisecond, the most
+/// expensive one) while the caller resolves the profile, then waits for the
+/// spec, then creates its cgroup namespace. Nothing from the caller's state
+/// after `start` reaches the sandbox except the spec. Dropping a
+/// `Prelaunch` kills the sandbox (and removes its cgroup).
 #[derive(Debug)]
 pub struct Prelaunch {
     pid: libc::pid_t,
     chan: Option<OwnedFd>,
+    /// The sandbox's cgroup, or why it has none.
+    cgroup: Result<crate::cgroup::Cgroup, String>,
 }
 
 /// A sandbox that has its spec and is setting itself up; [`Launch::supervise`]
@@ -131,6 +135,22 @@ impl Prelaunch {
             None,
         )
         .map_err(io::Error::from)?;
+        // Its own cgroup, where this process's is delegated: init is born
+        // in it (no migration), and so is every process of the sandbox.
+        let mut cgroup = crate::cgroup::Cgroup::create(&crate::cgroup::unique_name());
+        let cgroup_dir = match &cgroup {
+            Ok(cg) => match cg.open() {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    cgroup = Err(format!(
+                        "cannot open the cgroup {}: {e}",
+                        cg.path().display()
+                    ));
+                    None
+                }
+            },
+            Err(_) => None,
+        };
         let args = child::StartArgs {
             chan: child_chan,
             uid: rustix::process::getuid().as_raw(),
@@ -140,7 +160,27 @@ impl Prelaunch {
         };
         // SAFETY: we verified above that this process is single-threaded, and
         // the child only runs `child::init_main`, which ends in `_exit`.
-        match unsafe { sys::clone_fork(CLONE_FLAGS) }
+        let into = cgroup_dir
+            .as_ref()
+            .map(|fd| unsafe { sys::clone_fork_into(CLONE_FLAGS, fd.as_fd()) });
+        let forked = match into {
+            Some(Ok(f)) => Ok(f),
+            // No clone3, or the cgroup refuses the child: no cgroup, then.
+            Some(Err(e)) => {
+                if let Ok(cg) = std::mem::replace(
+                    &mut cgroup,
+                    Err(format!("cannot start the sandbox in its cgroup: {e}")),
+                ) {
+                    let _ = cg.remove();
+                }
+                // SAFETY: as above.
+                unsafe { sys::clone_fork(CLONE_FLAGS) }
+            }
+            // SAFETY: as above.
+            None => unsafe { sys::clone_fork(CLONE_FLAGS) },
+        };
+        drop(cgroup_dir);
+        match forked
             .map_err(|e| LaunchError::Setup(StageError::new("clone", "create the namespaces", e)))?
         {
             sys::Forked::Child => {
@@ -159,9 +199,20 @@ impl Prelaunch {
                 Ok(Prelaunch {
                     pid,
                     chan: Some(parent_chan),
+                    cgroup,
                 })
             }
         }
+    }
+
+    /// The sandbox's own cgroup, which every process of it is born in (the
+    /// caller removes it once the sandbox is gone: [`Cgroup::remove`]), or
+    /// why it has none (the caller's cgroup not delegated, no cgroup2, no
+    /// `clone3`).
+    ///
+    /// [`Cgroup::remove`]: crate::cgroup::Cgroup::remove
+    pub fn cgroup(&self) -> Result<&crate::cgroup::Cgroup, &str> {
+        self.cgroup.as_ref().map_err(String::as_str)
     }
 
     /// Hands `spec` to the sandbox, which sets itself up and then waits for
@@ -187,6 +238,9 @@ impl Drop for Prelaunch {
     fn drop(&mut self) {
         if self.chan.take().is_some() {
             kill_and_reap(self.pid);
+            if let Ok(cg) = &self.cgroup {
+                let _ = cg.clone().remove();
+            }
         }
     }
 }
@@ -300,13 +354,13 @@ impl std::fmt::Debug for Launch {
     }
 }
 
-/// The namespaces of `clone`; init adds the network namespace itself.
+/// The namespaces of `clone`; init adds the network namespace itself, and
+/// the cgroup namespace once it is in its cgroup ([`Prelaunch::join_cgroup`]).
 const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWCGROUP;
+    | libc::CLONE_NEWUTS;
 
 /// Ends a launch that will not be supervised.
 fn kill_and_reap(pid: libc::pid_t) {
@@ -360,9 +414,16 @@ pub fn with_relayed_signals_blocked<T>(f: impl FnOnce() -> T) -> io::Result<T> {
 /// [`Launch::go`] and [`Launch::supervise_and_reap`]: nothing of the sandbox
 /// is left when it returns.
 pub fn run(spec: &SandboxSpec, on_event: &mut dyn FnMut(Event)) -> Result<Exit, LaunchError> {
-    let launch = Prelaunch::start()?.hand_over(spec)?;
-    launch.go()?;
-    launch.supervise_and_reap(on_event)
+    let pre = Prelaunch::start()?;
+    let cgroup = pre.cgroup().ok().cloned();
+    let result = pre
+        .hand_over(spec)
+        .and_then(|launch| launch.go().map(|()| launch))
+        .and_then(|launch| launch.supervise_and_reap(on_event));
+    if let Some(cg) = cgroup {
+        let _ = cg.remove();
+    }
+    result
 }
 
 struct Supervisor {

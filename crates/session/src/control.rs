@@ -74,6 +74,8 @@ struct State {
     /// to whatever process has its pid now.
     init_fd: Option<OwnedFd>,
     frozen: bool,
+    /// Whether the last freeze sent SIGSTOP (resume then sends SIGCONT).
+    signalled: bool,
     contained: Option<String>,
     bundle: Option<PathBuf>,
     /// Whether the bundle holds the whole overlay (else `kill` keeps it).
@@ -94,6 +96,7 @@ pub struct Controls {
     broker: Option<Arc<crate::broker::Broker>>,
     audit: Arc<crate::detection::Recorder>,
     containment: Arc<crate::detection::Containment>,
+    freezer: Freezer,
     state: Mutex<State>,
     /// Set while a containment runs: a rule that fires on its own records
     /// (on the same thread) must not wait for it.
@@ -126,6 +129,37 @@ pub struct Parts {
     pub audit: Arc<crate::detection::Recorder>,
     /// Kills the sandbox.
     pub containment: Arc<crate::detection::Containment>,
+    /// How the sandbox is frozen.
+    pub freezer: Freezer,
+}
+
+/// How a containment freezes the sandbox.
+#[derive(Debug, Clone)]
+pub enum Freezer {
+    /// `cgroup.freeze` of the sandbox's own cgroup.
+    Cgroup(cordon_sandbox::cgroup::Cgroup),
+    /// SIGSTOP to every process of its pid namespace; why no cgroup.
+    Signals(String),
+}
+
+impl Freezer {
+    /// What `cordon show` and the evidence say of it.
+    pub fn describe(&self) -> Value {
+        match self {
+            Freezer::Cgroup(cg) => json!({ "kind": "cgroup", "cgroup": cg.path() }),
+            Freezer::Signals(why) => json!({ "kind": "signals", "no_cgroup": why }),
+        }
+    }
+}
+
+/// What one freeze did, and how.
+struct Freeze {
+    result: std::io::Result<cordon_sandbox::freeze::Frozen>,
+    /// `cgroup` or `signals` (or both, when the cgroup's freeze could not
+    /// be trusted for every process).
+    how: &'static str,
+    /// Why the cgroup was not enough, when it was not.
+    note: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,6 +184,7 @@ impl Controls {
             broker: p.broker,
             audit: p.audit,
             containment: p.containment,
+            freezer: p.freezer,
             state: Mutex::new(State::default()),
             containing: std::sync::atomic::AtomicBool::new(false),
             system_blocks: Mutex::new(None),
@@ -258,6 +293,7 @@ impl Controls {
             "session": self.record.id.as_str(),
             "init": st.init,
             "frozen": st.frozen,
+            "freezer": self.freezer.describe(),
             "contained": st.contained,
             "bundle": st.bundle,
             "egress_cut": self.net.as_ref().map(cordon_net::control::Control::is_cut),
@@ -289,6 +325,66 @@ impl Controls {
         r
     }
 
+    /// Freezes the sandbox, waiting up to `within` to see it frozen: its
+    /// cgroup when it has one, else (or when the cgroup's freeze fails, or
+    /// a process is found outside it) SIGSTOP to its pid namespace.
+    fn freeze(&self, init: i32, within: Duration) -> Freeze {
+        let signals = |how, note| Freeze {
+            result: cordon_sandbox::freeze::freeze(init, within),
+            how,
+            note,
+        };
+        let Freezer::Cgroup(cg) = &self.freezer else {
+            return signals("signals", None);
+        };
+        let done = match cg.freeze(within) {
+            Ok(done) => done,
+            Err(e) => {
+                return signals(
+                    "signals",
+                    Some(format!("the cgroup's freeze failed ({e}); SIGSTOP used")),
+                )
+            }
+        };
+        let members = match cordon_sandbox::freeze::members(init) {
+            Ok(m) => m,
+            Err(e) => {
+                return Freeze {
+                    result: Err(e),
+                    how: "cgroup",
+                    note: None,
+                }
+            }
+        };
+        let outside: Vec<i32> = members.iter().copied().filter(|&p| !cg.holds(p)).collect();
+        if !outside.is_empty() {
+            return signals(
+                "cgroup+signals",
+                Some(format!(
+                    "process(es) {outside:?} were not in the sandbox's cgroup; SIGSTOP used too"
+                )),
+            );
+        }
+        // The kernel says when the whole group is frozen, not which of its
+        // processes are: until it does, none counts as stopped.
+        let result = Ok(if done {
+            cordon_sandbox::freeze::Frozen {
+                stopped: members.len(),
+                pending: Vec::new(),
+            }
+        } else {
+            cordon_sandbox::freeze::Frozen {
+                stopped: 0,
+                pending: members,
+            }
+        });
+        Freeze {
+            result,
+            how: "cgroup",
+            note: None,
+        }
+    }
+
     fn contain_now(
         &self,
         reason: &str,
@@ -314,7 +410,7 @@ impl Controls {
         // still cuts egress and revokes. No lock is held while the steps,
         // the audit records and the evidence are written (a rule that fires
         // on those records contains again on this thread).
-        let mut frozen = cordon_sandbox::freeze::freeze(init, FREEZE_WITHIN);
+        let mut freeze = self.freeze(init, FREEZE_WITHIN);
         let mut t_frozen = t0.elapsed();
         let flows = self
             .net
@@ -333,14 +429,25 @@ impl Controls {
             .as_ref()
             .map_or(0, |b| b.leases().iter().filter(|l| l.revoked).count());
         let t_revoked = t0.elapsed();
-        if !confirm.is_zero() && matches!(&frozen, Ok(f) if !f.pending.is_empty()) {
-            frozen = cordon_sandbox::freeze::freeze(init, confirm);
+        if !confirm.is_zero() && matches!(&freeze.result, Ok(f) if !f.pending.is_empty()) {
+            let again = self.freeze(init, confirm);
+            freeze = Freeze {
+                how: if again.how == freeze.how {
+                    again.how
+                } else {
+                    "cgroup+signals"
+                },
+                note: again.note.or(freeze.note),
+                result: again.result,
+            };
             t_frozen = t0.elapsed();
         }
+        let frozen = &freeze.result;
         let t_contained = t_frozen.max(t_revoked);
         {
             let mut st = lock(&self.state);
             st.frozen = frozen.is_ok();
+            st.signalled |= freeze.how != "cgroup";
             st.contained = Some(reason.to_owned());
         }
         let timings = json!({
@@ -349,12 +456,14 @@ impl Controls {
             "revoked_ms": ms(t_revoked),
             "contained_ms": ms(t_contained),
         });
-        let (stopped, pending, freeze_error) = match &frozen {
+        let (stopped, pending, freeze_error) = match frozen {
             Ok(f) => (f.stopped, f.pending.clone(), None),
             Err(e) => (0, Vec::new(), Some(e.to_string())),
         };
         let summary = json!({
             "reason": reason,
+            "freezer": freeze.how,
+            "freezer_note": freeze.note,
             "processes_stopped": stopped,
             "processes_pending": pending,
             "freeze_error": freeze_error,
@@ -400,7 +509,7 @@ impl Controls {
                     dir: &self.dir,
                     profile: serde_json::to_value(&self.profile).unwrap_or_default(),
                     init: Some(init),
-                    frozen: matches!(&frozen, Ok(f) if f.pending.is_empty()),
+                    frozen: matches!(frozen, Ok(f) if f.pending.is_empty()),
                     home: Some(self.home.clone()),
                     flows,
                     containment: summary,
@@ -460,13 +569,25 @@ impl Controls {
             )));
         };
         let init = self.running_init()?;
-        let n = cordon_sandbox::freeze::thaw(init).map_err(|e| Error::io("thaw the sandbox", e))?;
+        if let Freezer::Cgroup(cg) = &self.freezer {
+            cg.thaw()
+                .map_err(|e| Error::io("thaw the sandbox's cgroup", e))?;
+        }
+        let signalled = lock(&self.state).signalled;
+        let n = if signalled {
+            cordon_sandbox::freeze::thaw(init).map_err(|e| Error::io("thaw the sandbox", e))?
+        } else {
+            cordon_sandbox::freeze::members(init)
+                .map_err(|e| Error::io("list the sandbox's processes", e))?
+                .len()
+        };
         if let Some(net) = &self.net {
             net.restore();
         }
         {
             let mut st = lock(&self.state);
             st.frozen = false;
+            st.signalled = false;
             st.contained = None;
             st.bundle = None;
             st.upper_kept = false;

@@ -97,6 +97,10 @@ pub struct Record {
     /// The detection findings, one line each.
     #[serde(default)]
     pub findings: Vec<String>,
+    /// The sandbox's own cgroup (v2), when the user's cgroup is delegated;
+    /// removed when the session ends.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The sessions directory, and its registry (opened on first use, then
@@ -354,6 +358,7 @@ pub(crate) mod tests {
             audit_head: None,
             contained: None,
             findings: vec![],
+            cgroup: None,
         }
     }
 

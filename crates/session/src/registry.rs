@@ -305,6 +305,18 @@ pub fn mark_dead(store: &crate::Store) -> Result<Vec<String>, Error> {
             store.with_registry(|r| r.save(&rec))?;
             continue;
         }
+        // Its sandbox died with the supervisor (init's parent-death
+        // signal); the cgroup it was in is left empty.
+        if let Some(dir) = rec.cgroup.clone().filter(|d| {
+            d.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .starts_with(cordon_sandbox::cgroup::PREFIX)
+            })
+        }) {
+            if let Err(e) = crate::run::remove_cgroup(cordon_sandbox::cgroup::Cgroup::at(dir)) {
+                notices.push(e);
+            }
+        }
         rec.status = Status::Crashed;
         rec.error = Some(
             "cordon's supervisor died while the session ran (killed, or the machine went down); \

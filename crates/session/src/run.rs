@@ -504,6 +504,9 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     notices_early.extend(crate::vault::recover(&store, &dirs.state));
     // Sessions whose supervisor died are marked so.
     notices_early.extend(crate::registry::mark_dead(&store)?);
+    // And the empty cgroups that killed supervisors left (any state
+    // directory's: the cgroup is this user's).
+    let _ = cordon_sandbox::cgroup::sweep(std::time::Duration::from_secs(30));
     let id = store.create()?;
     // Held from the first moment: leases recorded from here on belong to a
     // live session, which no other start's crash recovery touches.
@@ -743,6 +746,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
         audit_head: None,
         contained: None,
         findings: Vec::new(),
+        cgroup: None,
     };
     // Its background thread must not take the signals the supervisor
     // relays (SIGCHLD among them): it inherits a mask that blocks them.
@@ -823,10 +827,75 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     })
 }
 
+/// The hidden argument of `cordon` that removes a sandbox's cgroup once its
+/// last process has exited ([`remove_cgroup_later`]).
+pub const REMOVE_CGROUP_ARG: &str = "__remove-cgroup";
+
+/// Kills whatever is left in a sandbox's cgroup, then removes it: at once
+/// when it is empty, else (its init still tearing down its namespaces) by a
+/// detached `cordon __remove-cgroup DIR`, so that the session does not end
+/// later for it. The error is a warning.
+pub(crate) fn remove_cgroup(cg: cordon_sandbox::cgroup::Cgroup) -> Result<(), String> {
+    let left = |e: std::io::Error| {
+        format!(
+            "the sandbox's cgroup {} was left behind: {e}",
+            cg.path().display()
+        )
+    };
+    let _ = cg.kill_all();
+    if cg.try_remove().map_err(left)? {
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("/proc/self/exe")
+        .arg(REMOVE_CGROUP_ARG)
+        .arg(cg.path())
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(drop)
+        .map_err(left)
+}
+
+/// `cordon __remove-cgroup DIR`: removes the sandbox's cgroup `DIR` (under
+/// this process's own cgroup, named as cordon names them) once its last
+/// process has exited, waiting up to ten seconds. What a crash leaves, the
+/// next start's sweep removes.
+pub fn remove_cgroup_main(dir: &std::path::Path) -> std::process::ExitCode {
+    if !cordon_sandbox::cgroup::Cgroup::is_sandbox_cgroup(dir) {
+        return std::process::ExitCode::from(2);
+    }
+    let cg = cordon_sandbox::cgroup::Cgroup::at(dir.to_path_buf());
+    match cg.remove_within(std::time::Duration::from_secs(10)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
+}
+
 /// Launches the sandbox (whose namespaces `pre` has been creating while the
 /// session was prepared), waits for the agent, and records the outcome.
 /// `on_warning` hears degradations as they happen.
 pub fn execute(
+    p: Prepared,
+    pre: cordon_sandbox::Prelaunch,
+    on_warning: &mut dyn FnMut(&str),
+) -> Result<Outcome, Error> {
+    let cgroup = pre.cgroup().ok().cloned();
+    let outcome = execute_sandbox(p, pre, on_warning);
+    // Last: what is left in it (init, told to go once the session's watch
+    // was done) has had the session's end to exit.
+    if let Some(cg) = cgroup {
+        if let Err(e) = remove_cgroup(cg) {
+            on_warning(&e);
+        }
+    }
+    outcome
+}
+
+fn execute_sandbox(
     p: Prepared,
     pre: cordon_sandbox::Prelaunch,
     on_warning: &mut dyn FnMut(&str),
@@ -861,6 +930,15 @@ pub fn execute(
     )
     .map_err(|e| Error::io("create the exec audit's stop signal", e.into()))?;
     let exec_stop = Arc::new(exec_stop);
+    // The sandbox's own cgroup, where the user's is delegated: the freeze
+    // of `cordon contain` is then the kernel's.
+    let freezer = match pre.cgroup() {
+        Ok(cg) => crate::control::Freezer::Cgroup(cg.clone()),
+        Err(why) => crate::control::Freezer::Signals(why.to_owned()),
+    };
+    if let crate::control::Freezer::Cgroup(cg) = &freezer {
+        record.cgroup = Some(cg.path().to_path_buf());
+    }
     let launch = pre.hand_over(&spec);
     // The project's content as the session starts (overlay sessions: the
     // lower layer the agent cannot change), for the attestation; read on a
@@ -919,6 +997,7 @@ pub fn execute(
                 broker: broker.clone(),
                 audit: Arc::clone(&audit),
                 containment: Arc::clone(&containment),
+                freezer: freezer.clone(),
             });
             let server =
                 crate::control::Server::start(&store.dir(&record.id), Arc::clone(&controls))?;
@@ -1067,6 +1146,12 @@ pub fn execute(
     }
     if let Some(w) = watch.and_then(crate::detection::SessionWatch::finish) {
         warnings.push(w);
+    }
+    // Only a lingering init (it held the watch) can be left in the cgroup:
+    // it exits while the session's end is written, and `execute` removes
+    // the cgroup after.
+    if let crate::control::Freezer::Cgroup(cg) = &freezer {
+        let _ = cg.kill_all();
     }
     // The session's tokens die with it.
     drop(renewer);
@@ -1319,6 +1404,7 @@ fn record_refused(dirs: &Dirs, what: &RefusedRun<'_>, ev: &cordon_audit::Event) 
             audit_head: None,
             contained: None,
             findings: Vec::new(),
+            cgroup: None,
         };
         let log = crate::audit::open(
             &store.dir(&record.id),

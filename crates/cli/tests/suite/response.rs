@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -91,11 +91,20 @@ struct Running {
 
 impl Running {
     fn start(env: &Env, args: &[&str], script: &str) -> Running {
+        Running::start_with(env, args, script, |c| c)
+    }
+
+    /// Like `start`, with the command changed by `wrap` first.
+    fn start_with(
+        env: &Env,
+        args: &[&str],
+        script: &str,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Running {
         let mut all = vec!["run", "--no-tty"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--", "sh", "-c", script]);
-        let mut child = env
-            .cordon(all)
+        let mut child = wrap(env.cordon(all))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -353,6 +362,194 @@ both!(
             assert!(o.status.success(), "round {round}: {}", stderr(&o));
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+);
+
+/// A cgroup delegated to the environment's uid, as systemd delegates a
+/// user's `user@UID.service`: made under the test's own cgroup, its
+/// directory and `cgroup.procs`/`cgroup.threads`/`cgroup.subtree_control`
+/// given to the uid. Removed on drop (after the cordon in it is gone).
+struct Delegated(PathBuf);
+
+impl Delegated {
+    fn make(env: &Env) -> Result<Delegated, String> {
+        let parent = cordon_sandbox::cgroup::own_dir()?;
+        // Named after the environment's temporary directory: unique.
+        let dir = parent.join(env.state.parent().unwrap().file_name().unwrap());
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("cannot make a cgroup under {}: {e}", parent.display()))?;
+        if env.who == crate::suite::harness::As::Nobody {
+            for f in [
+                "",
+                "cgroup.procs",
+                "cgroup.threads",
+                "cgroup.subtree_control",
+            ] {
+                let st = Command::new("chown")
+                    .arg("65534:65534")
+                    .arg(dir.join(f))
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+        }
+        Ok(Delegated(dir))
+    }
+
+    /// `cmd`, started inside the delegated cgroup.
+    fn wrap(&self, cmd: Command) -> Command {
+        let mut w = Command::new("sh");
+        w.arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec \"$@\"",
+                self.0.display()
+            ))
+            .arg("sh")
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env_clear();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                w.env(k, v);
+            }
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            w.current_dir(d);
+        }
+        w.stdin(Stdio::null());
+        w
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        // A failed test can leave the sandbox's cgroup inside: deepest first.
+        fn remove(dir: &Path) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove(&e.path());
+                }
+            }
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        remove(&self.0);
+    }
+}
+
+fn events(cgroup: &Path) -> String {
+    std::fs::read_to_string(cgroup.join("cgroup.events")).unwrap_or_default()
+}
+
+// Where the user's cgroup is delegated (a systemd user session), the
+// sandbox gets a cgroup of its own, and `contain` freezes it through the
+// kernel: no SIGSTOP, the processes never see a stop. The sandbox sees its
+// cgroup as the root of its cgroup namespace and has no cgroupfs.
+both!(
+    a_delegated_cgroup_freezes_the_sandbox_through_the_kernel,
+    |env| {
+        let deleg = match Delegated::make(env) {
+            Ok(d) => d,
+            Err(why) => {
+                crate::suite::harness::skip(module_path!(), &format!("no cgroup v2 here: {why}"));
+                return;
+            }
+        };
+        let run = Running::start_with(
+            env,
+            &[],
+            "(i=0; while :; do i=$((i+1)); echo $i > /tmp/c.new; mv -f /tmp/c.new /tmp/counter; \
+         done) & grep '^0::' /proc/self/cgroup > /tmp/cgroup; test -e /sys/fs/cgroup || \
+         touch /tmp/no-cgroupfs; echo ready; exec sleep 600",
+            |c| deleg.wrap(c),
+        );
+        let show = json_of(env, &["show", "last", "--json"]);
+        let freezer = &show["control"]["freezer"];
+        assert_eq!(freezer["kind"], "cgroup", "{show}");
+        let cgroup = PathBuf::from(freezer["cgroup"].as_str().unwrap());
+        assert_eq!(cgroup.parent(), Some(deleg.0.as_path()), "{show}");
+        let init = show["control"]["init"].as_i64().unwrap();
+        let a = count_now(init);
+        assert!(events(&cgroup).contains("frozen 0"));
+        // Inside, its cgroup is the root of its namespace, and no cgroupfs.
+        let inside = |f: &str| PathBuf::from(format!("/proc/{init}/root/tmp/{f}"));
+        assert_eq!(
+            std::fs::read_to_string(inside("cgroup")).unwrap().trim(),
+            "0::/"
+        );
+        assert!(inside("no-cgroupfs").exists());
+
+        let o = env
+            .cordon(["contain", "last", "--reason", "cgroup"])
+            .output()
+            .unwrap();
+        let said = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(o.status.success(), "{said}");
+        assert!(!said.contains("warning"), "{said}");
+        assert!(events(&cgroup).contains("frozen 1"), "{}", events(&cgroup));
+        let b = count_now(init);
+        assert!(b >= a);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(counter(init), Some(b), "the counter moved while frozen");
+        // Frozen by the cgroup, not stopped by a signal.
+        let members = cordon_sandbox::freeze::members(init as i32).unwrap();
+        for p in &members[1..] {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap();
+            let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
+            assert_ne!(state, Some('T'), "{stat}");
+        }
+        let audit = stdout(&env.cordon(["logs", "last", "--json"]).output().unwrap());
+        assert!(audit.contains("\"freezer\":\"cgroup\""), "{audit}");
+
+        let o = env.cordon(["resume", "last"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(events(&cgroup).contains("frozen 0"), "{}", events(&cgroup));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            counter(init).unwrap() > b,
+            "the counter did not move after resume"
+        );
+
+        let o = env
+            .cordon(["kill", "last", "--reason", "done"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (_, err) = run.wait();
+        assert!(!err.contains("left behind"), "{err}");
+        // Removed at the end, or (its init still exiting) just after.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cgroup.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!cgroup.exists(), "the sandbox's cgroup was not removed");
+
+        // A supervisor killed outright leaves its sandbox's cgroup (empty: the
+        // sandbox died with it); the next start removes it.
+        let run = Running::start_with(env, &[], "echo ready; exec sleep 600", |c| deleg.wrap(c));
+        let show = json_of(env, &["show", "last", "--json"]);
+        let cgroup = PathBuf::from(show["control"]["freezer"]["cgroup"].as_str().unwrap());
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&run.child),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        let _ = run.wait();
+        assert!(cgroup.exists());
+        let o = deleg
+            .wrap(env.cordon(["run", "--no-tty", "--", "true"]))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            !cgroup.exists(),
+            "the crashed session's cgroup is still there"
+        );
     }
 );
 
