@@ -332,11 +332,16 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
     ));
     out.push(probe(
         "cgroup",
-        "cgroup v2 delegation (memory and pids limits, freeze)",
-        cgroup_delegation(),
+        "cgroup v2 delegation (the freeze of `cordon contain`)",
+        crate::cgroup::delegated().map(|dir| {
+            format!(
+                "{} is delegated: each sandbox gets a cgroup below it, frozen with cgroup.freeze",
+                dir.display()
+            )
+        }),
         || {
-            "memory is not capped and the process cap uses RLIMIT_NPROC; a systemd user \
-             session (`systemd-run --user --scope`) provides a delegated cgroup"
+            "`cordon contain` freezes with SIGSTOP instead; a systemd user session \
+             (`systemd-run --user --scope`) provides a delegated cgroup"
                 .into()
         },
     ));
@@ -413,30 +418,4 @@ fn overlay_probe(scratch: &Path, me: (u32, u32)) -> Outcome {
     });
     let _ = std::fs::remove_dir_all(&base);
     res
-}
-
-fn cgroup_delegation() -> Outcome {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    let st = rustix::fs::statfs("/sys/fs/cgroup").map_err(|e| format!("/sys/fs/cgroup: {e}"))?;
-    if st.f_type as i64 != CGROUP2_SUPER_MAGIC {
-        return Err("/sys/fs/cgroup is not a unified (v2) hierarchy".into());
-    }
-    let own = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
-    let path = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("no cgroup v2 entry in /proc/self/cgroup")?;
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    let ctl = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-    let writable = rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_ok();
-    if writable && ctl.contains("memory") && ctl.contains("pids") {
-        Ok(format!("{} is delegated (memory, pids)", dir.display()))
-    } else {
-        Err(format!(
-            "{} is not delegated to this user (writable: {writable}, controllers: {})",
-            dir.display(),
-            ctl.trim()
-        ))
-    }
 }

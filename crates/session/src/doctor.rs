@@ -96,15 +96,10 @@ pub fn run(dirs: &Dirs) -> Report {
             missing,
         });
     }
-    let limits = if ok(&probes, "cgroup") {
-        "cgroup v2 is delegated; cordon uses RLIMIT_NPROC for the process cap (cgroup limits \
-         are planned)"
-            .to_owned()
-    } else {
-        "process count: RLIMIT_NPROC per sandbox; memory: not capped (no delegated cgroup v2; \
-         RLIMIT_AS would break node and java); /tmp and $HOME: tmpfs size caps"
-            .to_owned()
-    };
+    let limits = "process count: RLIMIT_NPROC per sandbox (uid 0 is exempt); memory: not \
+                  capped (the sandbox's cgroup, where there is one, only freezes it; RLIMIT_AS \
+                  would break node and java); /tmp and $HOME: tmpfs size caps"
+        .to_owned();
     let egress = if ok(&probes, "tun") {
         format!(
             "transparent capture: profiles with [network] allow rules (mode auto or \
