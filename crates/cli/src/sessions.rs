@@ -255,6 +255,15 @@ pub fn cmd_show(query: &str, as_json: bool) -> Result<u8, Fail> {
                 st["flows_open"].as_u64().unwrap_or(0)
             ),
         );
+        let f = &st["freezer"];
+        line(
+            "freezer",
+            match (f["cgroup"].as_str(), f["no_cgroup"].as_str()) {
+                (Some(cg), _) => format!("cgroup.freeze of {cg}"),
+                (None, Some(why)) => format!("SIGSTOP to the pid namespace ({why})"),
+                (None, None) => "unknown".to_owned(),
+            },
+        );
     }
     if let Some(why) = &rec.contained {
         line("contained", why.clone());
