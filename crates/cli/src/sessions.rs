@@ -317,6 +317,9 @@ pub fn cmd_contain(query: &str, reason: Option<String>) -> Result<u8, Fail> {
                 v["credentials_revoked"],
                 t["revoked_ms"],
             ));
+            if let Some(n) = v["freezer_note"].as_str() {
+                text.push_str(&format!("note: {n}\n"));
+            }
             if let Some(e) = v["freeze_error"].as_str() {
                 text.push_str(&format!(
                     "warning: the freeze failed ({e}); egress was cut and credentials revoked \

@@ -38,12 +38,7 @@ fn path_of(pid: &str) -> Result<String, String> {
 pub fn own_dir() -> Result<PathBuf, String> {
     let own = path_of("self")?;
     let own = own.as_str();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    let (root, point) = mountinfo
-        .lines()
-        .find_map(cgroup2_mount)
-        .ok_or("no cgroup2 filesystem is mounted")?;
+    let (root, point) = mount()?;
     let rel = Path::new(own)
         .strip_prefix(&root)
         .map_err(|_| format!("the cgroup {own} is outside the cgroup2 mount's root {root}"))?;
@@ -54,6 +49,16 @@ pub fn own_dir() -> Result<PathBuf, String> {
         return Err(format!("the cgroup path {own} is not a plain path"));
     }
     Ok(PathBuf::from(point).join(rel))
+}
+
+/// The root and mount point of the first cgroup2 mount.
+fn mount() -> Result<(String, String), String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    mountinfo
+        .lines()
+        .find_map(cgroup2_mount)
+        .ok_or_else(|| "no cgroup2 filesystem is mounted".to_owned())
 }
 
 /// The root and mount point of a `mountinfo` line that mounts cgroup2.
@@ -178,8 +183,14 @@ impl Cgroup {
         let parent = delegated()?;
         let path = Path::new(&path_of("self")?).join(name);
         let dir = parent.join(name);
-        std::fs::create_dir(&dir)
-            .map_err(|e| format!("cannot make the cgroup {}: {e}", dir.display()))?;
+        // Nobody else may add cgroups below it (whatever the umask).
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&dir)
+                .map_err(|e| format!("cannot make the cgroup {}: {e}", dir.display()))?;
+        }
         let cg = Cgroup {
             dir,
             path: Some(path),
@@ -191,8 +202,7 @@ impl Cgroup {
         Ok(cg)
     }
 
-    /// An existing cgroup, by its directory (a crashed session's).
-    pub fn at(dir: PathBuf) -> Cgroup {
+    fn at(dir: PathBuf) -> Cgroup {
         Cgroup { dir, path: None }
     }
 
@@ -212,12 +222,15 @@ impl Cgroup {
     }
 
     /// Whether process `pid` is in it or below it, as `/proc/PID/cgroup`
-    /// tells the caller (whose cgroup namespace is the one its path is in).
-    pub fn holds(&self, pid: i32) -> bool {
-        match (&self.path, path_of(&pid.to_string())) {
-            (Some(ours), Ok(theirs)) => Path::new(&theirs).starts_with(ours),
-            _ => false,
-        }
+    /// tells the caller (whose cgroup namespace is the one its path is in);
+    /// `None` when that cannot be read (the process is gone).
+    pub fn holds(&self, pid: i32) -> Option<bool> {
+        let theirs = path_of(&pid.to_string()).ok()?;
+        Some(
+            self.path
+                .as_ref()
+                .is_some_and(|ours| Path::new(&theirs).starts_with(ours)),
+        )
     }
 
     /// Freezes every process in it and waits up to `within` for the kernel
@@ -289,13 +302,35 @@ impl Cgroup {
         self.remove_within(Duration::from_secs(1))
     }
 
-    /// Whether `dir` names a sandbox's cgroup under the calling process's
-    /// own: what a removal started elsewhere may remove.
-    pub fn is_sandbox_cgroup(dir: &Path) -> bool {
-        let named = dir
+    /// A sandbox's cgroup named by a record or a command line: a real
+    /// directory (no symlink on the way) named as cordon names them, in
+    /// the cgroup2 filesystem. Anything else is refused: its `cgroup.kill`
+    /// is written.
+    pub fn named(dir: &Path) -> Result<Cgroup, String> {
+        let refuse = |why: &str| {
+            Err(format!(
+                "{} is not a sandbox's cgroup: {why}",
+                dir.display()
+            ))
+        };
+        if !dir
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX));
-        named && own_dir().is_ok_and(|own| dir.parent() == Some(own.as_path()))
+            .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX))
+        {
+            return refuse("not named as cordon names them");
+        }
+        let (_, point) = mount()?;
+        let real = match std::fs::canonicalize(dir) {
+            Ok(r) => r,
+            Err(e) => return refuse(&e.to_string()),
+        };
+        if real != dir || !real.starts_with(&point) || real == Path::new(&point) {
+            return refuse("not a plain path inside the cgroup2 filesystem");
+        }
+        if !real.join("cgroup.events").is_file() {
+            return refuse("no cgroup.events");
+        }
+        Ok(Cgroup::at(real))
     }
 }
 
@@ -317,6 +352,24 @@ mod tests {
             cgroup2_mount(spaced),
             Some(("/a b".into(), "/mnt/c g".into()))
         );
+    }
+
+    #[test]
+    fn only_real_sandbox_cgroups_are_named() {
+        let t = tempfile::tempdir().unwrap();
+        let plain = t.path().join(format!("{PREFIX}1-2"));
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("cgroup.events"), "populated 0\n").unwrap();
+        // Not in the cgroup2 filesystem (or there is none here).
+        assert!(Cgroup::named(&plain).is_err());
+        assert!(Cgroup::named(Path::new("/sys/fs/cgroup")).is_err());
+        let Ok(own) = own_dir() else { return };
+        // Named otherwise, or reached through a symlink: refused.
+        assert!(Cgroup::named(&own).is_err());
+        let link = t.path().join(format!("{PREFIX}3-4"));
+        std::os::unix::fs::symlink(&own, &link).unwrap();
+        assert!(Cgroup::named(&link).is_err());
+        assert!(Cgroup::named(&own.join(format!("{PREFIX}5-6/../x"))).is_err());
     }
 
     #[test]

@@ -123,10 +123,21 @@ pub struct Frozen {
 /// Stops every process of the sandbox whose init is `init`, waiting up to
 /// `within` for each to be seen stopped.
 pub fn freeze(init: i32, within: Duration) -> io::Result<Frozen> {
+    freeze_where(init, within, &|_| true)
+}
+
+/// Like [`freeze`], for the processes of the sandbox that `which` picks
+/// (those outside its cgroup, say), children forked meanwhile included.
+pub fn freeze_where(
+    init: i32,
+    within: Duration,
+    which: &dyn Fn(i32) -> bool,
+) -> io::Result<Frozen> {
     let deadline = Instant::now() + within;
     let mut signalled = std::collections::HashSet::new();
     loop {
-        let pids = members(init)?;
+        let mut pids = members(init)?;
+        pids.retain(|&p| which(p));
         let mut pending = Vec::new();
         for &pid in &pids {
             // Every member is signalled once; then those not seen stopped

@@ -107,6 +107,34 @@ fn userns_hint() -> String {
     }
 }
 
+/// What a launch does: a cgroup of the sandbox's own below this process's,
+/// and a child cloned into it (`clone3`, `CLONE_INTO_CGROUP`).
+fn cgroup_freezer() -> Outcome {
+    let cg = crate::cgroup::Cgroup::create(&crate::cgroup::unique_name())?;
+    let res = cg
+        .open()
+        .map_err(|e| format!("open {}: {e}", cg.path().display()))
+        .and_then(|fd| {
+            // SAFETY: probes run from the single-threaded CLI process
+            // (documented contract); the child only leaves with _exit.
+            match unsafe { sys::clone_fork_into(0, fd.as_fd()) } {
+                Err(e) => Err(format!("clone3 into {}: {e}", cg.path().display())),
+                Ok(Forked::Child) => sys::exit_now(0),
+                Ok(Forked::Parent(pid)) => {
+                    let _ = sys::waitpid(pid, false);
+                    let parent = cg.path().parent().unwrap_or(cg.path());
+                    Ok(format!(
+                        "{} is delegated: each sandbox gets a cgroup below it, frozen with \
+                         cgroup.freeze",
+                        parent.display()
+                    ))
+                }
+            }
+        });
+    let _ = cg.clone().remove();
+    res
+}
+
 fn probe(
     id: &'static str,
     tested: &'static str,
@@ -333,12 +361,7 @@ pub fn run_all(scratch: &Path) -> Vec<Probe> {
     out.push(probe(
         "cgroup",
         "cgroup v2 delegation (the freeze of `cordon contain`)",
-        crate::cgroup::delegated().map(|dir| {
-            format!(
-                "{} is delegated: each sandbox gets a cgroup below it, frozen with cgroup.freeze",
-                dir.display()
-            )
-        }),
+        cgroup_freezer(),
         || {
             "`cordon contain` freezes with SIGSTOP instead; a systemd user session \
              (`systemd-run --user --scope`) provides a delegated cgroup"

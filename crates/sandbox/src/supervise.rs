@@ -142,10 +142,9 @@ impl Prelaunch {
             Ok(cg) => match cg.open() {
                 Ok(fd) => Some(fd),
                 Err(e) => {
-                    cgroup = Err(format!(
-                        "cannot open the cgroup {}: {e}",
-                        cg.path().display()
-                    ));
+                    let why = format!("cannot open the cgroup {}: {e}", cg.path().display());
+                    let _ = cg.clone().remove();
+                    cgroup = Err(why);
                     None
                 }
             },

@@ -326,8 +326,9 @@ impl Controls {
     }
 
     /// Freezes the sandbox, waiting up to `within` to see it frozen: its
-    /// cgroup when it has one, else (or when the cgroup's freeze fails, or
-    /// a process is found outside it) SIGSTOP to its pid namespace.
+    /// cgroup when it has one, else (or when the cgroup's freeze fails)
+    /// SIGSTOP to its pid namespace; a process found outside the cgroup is
+    /// stopped by SIGSTOP too.
     fn freeze(&self, init: i32, within: Duration) -> Freeze {
         let signals = |how, note| Freeze {
             result: cordon_sandbox::freeze::freeze(init, within),
@@ -356,32 +357,50 @@ impl Controls {
                 }
             }
         };
-        let outside: Vec<i32> = members.iter().copied().filter(|&p| !cg.holds(p)).collect();
-        if !outside.is_empty() {
-            return signals(
-                "cgroup+signals",
-                Some(format!(
-                    "process(es) {outside:?} were not in the sandbox's cgroup; SIGSTOP used too"
-                )),
-            );
-        }
         // The kernel says when the whole group is frozen, not which of its
-        // processes are: until it does, none counts as stopped.
-        let result = Ok(if done {
+        // processes are: until it does, none counts as stopped. A process
+        // gone meanwhile is not outside.
+        let outside = |p: i32| cg.holds(p) == Some(false);
+        let inside: Vec<i32> = members.iter().copied().filter(|&p| !outside(p)).collect();
+        let mut frozen = if done {
             cordon_sandbox::freeze::Frozen {
-                stopped: members.len(),
+                stopped: inside.len(),
                 pending: Vec::new(),
             }
         } else {
             cordon_sandbox::freeze::Frozen {
                 stopped: 0,
-                pending: members,
+                pending: inside,
             }
-        });
-        Freeze {
-            result,
-            how: "cgroup",
-            note: None,
+        };
+        if members.iter().all(|&p| !outside(p)) {
+            return Freeze {
+                result: Ok(frozen),
+                how: "cgroup",
+                note: None,
+            };
+        }
+        // Never expected (every process of the sandbox is born in its
+        // cgroup, which it cannot leave): those outside are stopped apart.
+        let stray: Vec<i32> = members.iter().copied().filter(|&p| outside(p)).collect();
+        let note = Some(format!(
+            "process(es) {stray:?} were not in the sandbox's cgroup: stopped by SIGSTOP"
+        ));
+        match cordon_sandbox::freeze::freeze_where(init, within, &outside) {
+            Ok(f) => {
+                frozen.stopped += f.stopped;
+                frozen.pending.extend(f.pending);
+                Freeze {
+                    result: Ok(frozen),
+                    how: "cgroup+signals",
+                    note,
+                }
+            }
+            Err(e) => Freeze {
+                result: Err(e),
+                how: "cgroup+signals",
+                note,
+            },
         }
     }
 
@@ -446,7 +465,7 @@ impl Controls {
         let t_contained = t_frozen.max(t_revoked);
         {
             let mut st = lock(&self.state);
-            st.frozen = frozen.is_ok();
+            st.frozen = matches!(frozen, Ok(f) if f.pending.is_empty());
             st.signalled |= freeze.how != "cgroup";
             st.contained = Some(reason.to_owned());
         }
@@ -487,9 +506,12 @@ impl Controls {
             ),
             summary.clone(),
         ));
-        let registry = self
-            .store
-            .with_registry(|r| r.set_frozen(self.record.id.as_str(), frozen.is_ok()));
+        let registry = self.store.with_registry(|r| {
+            r.set_frozen(
+                self.record.id.as_str(),
+                matches!(frozen, Ok(f) if f.pending.is_empty()),
+            )
+        });
         let mut line = summary.clone();
         line["contained"] = json!(true);
         if let Err(e) = registry {
@@ -569,18 +591,30 @@ impl Controls {
             )));
         };
         let init = self.running_init()?;
-        if let Freezer::Cgroup(cg) = &self.freezer {
-            cg.thaw()
-                .map_err(|e| Error::io("thaw the sandbox's cgroup", e))?;
-        }
+        // SIGCONT first (it drops the stops still queued for processes the
+        // cgroup holds, which would otherwise take effect at the thaw),
+        // then the cgroup. Both are tried; if either fails the session
+        // stays contained (egress cut) and resume can be asked again.
         let signalled = lock(&self.state).signalled;
-        let n = if signalled {
-            cordon_sandbox::freeze::thaw(init).map_err(|e| Error::io("thaw the sandbox", e))?
-        } else {
-            cordon_sandbox::freeze::members(init)
-                .map_err(|e| Error::io("list the sandbox's processes", e))?
-                .len()
-        };
+        let mut failed = Vec::new();
+        let mut n = cordon_sandbox::freeze::members(init).map_or(0, |m| m.len());
+        if signalled {
+            match cordon_sandbox::freeze::thaw(init) {
+                Ok(k) => n = k,
+                Err(e) => failed.push(format!("SIGCONT: {e}")),
+            }
+        }
+        if let Freezer::Cgroup(cg) = &self.freezer {
+            if let Err(e) = cg.thaw() {
+                failed.push(format!("{}: {e}", cg.path().display()));
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Error::io(
+                "thaw the sandbox (it stays contained)",
+                std::io::Error::other(failed.join("; ")),
+            ));
+        }
         if let Some(net) = &self.net {
             net.restore();
         }

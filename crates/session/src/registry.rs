@@ -306,14 +306,15 @@ pub fn mark_dead(store: &crate::Store) -> Result<Vec<String>, Error> {
             continue;
         }
         // Its sandbox died with the supervisor (init's parent-death
-        // signal); the cgroup it was in is left empty.
-        if let Some(dir) = rec.cgroup.clone().filter(|d| {
-            d.file_name().is_some_and(|n| {
-                n.to_string_lossy()
-                    .starts_with(cordon_sandbox::cgroup::PREFIX)
-            })
-        }) {
-            if let Err(e) = crate::run::remove_cgroup(cordon_sandbox::cgroup::Cgroup::at(dir)) {
+        // signal); the cgroup it was in is left empty. Gone already, or
+        // not a sandbox's cgroup (a record edited to name another): left.
+        if let Some(Ok(cg)) = rec
+            .cgroup
+            .as_deref()
+            .filter(|d| d.exists())
+            .map(cordon_sandbox::cgroup::Cgroup::named)
+        {
+            if let Err(e) = crate::run::remove_cgroup(cg) {
                 notices.push(e);
             }
         }

@@ -834,7 +834,8 @@ pub const REMOVE_CGROUP_ARG: &str = "__remove-cgroup";
 /// Kills whatever is left in a sandbox's cgroup, then removes it: at once
 /// when it is empty, else (its init still tearing down its namespaces) by a
 /// detached `cordon __remove-cgroup DIR`, so that the session does not end
-/// later for it. The error is a warning.
+/// later for it (the running program is cordon: this library runs in its
+/// command line). The error is a warning.
 pub(crate) fn remove_cgroup(cg: cordon_sandbox::cgroup::Cgroup) -> Result<(), String> {
     let left = |e: std::io::Error| {
         format!(
@@ -860,15 +861,15 @@ pub(crate) fn remove_cgroup(cg: cordon_sandbox::cgroup::Cgroup) -> Result<(), St
         .map_err(left)
 }
 
-/// `cordon __remove-cgroup DIR`: removes the sandbox's cgroup `DIR` (under
-/// this process's own cgroup, named as cordon names them) once its last
-/// process has exited, waiting up to ten seconds. What a crash leaves, the
-/// next start's sweep removes.
+/// `cordon __remove-cgroup DIR`: removes the sandbox's cgroup `DIR` (named
+/// as cordon names them, in the cgroup2 filesystem) once its last process
+/// has exited, waiting up to ten seconds. What a crash leaves, the next
+/// start's sweep removes. It only ever removes an empty cgroup, which the
+/// caller could do by hand.
 pub fn remove_cgroup_main(dir: &std::path::Path) -> std::process::ExitCode {
-    if !cordon_sandbox::cgroup::Cgroup::is_sandbox_cgroup(dir) {
+    let Ok(cg) = cordon_sandbox::cgroup::Cgroup::named(dir) else {
         return std::process::ExitCode::from(2);
-    }
-    let cg = cordon_sandbox::cgroup::Cgroup::at(dir.to_path_buf());
+    };
     match cg.remove_within(std::time::Duration::from_secs(10)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(_) => std::process::ExitCode::FAILURE,

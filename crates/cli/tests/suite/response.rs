@@ -348,8 +348,22 @@ both!(
         let _run = Running::start(
             env,
             &[],
-            "for j in 1 2 3; do (while :; do /bin/true; done) & done; echo ready; exec sleep 600",
+            "for j in 1 2 3; do (i=0; while :; do i=$((i+1)); echo $i > /tmp/c$j; /bin/true; \
+             done) & done; echo ready; exec sleep 600",
         );
+        let show = json_of(env, &["show", "last", "--json"]);
+        let init = show["control"]["init"].as_i64().unwrap();
+        let counts = || {
+            (1..=3)
+                .map(|j| std::fs::read_to_string(format!("/proc/{init}/root/tmp/c{j}")))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counts().len() < 3 {
+            assert!(Instant::now() < deadline, "the loops never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for round in 0..4 {
             let o = env
                 .cordon(["contain", "last", "--reason", "spawning"])
@@ -358,6 +372,14 @@ both!(
             let said = format!("{}{}", stdout(&o), stderr(&o));
             assert!(o.status.success(), "round {round}: {said}");
             assert!(!said.contains("warning"), "round {round}: {said}");
+            // Nothing runs: no loop counts on.
+            let a = counts();
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(
+                counts(),
+                a,
+                "round {round}: a loop ran while frozen: {said}"
+            );
             let o = env.cordon(["resume", "last"]).output().unwrap();
             assert!(o.status.success(), "round {round}: {}", stderr(&o));
             std::thread::sleep(Duration::from_millis(50));
@@ -555,6 +577,11 @@ both!(
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
+        // At once, or (the sandbox's init still exiting) just after.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cgroup.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(
             !cgroup.exists(),
             "the crashed session's cgroup is still there"
