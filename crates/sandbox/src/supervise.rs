@@ -168,7 +168,9 @@ impl Prelaunch {
             Some(Err(e)) => {
                 if let Ok(cg) = std::mem::replace(
                     &mut cgroup,
-                    Err(format!("cannot start the sandbox in its cgroup: {e}")),
+                    Err(format!(
+                        "cannot start the sandbox in its cgroup (clone3 with CLONE_INTO_CGROUP): {e}"
+                    )),
                 ) {
                     let _ = cg.remove();
                 }

@@ -420,8 +420,15 @@ impl Delegated {
 
     /// `cmd`, started inside the delegated cgroup.
     fn wrap(&self, cmd: Command) -> Command {
-        let mut w = Command::new("sh");
-        w.arg("-c")
+        self.wrap_after(&["sh"], cmd)
+    }
+
+    /// `cmd`, started inside the delegated cgroup by `sh`, itself run by
+    /// `prefix` (whose last word is `sh`).
+    fn wrap_after(&self, prefix: &[&str], cmd: Command) -> Command {
+        let mut w = Command::new(prefix[0]);
+        w.args(&prefix[1..])
+            .arg("-c")
             .arg(format!(
                 "echo $$ > {}/cgroup.procs && exec \"$@\"",
                 self.0.display()
@@ -588,6 +595,81 @@ both!(
         );
     }
 );
+
+/// Runs the rest of its command line with `clone3` failing with ENOSYS,
+/// as some container runtimes' seccomp policies make it (x86_64).
+const WITHOUT_CLONE3: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def op(code, k, jt=0, jf=0):
+    return struct.pack("HBBI", code, jt, jf, k)
+prog = b"".join([
+    op(0x20, 4),                   # ld arch
+    op(0x15, 0xC000003E, 0, 3),    # x86_64, else allow
+    op(0x20, 0),                   # ld nr
+    op(0x15, 435, 0, 1),           # clone3, else allow
+    op(0x06, 0x00050000 | 38),     # ERRNO(ENOSYS)
+    op(0x06, 0x7FFF0000),          # ALLOW
+])
+buf = ctypes.create_string_buffer(prog)
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = Fprog(len(prog) // 8, ctypes.addressof(buf))
+assert libc.prctl(38, 1, 0, 0, 0) == 0, "no_new_privs"
+assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0, "seccomp"
+os.execvp(sys.argv[1], sys.argv[1:])
+"#;
+
+// Where clone3 is hidden, the sandbox cannot be born in a cgroup: the
+// freeze is SIGSTOP, the show says why, and the cgroup made for it is
+// gone.
+both!(without_clone3_the_freeze_falls_back_to_signals, |env| {
+    if !cfg!(target_arch = "x86_64") {
+        crate::suite::harness::skip(module_path!(), "the clone3 filter is written for x86_64");
+        return;
+    }
+    let deleg = match Delegated::make(env) {
+        Ok(d) => d,
+        Err(why) => {
+            crate::suite::harness::skip(module_path!(), &format!("no cgroup v2 here: {why}"));
+            return;
+        }
+    };
+    let _run = Running::start_with(
+        env,
+        &[],
+        "(i=0; while :; do i=$((i+1)); echo $i > /tmp/c.new; mv -f /tmp/c.new /tmp/counter; \
+         done) & echo ready; exec sleep 600",
+        |c| deleg.wrap_after(&["python3", "-c", WITHOUT_CLONE3, "sh"], c),
+    );
+    let show = json_of(env, &["show", "last", "--json"]);
+    let freezer = &show["control"]["freezer"];
+    assert_eq!(freezer["kind"], "signals", "{show}");
+    let why = freezer["no_cgroup"].as_str().unwrap();
+    assert!(
+        why.contains("clone3") && why.contains("(os error 38)"),
+        "{why}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&deleg.0)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let init = show["control"]["init"].as_i64().unwrap();
+    let o = env
+        .cordon(["contain", "last", "--reason", "no clone3"])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{said}");
+    let b = count_now(init);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(init), Some(b), "the counter moved while frozen");
+    let audit = stdout(&env.cordon(["logs", "last", "--json"]).output().unwrap());
+    assert!(audit.contains("\"freezer\":\"signals\""), "{audit}");
+});
 
 both!(the_sandbox_cannot_reach_its_control_socket, |env| {
     let (port, _closed) = holding_server();
