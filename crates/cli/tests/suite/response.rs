@@ -168,6 +168,34 @@ fn count_now(init: i64) -> u64 {
     }
 }
 
+/// Asserts that the agent's counter stands still (the sandbox is frozen).
+#[track_caller]
+fn assert_frozen(init: i64) {
+    let a = count_now(init);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(init), Some(a), "the counter moved while frozen");
+}
+
+/// Asserts that the agent's counter moves on (the sandbox runs).
+#[track_caller]
+fn assert_running(init: i64) {
+    let b = count_now(init);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        counter(init).unwrap() > b,
+        "the counter did not move after resume"
+    );
+}
+
+/// Waits up to 10 s for `path` to be gone; whether it is.
+fn gone(path: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !path.exists()
+}
+
 fn verify(env: &Env, bundle: &Path) -> (Option<i32>, String) {
     let o = env
         .cordon(["evidence", "verify", &bundle.display().to_string()])
@@ -221,9 +249,7 @@ both!(contain_freezes_cuts_and_seals_verifiable_evidence, |env| {
     let init = show["control"]["init"].as_i64().unwrap();
     assert_eq!(show["control"]["frozen"], true, "{show}");
     assert_eq!(show["control"]["egress_cut"], true, "{show}");
-    let a = count_now(init);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(counter(init), Some(a), "the counter moved while frozen");
+    assert_frozen(init);
     let ps = json_of(env, &["ps", "--json"]);
     assert_eq!(ps[0]["status"], "contained", "{ps}");
     let text = stdout(&env.cordon(["show", "last"]).output().unwrap());
@@ -301,12 +327,7 @@ both!(contain_freezes_cuts_and_seals_verifiable_evidence, |env| {
     let o = env.cordon(["resume", "last"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     run.expect("cut");
-    let b = count_now(init);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        counter(init).unwrap() > b,
-        "the counter did not move after resume"
-    );
+    assert_running(init);
 
     // Kill: everything ends, the overlay goes, the evidence stays.
     let o = env
@@ -512,7 +533,7 @@ both!(
         let cgroup = PathBuf::from(freezer["cgroup"].as_str().unwrap());
         assert_eq!(cgroup.parent(), Some(deleg.0.as_path()), "{show}");
         let init = show["control"]["init"].as_i64().unwrap();
-        let a = count_now(init);
+        count_now(init);
         assert!(events(&cgroup).contains("frozen 0"));
         // Inside, its cgroup is the root of its namespace, and no cgroupfs.
         let inside = |f: &str| PathBuf::from(format!("/proc/{init}/root/tmp/{f}"));
@@ -530,10 +551,7 @@ both!(
         assert!(o.status.success(), "{said}");
         assert!(!said.contains("warning"), "{said}");
         assert!(events(&cgroup).contains("frozen 1"), "{}", events(&cgroup));
-        let b = count_now(init);
-        assert!(b >= a);
-        std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(counter(init), Some(b), "the counter moved while frozen");
+        assert_frozen(init);
         // Frozen by the cgroup, not stopped by a signal.
         let members = cordon_sandbox::freeze::members(init as i32).unwrap();
         for p in &members[1..] {
@@ -547,11 +565,7 @@ both!(
         let o = env.cordon(["resume", "last"]).output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(events(&cgroup).contains("frozen 0"), "{}", events(&cgroup));
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            counter(init).unwrap() > b,
-            "the counter did not move after resume"
-        );
+        assert_running(init);
 
         let o = env
             .cordon(["kill", "last", "--reason", "done"])
@@ -561,11 +575,7 @@ both!(
         let (_, err) = run.wait();
         assert!(!err.contains("left behind"), "{err}");
         // Removed at the end, or (its init still exiting) just after.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while cgroup.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(!cgroup.exists(), "the sandbox's cgroup was not removed");
+        assert!(gone(&cgroup), "the sandbox's cgroup was not removed");
 
         // A supervisor killed outright leaves its sandbox's cgroup (empty: the
         // sandbox died with it); the next start removes it.
@@ -585,14 +595,7 @@ both!(
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         // At once, or (the sandbox's init still exiting) just after.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while cgroup.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            !cgroup.exists(),
-            "the crashed session's cgroup is still there"
-        );
+        assert!(gone(&cgroup), "the crashed session's cgroup is still there");
     }
 );
 
@@ -664,9 +667,7 @@ both!(without_clone3_the_freeze_falls_back_to_signals, |env| {
         .unwrap();
     let said = format!("{}{}", stdout(&o), stderr(&o));
     assert!(o.status.success(), "{said}");
-    let b = count_now(init);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(counter(init), Some(b), "the counter moved while frozen");
+    assert_frozen(init);
     let audit = stdout(&env.cordon(["logs", "last", "--json"]).output().unwrap());
     assert!(audit.contains("\"freezer\":\"signals\""), "{audit}");
 });
