@@ -361,7 +361,7 @@ impl Controls {
         // processes are: until it does, none counts as stopped. A process
         // gone meanwhile is not outside.
         let outside = |p: i32| cg.holds(p) == Some(false);
-        let inside: Vec<i32> = members.iter().copied().filter(|&p| !outside(p)).collect();
+        let (stray, inside): (Vec<i32>, Vec<i32>) = members.iter().partition(|&&p| outside(p));
         let mut frozen = if done {
             cordon_sandbox::freeze::Frozen {
                 stopped: inside.len(),
@@ -373,7 +373,7 @@ impl Controls {
                 pending: inside,
             }
         };
-        if members.iter().all(|&p| !outside(p)) {
+        if stray.is_empty() {
             return Freeze {
                 result: Ok(frozen),
                 how: "cgroup",
@@ -382,7 +382,6 @@ impl Controls {
         }
         // Never expected (every process of the sandbox is born in its
         // cgroup, which it cannot leave): those outside are stopped apart.
-        let stray: Vec<i32> = members.iter().copied().filter(|&p| outside(p)).collect();
         let note = Some(format!(
             "process(es) {stray:?} were not in the sandbox's cgroup: stopped by SIGSTOP"
         ));
