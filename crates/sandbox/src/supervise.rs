@@ -356,7 +356,7 @@ impl std::fmt::Debug for Launch {
 }
 
 /// The namespaces of `clone`; init adds the network namespace itself, and
-/// the cgroup namespace once it is in its cgroup ([`Prelaunch::join_cgroup`]).
+/// the cgroup namespace once it has its spec (rooted in its own cgroup).
 const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID

@@ -828,7 +828,7 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
 }
 
 /// The hidden argument of `cordon` that removes a sandbox's cgroup once its
-/// last process has exited ([`remove_cgroup_later`]).
+/// last process has exited ([`remove_cgroup_main`]).
 pub const REMOVE_CGROUP_ARG: &str = "__remove-cgroup";
 
 /// Kills whatever is left in a sandbox's cgroup, then removes it: at once
