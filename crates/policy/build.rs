@@ -7,7 +7,11 @@
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles");
+    // Read when the script runs, not baked in when it was compiled: a
+    // build script compiled for another checkout sharing the target
+    // directory would read that checkout's profiles.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let dir = Path::new(&manifest).join("../../profiles");
     println!("cargo:rerun-if-changed={}", dir.display());
     let out = Path::new(&std::env::var_os("OUT_DIR").unwrap_or_default()).join("builtin");
     if let Err(e) = convert(&dir, &out) {
