@@ -38,7 +38,14 @@ fn path_of(pid: &str) -> Result<String, String> {
 pub fn own_dir() -> Result<PathBuf, String> {
     let own = path_of("self")?;
     let own = own.as_str();
-    let (root, point) = mount()?;
+    // The mount that shows this cgroup (a bind of a subtree may not),
+    // the whole hierarchy's first.
+    let mut mounts = mounts()?;
+    mounts.sort_by_key(|(root, _)| root != "/");
+    let (root, point) = mounts
+        .into_iter()
+        .find(|(root, _)| Path::new(own).starts_with(root))
+        .ok_or_else(|| format!("no cgroup2 mount shows the cgroup {own}"))?;
     let rel = Path::new(own)
         .strip_prefix(&root)
         .map_err(|_| format!("the cgroup {own} is outside the cgroup2 mount's root {root}"))?;
@@ -51,14 +58,15 @@ pub fn own_dir() -> Result<PathBuf, String> {
     Ok(PathBuf::from(point).join(rel))
 }
 
-/// The root and mount point of the first cgroup2 mount.
-fn mount() -> Result<(String, String), String> {
+/// The root and mount point of every cgroup2 mount.
+fn mounts() -> Result<Vec<(String, String)>, String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    mountinfo
-        .lines()
-        .find_map(cgroup2_mount)
-        .ok_or_else(|| "no cgroup2 filesystem is mounted".to_owned())
+    let found: Vec<_> = mountinfo.lines().filter_map(cgroup2_mount).collect();
+    if found.is_empty() {
+        return Err("no cgroup2 filesystem is mounted".to_owned());
+    }
+    Ok(found)
 }
 
 /// The root and mount point of a `mountinfo` line that mounts cgroup2.
@@ -224,13 +232,19 @@ impl Cgroup {
     /// Whether process `pid` is in it or below it, as `/proc/PID/cgroup`
     /// tells the caller (whose cgroup namespace is the one its path is in);
     /// `None` when that cannot be read (the process is gone).
+    /// Any other failure to read it counts as outside (it is then stopped
+    /// by signal as well).
     pub fn holds(&self, pid: i32) -> Option<bool> {
-        let theirs = path_of(&pid.to_string()).ok()?;
-        Some(
-            self.path
-                .as_ref()
-                .is_some_and(|ours| Path::new(&theirs).starts_with(ours)),
-        )
+        let text = match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            Ok(t) => t,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => return None,
+            Err(_) => return Some(false),
+        };
+        let theirs = text.lines().find_map(|l| l.strip_prefix("0::"));
+        Some(matches!(
+            (theirs, &self.path),
+            (Some(theirs), Some(ours)) if Path::new(theirs).starts_with(ours)
+        ))
     }
 
     /// Freezes every process in it and waits up to `within` for the kernel
@@ -319,12 +333,17 @@ impl Cgroup {
         {
             return refuse("not named as cordon names them");
         }
-        let (_, point) = mount()?;
         let real = match std::fs::canonicalize(dir) {
             Ok(r) => r,
             Err(e) => return refuse(&e.to_string()),
         };
-        if real != dir || !real.starts_with(&point) || real == Path::new(&point) {
+        const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+        let in_cgroupfs = rustix::fs::statfs(&real)
+            .is_ok_and(|st| u64::try_from(st.f_type).is_ok_and(|t| t == CGROUP2_SUPER_MAGIC));
+        let mounted = mounts()?
+            .iter()
+            .any(|(_, point)| real.starts_with(point) && real != Path::new(point));
+        if real != dir || !in_cgroupfs || !mounted {
             return refuse("not a plain path inside the cgroup2 filesystem");
         }
         if !real.join("cgroup.events").is_file() {
@@ -369,7 +388,21 @@ mod tests {
         let link = t.path().join(format!("{PREFIX}3-4"));
         std::os::unix::fs::symlink(&own, &link).unwrap();
         assert!(Cgroup::named(&link).is_err());
-        assert!(Cgroup::named(&own.join(format!("{PREFIX}5-6/../x"))).is_err());
+        // A real one is named; reached through `..`, it is not.
+        let Ok(cg) = Cgroup::create(&unique_name()) else {
+            return;
+        };
+        let name = cg.path().file_name().unwrap().to_owned();
+        assert_eq!(
+            Cgroup::named(cg.path()).as_ref(),
+            Ok(&Cgroup::at(cg.path().to_path_buf()))
+        );
+        assert!(Cgroup::named(&cg.path().join("..").join(&name)).is_err());
+        let twice = cg.path().join(&name);
+        let _ = std::fs::create_dir(&twice);
+        assert!(Cgroup::named(&twice.join("..").join("..").join(&name)).is_err());
+        let _ = std::fs::remove_dir(&twice);
+        cg.remove().unwrap();
     }
 
     #[test]

@@ -74,8 +74,11 @@ struct State {
     /// to whatever process has its pid now.
     init_fd: Option<OwnedFd>,
     frozen: bool,
-    /// Whether the last freeze sent SIGSTOP (resume then sends SIGCONT).
+    /// Whether a freeze sent SIGSTOP (resume then sends SIGCONT).
     signalled: bool,
+    /// Whether a freeze wrote the cgroup's `cgroup.freeze` (resume then
+    /// thaws it).
+    cgroup_frozen: bool,
     contained: Option<String>,
     bundle: Option<PathBuf>,
     /// Whether the bundle holds the whole overlay (else `kill` keeps it).
@@ -160,6 +163,8 @@ struct Freeze {
     how: &'static str,
     /// Why the cgroup was not enough, when it was not.
     note: Option<String>,
+    /// Whether `cgroup.freeze` was written.
+    cgroup_written: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -334,6 +339,7 @@ impl Controls {
             result: cordon_sandbox::freeze::freeze(init, within),
             how,
             note,
+            cgroup_written: false,
         };
         let Freezer::Cgroup(cg) = &self.freezer else {
             return signals("signals", None);
@@ -354,6 +360,7 @@ impl Controls {
                     result: Err(e),
                     how: "cgroup",
                     note: None,
+                    cgroup_written: true,
                 }
             }
         };
@@ -378,6 +385,7 @@ impl Controls {
                 result: Ok(frozen),
                 how: "cgroup",
                 note: None,
+                cgroup_written: true,
             };
         }
         // Never expected (every process of the sandbox is born in its
@@ -393,12 +401,14 @@ impl Controls {
                     result: Ok(frozen),
                     how: "cgroup+signals",
                     note,
+                    cgroup_written: true,
                 }
             }
             Err(e) => Freeze {
                 result: Err(e),
                 how: "cgroup+signals",
                 note,
+                cgroup_written: true,
             },
         }
     }
@@ -411,7 +421,13 @@ impl Controls {
         reply: &mut dyn FnMut(Value),
     ) -> Result<(), Error> {
         let t0 = Instant::now();
-        if let Some(why) = &lock(&self.state).contained {
+        // Contained but not frozen (a freeze or a resume that failed
+        // halfway): it may be contained again.
+        let refused = {
+            let st = lock(&self.state);
+            st.contained.clone().filter(|_| st.frozen)
+        };
+        if let Some(why) = refused {
             return Err(Error::Usage(format!(
                 "session {} is already contained ({why}); `cordon resume` or `cordon kill` it",
                 self.record.id
@@ -457,6 +473,7 @@ impl Controls {
                 },
                 note: again.note.or(freeze.note),
                 result: again.result,
+                cgroup_written: again.cgroup_written || freeze.cgroup_written,
             };
             t_frozen = t0.elapsed();
         }
@@ -466,6 +483,7 @@ impl Controls {
             let mut st = lock(&self.state);
             st.frozen = matches!(frozen, Ok(f) if f.pending.is_empty());
             st.signalled |= freeze.how != "cgroup";
+            st.cgroup_frozen |= freeze.cgroup_written;
             st.contained = Some(reason.to_owned());
         }
         let timings = json!({
@@ -590,37 +608,39 @@ impl Controls {
             )));
         };
         let init = self.running_init()?;
+        // From the first step on, some process may run: not frozen any
+        // more (a `kill` then contains again before it drops anything).
         // SIGCONT first (it drops the stops still queued for processes the
         // cgroup holds, which would otherwise take effect at the thaw),
-        // then the cgroup. Both are tried; if either fails the session
-        // stays contained (egress cut) and resume can be asked again.
-        let signalled = lock(&self.state).signalled;
-        let mut failed = Vec::new();
+        // then the cgroup. If a step fails the session stays contained
+        // (egress cut) and resume can be asked again.
+        let (signalled, cgroup_frozen) = {
+            let mut st = lock(&self.state);
+            st.frozen = false;
+            (st.signalled, st.cgroup_frozen)
+        };
+        let _ = self
+            .store
+            .with_registry(|r| r.set_frozen(self.record.id.as_str(), false));
+        let still = |what: &str, e: std::io::Error| {
+            Error::io(format!("{what} (the session stays contained)"), e)
+        };
         let mut n = cordon_sandbox::freeze::members(init).map_or(0, |m| m.len());
         if signalled {
-            match cordon_sandbox::freeze::thaw(init) {
-                Ok(k) => n = k,
-                Err(e) => failed.push(format!("SIGCONT: {e}")),
-            }
+            n = cordon_sandbox::freeze::thaw(init)
+                .map_err(|e| still("send SIGCONT to the sandbox", e))?;
+            lock(&self.state).signalled = false;
         }
-        if let Freezer::Cgroup(cg) = &self.freezer {
-            if let Err(e) = cg.thaw() {
-                failed.push(format!("{}: {e}", cg.path().display()));
-            }
-        }
-        if !failed.is_empty() {
-            return Err(Error::io(
-                "thaw the sandbox (it stays contained)",
-                std::io::Error::other(failed.join("; ")),
-            ));
+        if let (true, Freezer::Cgroup(cg)) = (cgroup_frozen, &self.freezer) {
+            cg.thaw()
+                .map_err(|e| still(&format!("thaw the cgroup {}", cg.path().display()), e))?;
+            lock(&self.state).cgroup_frozen = false;
         }
         if let Some(net) = &self.net {
             net.restore();
         }
         {
             let mut st = lock(&self.state);
-            st.frozen = false;
-            st.signalled = false;
             st.contained = None;
             st.bundle = None;
             st.upper_kept = false;
@@ -635,9 +655,6 @@ impl Controls {
             ),
             json!({ "processes": n }),
         ));
-        let _ = self
-            .store
-            .with_registry(|r| r.set_frozen(self.record.id.as_str(), false));
         Ok(json!({ "resumed": true, "processes": n }))
     }
 
@@ -645,8 +662,12 @@ impl Controls {
         // Nothing to kill yet (the sandbox is being built): say so, rather
         // than report a kill that did not happen.
         self.running_init()?;
-        let contained = lock(&self.state).contained.is_some();
-        // A containment that fails (the evidence cannot be sealed, say)
+        let contained = {
+            let st = lock(&self.state);
+            st.contained.is_some() && st.frozen
+        };
+        // Contained and still frozen: that containment's evidence stands.
+        // Otherwise it is contained (again) first. A containment that fails (the evidence cannot be sealed, say)
         // does not stop the kill; it keeps the overlay instead.
         let failed = if contained {
             None

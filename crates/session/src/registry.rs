@@ -308,15 +308,19 @@ pub fn mark_dead(store: &crate::Store) -> Result<Vec<String>, Error> {
         // Its sandbox died with the supervisor (init's parent-death
         // signal); the cgroup it was in is left empty. Gone already, or
         // not a sandbox's cgroup (a record edited to name another): left.
-        if let Some(Ok(cg)) = rec
+        match rec
             .cgroup
             .as_deref()
             .filter(|d| d.exists())
             .map(cordon_sandbox::cgroup::Cgroup::named)
         {
-            if let Err(e) = crate::run::remove_cgroup(cg) {
-                notices.push(e);
+            Some(Ok(cg)) => {
+                if let Err(e) = crate::run::remove_cgroup(cg) {
+                    notices.push(e);
+                }
             }
+            Some(Err(e)) => notices.push(format!("session {id}'s record: {e}; left as it is")),
+            None => {}
         }
         rec.status = Status::Crashed;
         rec.error = Some(
