@@ -36,8 +36,14 @@ fn path_of(pid: &str) -> Result<String, String> {
 /// The cgroup v2 directory of the calling process, from its cgroup path and
 /// the cgroup2 mount in `/proc/self/mountinfo`.
 pub fn own_dir() -> Result<PathBuf, String> {
-    let own = path_of("self")?;
-    let own = own.as_str();
+    own().map(|(_, dir)| dir)
+}
+
+/// The calling process's cgroup path (as `/proc/self/cgroup` shows it) and
+/// directory.
+fn own() -> Result<(String, PathBuf), String> {
+    let path = path_of("self")?;
+    let own = path.as_str();
     // The mount that shows this cgroup (a bind of a subtree may not),
     // the whole hierarchy's first.
     let mut mounts = mounts()?;
@@ -55,7 +61,8 @@ pub fn own_dir() -> Result<PathBuf, String> {
     {
         return Err(format!("the cgroup path {own} is not a plain path"));
     }
-    Ok(PathBuf::from(point).join(rel))
+    let dir = PathBuf::from(point).join(rel);
+    Ok((path, dir))
 }
 
 /// The root and mount point of every cgroup2 mount.
@@ -106,11 +113,12 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The calling process's cgroup when it is delegated to its user: starting
-/// a process in a cgroup below it needs write access to its `cgroup.procs`
-/// (the common ancestor's) and to the directory. Else why not.
-pub fn delegated() -> Result<PathBuf, String> {
-    let parent = own_dir()?;
+/// The calling process's cgroup path and directory when the cgroup is
+/// delegated to its user: starting a process in a cgroup below it needs
+/// write access to its `cgroup.procs` (the common ancestor's) and to the
+/// directory. Else why not.
+fn delegated() -> Result<(String, PathBuf), String> {
+    let (path, parent) = own()?;
     for f in [parent.join("cgroup.procs"), parent.clone()] {
         rustix::fs::access(&f, rustix::fs::Access::WRITE_OK).map_err(|e| {
             format!(
@@ -120,7 +128,7 @@ pub fn delegated() -> Result<PathBuf, String> {
             )
         })?;
     }
-    Ok(parent)
+    Ok((path, parent))
 }
 
 /// What the cgroups of sandboxes are named after.
@@ -188,8 +196,8 @@ impl Cgroup {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(format!("{name:?} is not a cgroup name"));
         }
-        let parent = delegated()?;
-        let path = Path::new(&path_of("self")?).join(name);
+        let (own, parent) = delegated()?;
+        let path = Path::new(&own).join(name);
         let dir = parent.join(name);
         // Nobody else may add cgroups below it (whatever the umask).
         {

@@ -504,9 +504,6 @@ pub fn prepare(req: &Request, dirs: &Dirs) -> Result<Prepared, Error> {
     notices_early.extend(crate::vault::recover(&store, &dirs.state));
     // Sessions whose supervisor died are marked so.
     notices_early.extend(crate::registry::mark_dead(&store)?);
-    // And the empty cgroups that killed supervisors left (any state
-    // directory's: the cgroup is this user's).
-    let _ = cordon_sandbox::cgroup::sweep(std::time::Duration::from_secs(30));
     let id = store.create()?;
     // Held from the first moment: leases recorded from here on belong to a
     // live session, which no other start's crash recovery touches.
@@ -864,8 +861,8 @@ pub(crate) fn remove_cgroup(cg: cordon_sandbox::cgroup::Cgroup) -> Result<(), St
 /// `cordon __remove-cgroup DIR`: removes the sandbox's cgroup `DIR` (named
 /// as cordon names them, in the cgroup2 filesystem) once its last process
 /// has exited, waiting up to ten seconds. What a crash leaves, the next
-/// start's sweep removes. It only ever removes an empty cgroup, which the
-/// caller could do by hand.
+/// start (from the record) or a later session's end (the sweep) removes.
+/// It only ever removes an empty cgroup, which the caller could do by hand.
 pub fn remove_cgroup_main(dir: &std::path::Path) -> std::process::ExitCode {
     let Ok(cg) = cordon_sandbox::cgroup::Cgroup::named(dir) else {
         return std::process::ExitCode::from(2);
@@ -893,6 +890,10 @@ pub fn execute(
             on_warning(&e);
         }
     }
+    // And the empty cgroups that killed supervisors left beside it (any
+    // state directory's: the cgroup is this user's). Here, off the path to
+    // the agent's start.
+    let _ = cordon_sandbox::cgroup::sweep(std::time::Duration::from_secs(30));
     outcome
 }
 
