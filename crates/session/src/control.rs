@@ -158,13 +158,23 @@ impl Freezer {
 /// What one freeze did, and how.
 struct Freeze {
     result: std::io::Result<cordon_sandbox::freeze::Frozen>,
-    /// `cgroup` or `signals` (or both, when the cgroup's freeze could not
-    /// be trusted for every process).
-    how: &'static str,
+    /// Whether `cgroup.freeze` was (or may have been) written.
+    cgroup: bool,
+    /// Whether SIGSTOP was sent.
+    signals: bool,
     /// Why the cgroup was not enough, when it was not.
     note: Option<String>,
-    /// Whether `cgroup.freeze` was written.
-    cgroup_written: bool,
+}
+
+impl Freeze {
+    /// What the audit record's `freezer` says.
+    fn how(&self) -> &'static str {
+        match (self.cgroup, self.signals) {
+            (true, true) => "cgroup+signals",
+            (true, false) => "cgroup",
+            _ => "signals",
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -335,20 +345,22 @@ impl Controls {
     /// SIGSTOP to its pid namespace; a process found outside the cgroup is
     /// stopped by SIGSTOP too.
     fn freeze(&self, init: i32, within: Duration) -> Freeze {
-        let signals = |how, note| Freeze {
+        let signals = |cgroup, note| Freeze {
             result: cordon_sandbox::freeze::freeze(init, within),
-            how,
+            cgroup,
+            signals: true,
             note,
-            cgroup_written: false,
         };
         let Freezer::Cgroup(cg) = &self.freezer else {
-            return signals("signals", None);
+            return signals(false, None);
         };
         let done = match cg.freeze(within) {
             Ok(done) => done,
+            // The write may have been made (reading its outcome failed):
+            // resume thaws the cgroup too.
             Err(e) => {
                 return signals(
-                    "signals",
+                    true,
                     Some(format!("the cgroup's freeze failed ({e}); SIGSTOP used")),
                 )
             }
@@ -358,9 +370,9 @@ impl Controls {
             Err(e) => {
                 return Freeze {
                     result: Err(e),
-                    how: "cgroup",
+                    cgroup: true,
+                    signals: false,
                     note: None,
-                    cgroup_written: true,
                 }
             }
         };
@@ -383,9 +395,9 @@ impl Controls {
         if stray.is_empty() {
             return Freeze {
                 result: Ok(frozen),
-                how: "cgroup",
+                cgroup: true,
+                signals: false,
                 note: None,
-                cgroup_written: true,
             };
         }
         // Never expected (every process of the sandbox is born in its
@@ -393,23 +405,16 @@ impl Controls {
         let note = Some(format!(
             "process(es) {stray:?} were not in the sandbox's cgroup: stopped by SIGSTOP"
         ));
-        match cordon_sandbox::freeze::freeze_where(init, within, &outside) {
-            Ok(f) => {
-                frozen.stopped += f.stopped;
-                frozen.pending.extend(f.pending);
-                Freeze {
-                    result: Ok(frozen),
-                    how: "cgroup+signals",
-                    note,
-                    cgroup_written: true,
-                }
-            }
-            Err(e) => Freeze {
-                result: Err(e),
-                how: "cgroup+signals",
-                note,
-                cgroup_written: true,
-            },
+        let result = cordon_sandbox::freeze::freeze_where(init, within, &outside).map(|f| {
+            frozen.stopped += f.stopped;
+            frozen.pending.extend(f.pending);
+            frozen
+        });
+        Freeze {
+            result,
+            cgroup: true,
+            signals: true,
+            note,
         }
     }
 
@@ -466,14 +471,10 @@ impl Controls {
         if !confirm.is_zero() && matches!(&freeze.result, Ok(f) if !f.pending.is_empty()) {
             let again = self.freeze(init, confirm);
             freeze = Freeze {
-                how: if again.how == freeze.how {
-                    again.how
-                } else {
-                    "cgroup+signals"
-                },
+                cgroup: again.cgroup || freeze.cgroup,
+                signals: again.signals || freeze.signals,
                 note: again.note.or(freeze.note),
                 result: again.result,
-                cgroup_written: again.cgroup_written || freeze.cgroup_written,
             };
             t_frozen = t0.elapsed();
         }
@@ -482,8 +483,8 @@ impl Controls {
         {
             let mut st = lock(&self.state);
             st.frozen = matches!(frozen, Ok(f) if f.pending.is_empty());
-            st.signalled |= freeze.how != "cgroup";
-            st.cgroup_frozen |= freeze.cgroup_written;
+            st.signalled |= freeze.signals;
+            st.cgroup_frozen |= freeze.cgroup;
             st.contained = Some(reason.to_owned());
         }
         let timings = json!({
@@ -498,7 +499,7 @@ impl Controls {
         };
         let summary = json!({
             "reason": reason,
-            "freezer": freeze.how,
+            "freezer": freeze.how(),
             "freezer_note": freeze.note,
             "processes_stopped": stopped,
             "processes_pending": pending,
