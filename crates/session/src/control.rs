@@ -624,7 +624,13 @@ impl Controls {
             .store
             .with_registry(|r| r.set_frozen(self.record.id.as_str(), false));
         let still = |what: &str, e: std::io::Error| {
-            Error::io(format!("{what} (the session stays contained)"), e)
+            Error::io(
+                format!(
+                    "{what} (the session stays contained: `cordon resume` it again, or \
+                     `cordon kill` it)"
+                ),
+                e,
+            )
         };
         let mut n = cordon_sandbox::freeze::members(init).map_or(0, |m| m.len());
         if signalled {
